@@ -1,0 +1,63 @@
+"""``open_store(url)``: a store from a URL."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .errors import InvalidInputError, InvalidTypeError
+from .store import BaseStore
+
+__all__ = ["DEFAULT_URL", "open_store"]
+
+#: The embedded default: a SQLite file in the current directory.
+DEFAULT_URL = "sqlite:///wa_sessions.db"
+
+_ALLOWED = "memory://, sqlite:///relative/path, sqlite:////absolute/path, postgresql://…"
+
+
+def open_store(url: str = DEFAULT_URL, **options: Any) -> BaseStore:
+    """Return a store (not yet opened) for ``url``.
+
+    Accepted URLs:
+
+    - ``memory://``: a :class:`~wa_session_store.MemoryStore`;
+    - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
+      (three slashes, then the path): a :class:`~wa_session_store.SQLiteStore`;
+    - ``postgresql://…`` or ``postgres://…`` (a libpq URL):
+      a :class:`~wa_session_store.PostgresStore`.
+
+    ``options`` go to the store's constructor. Use the result with
+    ``async with open_store(url) as store:``.
+
+    Raises:
+        InvalidTypeError: ``url`` is not a str.
+        InvalidInputError: an unknown scheme or a malformed URL (the message
+            never repeats a password the URL may hold).
+    """
+    if not isinstance(url, str):
+        raise InvalidTypeError(f"url must be a str, not {type(url).__name__}")
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise InvalidInputError(f"not a store URL (no '://'): expected one of {_ALLOWED}")
+    if scheme == "memory":
+        if rest:
+            raise InvalidInputError("memory:// takes nothing after '://'")
+        from .backends.memory import MemoryStore
+
+        return MemoryStore(**options)
+    if scheme == "sqlite":
+        path = unquote(urlsplit(url).path[1:]) if rest.startswith("/") else ""
+        if not path:
+            raise InvalidInputError(
+                "sqlite URL needs a path: sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        from .backends.sqlite import SQLiteStore
+
+        return SQLiteStore(path, **options)
+    if scheme in ("postgresql", "postgres"):
+        from .backends.postgres import PostgresStore
+
+        return PostgresStore(url, **options)
+    raise InvalidInputError(f"unknown store URL scheme {scheme[:20]!r}: expected one of {_ALLOWED}")

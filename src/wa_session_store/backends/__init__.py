@@ -1,0 +1,1 @@
+"""Storage backends: memory, SQLite (the embedded default) and PostgreSQL."""

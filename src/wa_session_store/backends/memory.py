@@ -1,0 +1,119 @@
+"""An in-process store, for tests and ephemeral bots."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from .._codec import KeyRow
+from typing_extensions import Unpack
+
+from ..store import BaseStore, SessionInfo, StoreOptions
+
+__all__ = ["MemoryStore"]
+
+
+class _Session:
+    __slots__ = ("creds", "keys", "updated_at", "version")
+
+    def __init__(self) -> None:
+        self.creds: bytes | None = None
+        self.version = 0
+        self.keys: dict[tuple[str, str], bytes] = {}
+        self.updated_at = datetime.now(timezone.utc)
+
+
+class MemoryStore(BaseStore):
+    """Keeps everything in a dict; gone when the process ends.
+
+    Values are stored encoded, exactly as the database backends store them,
+    so a test on MemoryStore refuses the same inputs and returns fresh copies.
+    The data survives ``close()`` and a later ``open()`` of the same instance.
+
+    Accepts the keyword arguments of :class:`~wa_session_store.store.BaseStore`
+    (``retry``, ``max_value_size``, ``on_retry``, ``on_giveup``).
+    """
+
+    kind = "memory"
+
+    def __init__(self, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(**options)
+        self._sessions: dict[str, _Session] = {}
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        return False
+
+    async def _open(self) -> None:
+        pass
+
+    async def _close(self) -> None:
+        pass
+
+    def _touch(self, session_id: str) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            session = self._sessions[session_id] = _Session()
+        session.updated_at = datetime.now(timezone.utc)
+        return session
+
+    async def _read_creds(self, session_id: str, timeout: float) -> tuple[bytes, int] | None:
+        session = self._sessions.get(session_id)
+        if session is None or session.creds is None:
+            return None
+        return session.creds, session.version
+
+    async def _write_creds(
+        self, session_id: str, blob: bytes, version: int, timeout: float
+    ) -> bool:
+        current = self._sessions.get(session_id)
+        if current is not None and current.creds is not None and current.version >= version:
+            return False
+        session = self._touch(session_id)
+        session.creds, session.version = blob, version
+        return True
+
+    async def _read_keys(
+        self, session_id: str, category: str, ids: list[str], timeout: float
+    ) -> dict[str, bytes]:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return {}
+        keys = session.keys
+        return {key_id: keys[category, key_id] for key_id in ids if (category, key_id) in keys}
+
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
+        keys = self._touch(session_id).keys
+        for category, key_id, blob in rows:
+            if blob is None:
+                keys.pop((category, key_id), None)
+            else:
+                keys[category, key_id] = blob
+        self._forget_if_empty(session_id)
+
+    async def _clear_keys(self, session_id: str, timeout: float) -> int:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return 0
+        count = len(session.keys)
+        session.keys.clear()
+        self._forget_if_empty(session_id)
+        return count
+
+    def _forget_if_empty(self, session_id: str) -> None:
+        session = self._sessions[session_id]
+        if session.creds is None and not session.keys:
+            del self._sessions[session_id]
+
+    async def _list_sessions(self, timeout: float) -> list[SessionInfo]:
+        return [
+            SessionInfo(
+                session_id=session_id,
+                updated_at=session.updated_at,
+                key_count=len(session.keys),
+                has_creds=session.creds is not None,
+                size=len(session.creds or b"") + sum(map(len, session.keys.values())),
+            )
+            for session_id, session in sorted(self._sessions.items())
+        ]
+
+    async def _delete_session(self, session_id: str, timeout: float) -> bool:
+        return self._sessions.pop(session_id, None) is not None

@@ -1,0 +1,326 @@
+"""The production backend: PostgreSQL through psycopg 3 and psycopg-pool.
+
+Every call is one statement and one round trip: key batches travel as arrays
+(``unnest``) in a single statement, key reads use ``= ANY(...)``, and the
+connections run in autocommit, so no BEGIN/COMMIT round trip is added and no
+health-check query precedes a call. Broken connections are found by failing
+(and retrying on a fresh connection) or, for connections the server already
+closed, by a local look at the socket that costs no round trip.
+
+Timeouts are enforced by a timer that shuts the connection's socket down when
+the attempt runs out: the pending await fails at once, even when the network
+silently drops packets, instead of waiting for a query cancellation that
+itself needs the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import select
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from typing_extensions import Unpack
+
+from .._codec import KeyRow
+from ..errors import InvalidInputError, InvalidTypeError
+from ..retry import AttemptTimeoutError
+from ..store import BaseStore, SessionInfo, StoreOptions
+from .postgres_schema import Schema
+
+__all__ = ["PostgresStore"]
+
+# SQLSTATE classes worth another attempt: connection exceptions, transaction
+# rollbacks (serialization failures, deadlocks), insufficient resources (too
+# many connections), operator intervention (shutdown, crash recovery), system errors.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+
+class PostgresStore(BaseStore):
+    """Stores auth states in PostgreSQL.
+
+    Args:
+        conninfo: a libpq URL or key=value string; ``None`` lets libpq read the
+            ``PG*`` environment variables. Give this or ``pool``, not both.
+        pool: an open or unopened ``AsyncConnectionPool`` to share with the
+            application. The store opens it if needed but never closes it.
+            Its connections are switched to autocommit while the store uses them.
+        retry: retries, per-attempt timeout and backoff (default ``RetryPolicy()``:
+            3 attempts of 10 s, waits 2 s, 4 s).
+        schema: the PostgreSQL schema of the tables; created if missing. Default
+            ``None``: the first schema of the role's ``search_path``.
+        table_prefix: prefix of every table name (default ``"wa_"``), so that
+            several applications can share one schema.
+        min_size: connections the pool keeps open (default 1).
+        max_size: connections the pool may open at most (default 10).
+        migrate: create or upgrade the schema on ``open()`` (default True). With
+            False the store only checks the schema version, for roles that may
+            not run DDL; run ``wa-session-store migrate`` as the owner instead.
+        prepare_threshold: executions after which psycopg prepares a statement
+            on the server (default 5; ``None`` never prepares, which PgBouncer
+            in transaction mode before 1.21 needs).
+        application_name: shown in ``pg_stat_activity`` (default ``"wa_session_store"``).
+        max_value_size, on_retry, on_giveup: as for every store.
+
+    Connections use ``connect_timeout``, TCP keepalives and ``tcp_user_timeout``
+    derived from ``retry.timeout``, so a dead peer is noticed by the kernel too.
+
+    Raises:
+        InvalidInputError: a malformed ``conninfo`` (the message never repeats
+            it), both or neither of ``conninfo`` and ``pool`` in conflict, or an
+            option out of range.
+    """
+
+    kind = "postgresql"
+
+    def __init__(
+        self,
+        conninfo: str | None = None,
+        *,
+        pool: psycopg_pool.AsyncConnectionPool[Any] | None = None,
+        schema: str | None = None,
+        table_prefix: str = "wa_",
+        min_size: int = 1,
+        max_size: int = 10,
+        migrate: bool = True,
+        prepare_threshold: int | None = 5,
+        application_name: str = "wa_session_store",
+        **options: Unpack[StoreOptions],
+    ) -> None:
+        super().__init__(**options)
+        if conninfo is not None and pool is not None:
+            raise InvalidInputError("give conninfo or pool, not both")
+        if pool is not None and not isinstance(pool, psycopg_pool.AsyncConnectionPool):
+            raise InvalidTypeError(
+                f"pool must be a psycopg_pool.AsyncConnectionPool, not {type(pool).__name__}"
+            )
+        for name, size in (("min_size", min_size), ("max_size", max_size)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < (name == "max_size"):
+                raise InvalidInputError(f"{name} must be an int >= {int(name == 'max_size')}, "
+                                        f"not {size!r}")
+        if min_size > max_size:
+            raise InvalidInputError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
+        self.schema = Schema(schema, table_prefix)
+        self.migrate = migrate
+        self._params = _parse_conninfo(conninfo) if conninfo is not None else {}
+        self._owns_pool = pool is None
+        if pool is None:
+            timeout = self.retry.timeout
+            kwargs: dict[str, Any] = {
+                "autocommit": True,
+                "prepare_threshold": prepare_threshold,
+                "application_name": application_name,
+                "connect_timeout": max(2, math.ceil(timeout)),
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                # Unacknowledged data for longer than an attempt may last: the
+                # kernel drops the connection, so even a stray await ends.
+                "tcp_user_timeout": int(timeout * 1000),
+            }
+            pool = psycopg_pool.AsyncConnectionPool(
+                conninfo or "",
+                min_size=min_size,
+                max_size=max_size,
+                kwargs=kwargs,
+                open=False,
+                name="wa_session_store",
+                timeout=timeout,
+            )
+        self.pool = pool
+
+    def _describe(self) -> str:
+        p = self._params
+        if not p and not self._owns_pool:
+            return "postgresql (shared pool)"
+        where = f"{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
+        return f"postgresql {where} tables {self.schema.describe()}"
+
+    # -- life cycle ----------------------------------------------------------------
+
+    async def _open(self) -> None:
+        if self._owns_pool or self.pool.closed:
+            await self.pool.open(wait=False)
+        try:
+            await self.retry.call(
+                "open", None, self._prepare_schema, is_transient=self._is_transient,
+                on_retry=self.on_retry, on_giveup=self.on_giveup,
+            )
+        except BaseException:
+            if self._owns_pool:
+                await self.pool.close()
+            raise
+
+    async def _prepare_schema(self, timeout: float) -> None:
+        async with self._connection(timeout) as conn:
+            await self.schema.prepare(conn, migrate=self.migrate)
+
+    async def _close(self) -> None:
+        if self._owns_pool:
+            await self.pool.close()
+
+    # -- connections ---------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _connection(self, timeout: float) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled autocommit connection for one attempt of at most ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        conn = await self._checkout(deadline)
+        fired = False
+
+        def expire() -> None:
+            nonlocal fired
+            fired = True
+            _shutdown(conn)
+
+        timer = loop.call_later(max(0.0, deadline - loop.time()), expire)
+        try:
+            yield conn
+        except Exception as exc:
+            if fired:
+                raise AttemptTimeoutError(timeout) from exc
+            raise
+        finally:
+            timer.cancel()
+            if fired:
+                await conn.close()
+            await self.pool.putconn(conn)
+
+    async def _checkout(self, deadline: float) -> psycopg.AsyncConnection[Any]:
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AttemptTimeoutError(deadline - loop.time())
+            conn: psycopg.AsyncConnection[Any] = await self.pool.getconn(timeout=remaining)
+            if not _closed_by_server(conn):
+                if not conn.autocommit:
+                    await conn.set_autocommit(True)
+                return conn
+            # The server closed it while idle (restart, pg_terminate_backend):
+            # drop it without spending an attempt on it.
+            await conn.close()
+            await self.pool.putconn(conn)
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, psycopg.OperationalError):
+            state = exc.sqlstate
+            return state is None or state[:2] in _TRANSIENT_CLASSES
+        return isinstance(exc, (psycopg.InterfaceError, OSError))
+
+    # -- primitives ------------------------------------------------------------------
+
+    async def _read_creds(self, session_id: str, timeout: float) -> tuple[bytes, int] | None:
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(self.schema.read_creds, (session_id,), binary=True)
+            row = await cur.fetchone()
+        return None if row is None else (row[0], row[1])
+
+    async def _write_creds(
+        self, session_id: str, blob: bytes, version: int, timeout: float
+    ) -> bool:
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(self.schema.write_creds, (session_id, blob, version))
+        return cur.rowcount > 0
+
+    async def _read_keys(
+        self, session_id: str, category: str, ids: list[str], timeout: float
+    ) -> dict[str, bytes]:
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(
+                self.schema.read_keys, (session_id, category, ids), binary=True
+            )
+            rows = await cur.fetchall()
+        return dict(rows)
+
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
+        categories = [row[0] for row in rows]
+        key_ids = [row[1] for row in rows]
+        values = [row[2] for row in rows]
+        async with self._connection(timeout) as conn:
+            await conn.execute(
+                self.schema.write_keys, (categories, key_ids, values, session_id, session_id)
+            )
+
+    async def _clear_keys(self, session_id: str, timeout: float) -> int:
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(self.schema.clear_keys, (session_id,))
+        return cur.rowcount
+
+    async def _list_sessions(self, timeout: float) -> list[SessionInfo]:
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(self.schema.list_sessions)
+            rows: list[tuple[str, datetime, int, bool, int]] = await cur.fetchall()
+        return [
+            SessionInfo(session_id=sid, updated_at=updated, key_count=keys,
+                        has_creds=has_creds, size=size)
+            for sid, updated, keys, has_creds, size in rows
+        ]
+
+    async def _delete_session(self, session_id: str, timeout: float) -> bool:
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(self.schema.delete_session, (session_id, session_id))
+            row = await cur.fetchone()
+        return bool(row and row[0])
+
+
+def _parse_conninfo(conninfo: object) -> dict[str, Any]:
+    if not isinstance(conninfo, str):
+        raise InvalidTypeError(f"conninfo must be a str, not {type(conninfo).__name__}")
+    try:
+        params = conninfo_to_dict(conninfo)
+        make_conninfo(conninfo)
+    except psycopg.ProgrammingError:
+        # libpq's message quotes the string, which may hold a password.
+        raise InvalidInputError(
+            "malformed PostgreSQL conninfo: expected a URL such as "
+            "postgresql://user:password@host:5432/dbname or 'host=... dbname=...'"
+        ) from None
+    return params
+
+
+def _closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection's socket already has data or EOF waiting.
+
+    An idle connection receives nothing unless the server is closing it (or
+    sends a notification, which this library never listens to): a readable
+    socket means the connection is unusable. A local syscall, not a round trip.
+    """
+    if conn.closed or conn.broken:
+        return True
+    try:
+        poller = select.poll()  # not select(): descriptors above 1024 are common in big bots
+        poller.register(conn.pgconn.socket, select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+
+
+def _shutdown(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Shut the connection's socket down, waking whatever awaits on it.
+
+    A local operation: it needs no answer from the network, so it works when
+    packets are silently dropped. The duplicate descriptor is closed at once;
+    the original stays owned by libpq.
+    """
+    try:
+        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+    except (OSError, psycopg.OperationalError):
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()

@@ -1,0 +1,192 @@
+"""The PostgreSQL schema: table names, versioned migrations and the statements.
+
+Migrations are applied in one transaction under a transaction-scoped advisory
+lock (so ten processes starting at once migrate once, and PgBouncer in
+transaction mode is fine), and recorded in ``<prefix>schema_version``. A
+database whose schema is newer than this library is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ..errors import InvalidInputError, InvalidTypeError, SchemaVersionError
+
+__all__ = ["SCHEMA_VERSION", "Schema"]
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: creds (one row per session, versioned) and keys (one row per key).
+    """
+    CREATE TABLE {creds} (
+        session_id text PRIMARY KEY,
+        value bytea NOT NULL,
+        version bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE {keys} (
+        session_id text NOT NULL,
+        category text NOT NULL,
+        key_id text NOT NULL,
+        value bytea NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (session_id, category, key_id)
+    );
+    """,
+)
+
+#: The schema version this library writes.
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,29}")
+
+
+class Schema:
+    """Names and statements for one (schema, table prefix) pair.
+
+    Identifiers only ever reach SQL through :class:`psycopg.sql.Identifier`.
+    """
+
+    def __init__(self, schema: str | None, prefix: str) -> None:
+        if schema is not None and (not isinstance(schema, str) or not 0 < len(schema) <= 63):
+            raise InvalidInputError(f"schema must be None or a name of 1 to 63 characters, "
+                                    f"not {schema!r}")
+        if not isinstance(prefix, str):
+            raise InvalidTypeError(f"table_prefix must be a str, not {type(prefix).__name__}")
+        if not _PREFIX.fullmatch(prefix):
+            raise InvalidInputError(
+                f"table_prefix {prefix!r} is not allowed: use 1 to 30 lowercase letters, digits "
+                "and underscores, not starting with a digit"
+            )
+        self.schema = schema
+        self.prefix = prefix
+        creds, keys, version = (self.table(n) for n in ("creds", "keys", "schema_version"))
+        self.names = {"creds": creds, "keys": keys, "version": version}
+
+        self.read_creds = sql.SQL(
+            "SELECT value, version FROM {creds} WHERE session_id = %s"
+        ).format(creds=creds)
+        # A late retry carries its old version and loses to anything newer.
+        self.write_creds = sql.SQL(
+            "INSERT INTO {creds} AS c (session_id, value, version) VALUES (%s, %b, %s)"
+            " ON CONFLICT (session_id) DO UPDATE SET value = excluded.value,"
+            " version = excluded.version, updated_at = now()"
+            " WHERE c.version < excluded.version"
+        ).format(creds=creds)
+        self.read_keys = sql.SQL(
+            "SELECT key_id, value FROM {keys}"
+            " WHERE session_id = %s AND category = %s AND key_id = ANY(%s)"
+        ).format(keys=keys)
+        # The whole batch in one statement: upserts and deletes travel as arrays.
+        # The two parts touch disjoint keys (ids are unique within a batch).
+        self.write_keys = sql.SQL(
+            "WITH batch AS ("
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[]) AS b(category, key_id, value)"
+            "), removed AS ("
+            " DELETE FROM {keys} k USING batch b WHERE b.value IS NULL"
+            " AND k.session_id = %s AND k.category = b.category AND k.key_id = b.key_id"
+            ")"
+            " INSERT INTO {keys} (session_id, category, key_id, value)"
+            " SELECT %s, category, key_id, value FROM batch WHERE value IS NOT NULL"
+            " ON CONFLICT (session_id, category, key_id)"
+            " DO UPDATE SET value = excluded.value, updated_at = now()"
+        ).format(keys=keys)
+        self.clear_keys = sql.SQL("DELETE FROM {keys} WHERE session_id = %s").format(keys=keys)
+        self.delete_session = sql.SQL(
+            "WITH k AS (DELETE FROM {keys} WHERE session_id = %s RETURNING 1),"
+            " c AS (DELETE FROM {creds} WHERE session_id = %s RETURNING 1)"
+            " SELECT (SELECT count(*) FROM k) + (SELECT count(*) FROM c)"
+        ).format(keys=keys, creds=creds)
+        self.list_sessions = sql.SQL(
+            "SELECT session_id, max(updated_at), sum(key_count)::bigint, bool_or(has_creds),"
+            " sum(size)::bigint FROM ("
+            " SELECT session_id, updated_at, 0 AS key_count, true AS has_creds,"
+            " octet_length(value) AS size FROM {creds}"
+            " UNION ALL"
+            " SELECT session_id, max(updated_at), count(*), false, sum(octet_length(value))"
+            " FROM {keys} GROUP BY session_id"
+            ") s GROUP BY session_id ORDER BY session_id"
+        ).format(keys=keys, creds=creds)
+
+    def table(self, name: str) -> sql.Identifier:
+        full = self.prefix + name
+        return sql.Identifier(self.schema, full) if self.schema else sql.Identifier(full)
+
+    def describe(self) -> str:
+        return f"{self.schema + '.' if self.schema else ''}{self.prefix}*"
+
+    async def version(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """The schema version recorded in the database (0 when none is)."""
+        cur = await conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL",
+            (self.names["version"].as_string(conn),),
+        )
+        row = await cur.fetchone()
+        if not row or not row[0]:
+            return 0
+        cur = await conn.execute(
+            sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(self.names["version"])
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def prepare(self, conn: psycopg.AsyncConnection[Any], *, migrate: bool) -> int:
+        """Check the schema version and, with ``migrate``, bring it up to date.
+
+        Returns:
+            The version now in place.
+
+        Raises:
+            SchemaVersionError: the database is newer than this library, or
+                older while ``migrate`` is False.
+        """
+        current = await self.version(conn)
+        self._refuse_newer(current)
+        if current == SCHEMA_VERSION:
+            return current
+        if not migrate:
+            raise SchemaVersionError(
+                f"tables {self.describe()} are at schema version {current}, this library needs "
+                f"{SCHEMA_VERSION}: run the migrations as the owner role "
+                "(wa-session-store migrate, or open with migrate=True)"
+            )
+        async with conn.transaction():
+            # Transaction-scoped, so it is released by COMMIT even through PgBouncer.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
+                ("wa_session_store:" + self.describe(),),
+            )
+            if self.schema:
+                await conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+                )
+            await conn.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                ).format(self.names["version"])
+            )
+            # Read again under the lock: another process may have migrated meanwhile.
+            current = await self.version(conn)
+            self._refuse_newer(current)
+            for step in range(current + 1, SCHEMA_VERSION + 1):
+                await conn.execute(
+                    sql.SQL(_MIGRATIONS[step - 1]).format(
+                        creds=self.names["creds"], keys=self.names["keys"]
+                    )
+                )
+                await conn.execute(
+                    sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(self.names["version"]),
+                    (step,),
+                )
+        return SCHEMA_VERSION
+
+    def _refuse_newer(self, current: int) -> None:
+        if current > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"tables {self.describe()} are at schema version {current}, newer than this "
+                f"library's {SCHEMA_VERSION}: upgrade wa_session_store"
+            )

@@ -1,0 +1,299 @@
+"""The embedded default: one SQLite file, stdlib ``sqlite3``, WAL mode.
+
+Every call runs on a dedicated thread (one per store), so the event loop never
+blocks on disk I/O or on a lock held by another process. Writes take the
+database lock up front (``BEGIN IMMEDIATE``), so several stores, threads or
+processes on one file serialise instead of failing with deadlocks; a writer
+waits up to ``busy_timeout`` for the lock, and a lock still held then is a
+transient error that the retry policy repeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TypeVar
+
+from typing_extensions import Unpack
+
+from .._codec import KeyRow
+from ..errors import InvalidInputError, SchemaVersionError, StoreOperationError, describe_error
+from ..retry import AttemptTimeoutError
+from ..store import BaseStore, SessionInfo, StoreOptions
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+#: The schema version this library writes (``PRAGMA user_version``).
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, str] = {
+    1: """
+    CREATE TABLE wa_creds (
+        session_id TEXT PRIMARY KEY,
+        value BLOB NOT NULL,
+        version INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE wa_keys (
+        session_id TEXT NOT NULL,
+        category TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        value BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (session_id, category, key_id)
+    ) WITHOUT ROWID;
+    """,
+}
+
+_LIST_SESSIONS = """
+SELECT session_id, MAX(updated_at), SUM(key_count), MAX(has_creds), SUM(size) FROM (
+    SELECT session_id, updated_at, 0 AS key_count, 1 AS has_creds, length(value) AS size
+    FROM wa_creds
+    UNION ALL
+    SELECT session_id, MAX(updated_at), COUNT(*), 0, SUM(length(value))
+    FROM wa_keys GROUP BY session_id
+) GROUP BY session_id ORDER BY session_id
+"""
+
+
+class SQLiteStore(BaseStore):
+    """Stores auth states in a SQLite file: the embedded default.
+
+    Args:
+        path: the database file; created if missing (its folder must exist).
+        busy_timeout: seconds a write waits for another writer's lock before
+            the attempt fails as transient (default 5.0).
+        migrate: create or upgrade the schema on ``open()`` (default True).
+        **options: ``retry``, ``max_value_size``, ``on_retry``, ``on_giveup``
+            as for every store.
+
+    Raises:
+        InvalidInputError: a path that is not a str or path-like, or a bad option.
+    """
+
+    kind = "sqlite"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        migrate: bool = True,
+        **options: Unpack[StoreOptions],
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise InvalidInputError(f"path must be a non-empty str or path, not {path!r}")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or not (
+            0 <= busy_timeout < 3600
+        ):
+            raise InvalidInputError(f"busy_timeout must be seconds in [0, 3600), not {busy_timeout!r}")
+        super().__init__(**options)
+        self.path = Path(path)
+        self.busy_timeout = float(busy_timeout)
+        self.migrate = migrate
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _describe(self) -> str:
+        return f"sqlite {str(self.path)!r}"
+
+    # -- threads and transactions -------------------------------------------
+
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
+        conn, executor = self._conn, self._executor
+        assert conn is not None and executor is not None
+        future = asyncio.get_running_loop().run_in_executor(executor, fn, conn)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            # The thread is not cancelled by wait_for: interrupt the statement
+            # so the next attempt does not queue behind it.
+            conn.interrupt()
+            raise AttemptTimeoutError(timeout) from None
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        name = getattr(exc, "sqlite_errorname", "")
+        if name:
+            return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+        return "locked" in str(exc) or "busy" in str(exc)
+
+    # -- life cycle --------------------------------------------------------------
+
+    async def _open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wa-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(self._executor, self._connect)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreOperationError(
+                f"cannot open SQLite database {str(self.path)!r}: {describe_error(exc)}"
+            ) from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._check_schema(conn)
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreOperationError(
+                    f"cannot prepare SQLite database {str(self.path)!r}: {describe_error(exc)}"
+                ) from exc
+            raise
+        return conn
+
+    def _check_schema(self, conn: sqlite3.Connection) -> None:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"SQLite database {str(self.path)!r} has schema version {version}, newer than "
+                f"this library's {SCHEMA_VERSION}: upgrade wa_session_store"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if not self.migrate:
+            raise SchemaVersionError(
+                f"SQLite database {str(self.path)!r} has schema version {version}, expected "
+                f"{SCHEMA_VERSION}: open it once with migrate=True"
+            )
+
+        def upgrade(conn: sqlite3.Connection) -> None:
+            # Read again under the write lock: another process may have migrated meanwhile.
+            (current,) = conn.execute("PRAGMA user_version").fetchone()
+            for step in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {step:d}")
+
+        self._write(conn, upgrade)
+
+    async def _close(self) -> None:
+        conn, executor = self._conn, self._executor
+        self._conn = self._executor = None
+        if executor is not None:
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, conn.close)
+            executor.shutdown(wait=True)
+
+    # -- primitives --------------------------------------------------------------
+
+    async def _read_creds(self, session_id: str, timeout: float) -> tuple[bytes, int] | None:
+        def read(conn: sqlite3.Connection) -> tuple[bytes, int] | None:
+            row = conn.execute(
+                "SELECT value, version FROM wa_creds WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        return await self._in_thread(read, timeout)
+
+    async def _write_creds(
+        self, session_id: str, blob: bytes, version: int, timeout: float
+    ) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "INSERT INTO wa_creds (session_id, value, version, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (session_id) DO UPDATE SET value = excluded.value,"
+                " version = excluded.version, updated_at = excluded.updated_at"
+                " WHERE wa_creds.version < excluded.version",
+                (session_id, blob, version, time.time()),
+            )
+            return cursor.rowcount > 0
+
+        return await self._in_thread(write, timeout)
+
+    async def _read_keys(
+        self, session_id: str, category: str, ids: list[str], timeout: float
+    ) -> dict[str, bytes]:
+        def read(conn: sqlite3.Connection) -> dict[str, bytes]:
+            # One statement whatever the number of ids: the ids travel as a JSON array.
+            rows = conn.execute(
+                "SELECT key_id, value FROM wa_keys WHERE session_id = ? AND category = ?"
+                " AND key_id IN (SELECT value FROM json_each(?))",
+                (session_id, category, json.dumps(ids, ensure_ascii=False)),
+            )
+            return dict(rows)
+
+        return await self._in_thread(read, timeout)
+
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
+        now = time.time()
+        upserts = [(session_id, c, k, v, now) for c, k, v in rows if v is not None]
+        deletes = [(session_id, c, k) for c, k, v in rows if v is None]
+
+        def write(conn: sqlite3.Connection) -> None:
+            if upserts:
+                conn.executemany(
+                    "INSERT INTO wa_keys (session_id, category, key_id, value, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_id, category, key_id)"
+                    " DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    upserts,
+                )
+            if deletes:
+                conn.executemany(
+                    "DELETE FROM wa_keys WHERE session_id = ? AND category = ? AND key_id = ?",
+                    deletes,
+                )
+
+        await self._in_thread(lambda conn: self._write(conn, write), timeout)
+
+    async def _clear_keys(self, session_id: str, timeout: float) -> int:
+        def clear(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM wa_keys WHERE session_id = ?", (session_id,)).rowcount
+
+        return await self._in_thread(clear, timeout)
+
+    async def _list_sessions(self, timeout: float) -> list[SessionInfo]:
+        def read(conn: sqlite3.Connection) -> list[SessionInfo]:
+            return [
+                SessionInfo(
+                    session_id=sid,
+                    updated_at=datetime.fromtimestamp(updated, timezone.utc),
+                    key_count=keys,
+                    has_creds=bool(has_creds),
+                    size=size,
+                )
+                for sid, updated, keys, has_creds, size in conn.execute(_LIST_SESSIONS)
+            ]
+
+        return await self._in_thread(read, timeout)
+
+    async def _delete_session(self, session_id: str, timeout: float) -> bool:
+        def delete(conn: sqlite3.Connection) -> bool:
+            keys = conn.execute("DELETE FROM wa_keys WHERE session_id = ?", (session_id,))
+            creds = conn.execute("DELETE FROM wa_creds WHERE session_id = ?", (session_id,))
+            return keys.rowcount + creds.rowcount > 0
+
+        return await self._in_thread(lambda conn: self._write(conn, delete), timeout)

@@ -1,0 +1,126 @@
+"""The exception tree.
+
+Every error this library raises on purpose is a :class:`SessionStoreError`.
+Errors caused by bad arguments are also the matching builtin
+(:class:`ValueError` or :class:`TypeError`), so existing ``except`` clauses
+keep working. Driver exceptions never escape raw: they are wrapped with
+``raise ... from exc`` and stay reachable as ``__cause__``.
+
+No message built here contains a credential, a key value or a DSN password:
+messages name sessions, categories, key ids and operations only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DecodeError",
+    "InvalidInputError",
+    "InvalidTypeError",
+    "SchemaVersionError",
+    "SessionStoreError",
+    "StoreClosedError",
+    "StoreOperationError",
+    "StoreUnavailableError",
+]
+
+
+class SessionStoreError(Exception):
+    """Root of every error raised by wa_session_store."""
+
+    __module__ = "wa_session_store"
+
+
+class InvalidInputError(SessionStoreError, ValueError):
+    """An argument was refused before anything was written.
+
+    The message says what was wrong and what is allowed. Stored data is
+    untouched when this is raised.
+    """
+
+    __module__ = "wa_session_store"
+
+
+class InvalidTypeError(InvalidInputError, TypeError):
+    """An argument had a type that is not allowed (also a :class:`TypeError`)."""
+
+    __module__ = "wa_session_store"
+
+
+class StoreClosedError(SessionStoreError, RuntimeError):
+    """The store (or throttler, or auth state) is not open, or already closed."""
+
+    __module__ = "wa_session_store"
+
+
+class StoreOperationError(SessionStoreError):
+    """The database refused an operation for a reason that a retry cannot fix.
+
+    Examples: a permission error, a missing table, a constraint violation. The
+    message carries the server's primary message (never the values involved);
+    the driver exception is ``__cause__``.
+    """
+
+    __module__ = "wa_session_store"
+
+
+class StoreUnavailableError(SessionStoreError):
+    """Every attempt of an operation failed with a transient error.
+
+    Attributes:
+        operation: the store method, e.g. ``"save_creds"``.
+        session_id: the session concerned, or ``None`` for store-wide calls.
+        attempts: how many attempts were made.
+        elapsed: seconds spent on the call, waits included.
+
+    The last failure is ``__cause__``.
+    """
+
+    __module__ = "wa_session_store"
+
+    def __init__(
+        self,
+        operation: str,
+        session_id: str | None,
+        attempts: int,
+        elapsed: float,
+        cause: BaseException | None,
+    ) -> None:
+        self.operation = operation
+        self.session_id = session_id
+        self.attempts = attempts
+        self.elapsed = elapsed
+        target = f" for session {session_id!r}" if session_id is not None else ""
+        reason = describe_error(cause) if cause is not None else "unknown error"
+        plural = "attempt" if attempts == 1 else "attempts"
+        super().__init__(
+            f"{operation}{target} failed after {attempts} {plural} in {elapsed:.1f}s: {reason}"
+        )
+
+
+class SchemaVersionError(SessionStoreError):
+    """The database schema is newer than this library, or was not migrated.
+
+    Upgrade wa_session_store, or run the migrations (``open(migrate=True)``)
+    with a role that may run DDL.
+    """
+
+    __module__ = "wa_session_store"
+
+
+class DecodeError(SessionStoreError):
+    """A stored value could not be decoded (corrupt, or written by something else)."""
+
+    __module__ = "wa_session_store"
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description of ``exc`` that is safe to log.
+
+    Driver messages describe connections and statements, never parameters;
+    the text is cut to one line so that a multi-line server detail (which may
+    quote a value) is left out.
+    """
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    name = type(exc).__name__
+    return f"{name}: {first}" if first else name
