@@ -19,7 +19,6 @@ DSN = os.environ.get("WA_SESSION_STORE_TEST_DSN", "postgresql://postgres@127.0.0
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-
 def _server_version() -> str | None:
     try:
         with psycopg.connect(DSN, connect_timeout=3) as conn:
@@ -68,9 +67,7 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
 StoreFactory = Callable[..., BaseStore]
 
 
-@pytest.fixture(
-    params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.param)
 

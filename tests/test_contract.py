@@ -21,8 +21,11 @@ from .conftest import StoreFactory
 CREDS: dict[str, Any] = {
     "noiseKey": {"private": b"\x01" * 32, "public": b"\x02" * 32},
     "signedIdentityKey": {"private": bytes(range(32)), "public": bytes(range(32, 64))},
-    "signedPreKey": {"keyPair": {"private": b"\x03" * 32, "public": b"\x04" * 32},
-                     "signature": b"\x05" * 64, "keyId": 1},
+    "signedPreKey": {
+        "keyPair": {"private": b"\x03" * 32, "public": b"\x04" * 32},
+        "signature": b"\x05" * 64,
+        "keyId": 1,
+    },
     "registrationId": 4242,
     "advSecretKey": "c2VjcmV0",
     "nextPreKeyId": 813,
@@ -78,19 +81,28 @@ async def test_get_keys_returns_every_id_asked_for(store: BaseStore) -> None:
 
 
 async def test_set_keys_upserts_and_deletes_across_categories(store: BaseStore) -> None:
-    await store.set_keys("s1", {
-        "pre-key": {str(i): {"private": bytes([i]) * 32, "public": bytes([i]) * 32}
-                    for i in range(1, 6)},
-        "session": {"15551234567.0": b"\x00ratchet"},
-    })
-    await store.set_keys("s1", {
-        "pre-key": {"1": None, "2": None, "3": {"replaced": True}},
-        "session": {"15551234567.0": b"\x01ratchet"},
-        "sender-key": {"group@g.us::15551234567::0": b"sk"},
-    })
+    await store.set_keys(
+        "s1",
+        {
+            "pre-key": {
+                str(i): {"private": bytes([i]) * 32, "public": bytes([i]) * 32} for i in range(1, 6)
+            },
+            "session": {"15551234567.0": b"\x00ratchet"},
+        },
+    )
+    await store.set_keys(
+        "s1",
+        {
+            "pre-key": {"1": None, "2": None, "3": {"replaced": True}},
+            "session": {"15551234567.0": b"\x01ratchet"},
+            "sender-key": {"group@g.us::15551234567::0": b"sk"},
+        },
+    )
     assert await store.get_keys("s1", "pre-key", ["1", "2", "3", "4"]) == {
-        "1": None, "2": None, "3": {"replaced": True}, "4": {"private": b"\x04" * 32,
-                                                             "public": b"\x04" * 32},
+        "1": None,
+        "2": None,
+        "3": {"replaced": True},
+        "4": {"private": b"\x04" * 32, "public": b"\x04" * 32},
     }
     assert await store.get_keys("s1", "session", ["15551234567.0"]) == {
         "15551234567.0": b"\x01ratchet"
@@ -117,8 +129,12 @@ async def test_batch_with_one_bad_value_writes_nothing(store: BaseStore) -> None
 
 
 async def test_batch_with_bad_id_or_category_writes_nothing(store: BaseStore) -> None:
-    for bad in ({"pre-key": {"1": "x", "": "y"}}, {"pre-key": {"1": "x"}, "": {"2": "y"}},
-                {"pre-key": {"1": "x", "bad\x00": "y"}}, {"pre-key": {"1": float("nan")}}):
+    for bad in (
+        {"pre-key": {"1": "x", "": "y"}},
+        {"pre-key": {"1": "x"}, "": {"2": "y"}},
+        {"pre-key": {"1": "x", "bad\x00": "y"}},
+        {"pre-key": {"1": float("nan")}},
+    ):
         with pytest.raises(InvalidInputError):
             await store.set_keys("s1", bad)
     assert await store.get_keys("s1", "pre-key", ["1"]) == {"1": None}
@@ -144,7 +160,8 @@ async def test_list_sessions(store: BaseStore) -> None:
     await store.set_keys("a", {"session": {"1": "z"}})
     sessions = await store.list_sessions()
     assert [(s.session_id, s.key_count, s.has_creds) for s in sessions] == [
-        ("a", 1, False), ("b", 2, True),
+        ("a", 1, False),
+        ("b", 2, True),
     ]
     for info in sessions:
         assert info.updated_at.tzinfo is not None
@@ -195,6 +212,7 @@ async def test_concurrent_writers_on_one_database(make_store: StoreFactory) -> N
     for s in stores:
         await s.open()
     try:
+
         async def writer(n: int, s: BaseStore) -> None:
             for i in range(25):
                 await s.set_keys("shared", {"pre-key": {f"{n}-{i}": {"n": n, "i": i}}})
@@ -228,8 +246,10 @@ async def test_value_over_the_limit_is_refused(make_store: StoreFactory) -> None
 
 
 async def test_many_keys_in_one_batch(store: BaseStore) -> None:
-    keys = {str(i): {"keyPair": {"private": bytes([i % 256]) * 32, "public": b"p" * 33}}
-            for i in range(1, 813)}
+    keys = {
+        str(i): {"keyPair": {"private": bytes([i % 256]) * 32, "public": b"p" * 33}}
+        for i in range(1, 813)
+    }
     await store.set_keys("s1", {"pre-key": keys})
     got = await store.get_keys("s1", "pre-key", list(keys))
     assert got == keys

@@ -115,9 +115,7 @@ def encode_value(value: object, *, what: str, max_size: int = DEFAULT_MAX_VALUE_
             "dict (str keys), list, tuple, str, int, float, bool, None and bytes-like objects"
         ) from None
     except RecursionError:
-        raise InvalidInputError(
-            f"{what} is nested too deeply to encode; flatten it"
-        ) from None
+        raise InvalidInputError(f"{what} is nested too deeply to encode; flatten it") from None
     except ValueError as exc:
         if "ircular" in str(exc):
             raise InvalidInputError(f"{what} contains a circular reference") from None
@@ -165,8 +163,7 @@ def encode_creds(creds: object, *, session_id: str, max_size: int) -> bytes:
     """Validate and encode a creds document (a mapping)."""
     if not isinstance(creds, Mapping):
         raise InvalidTypeError(
-            f"creds for session {session_id!r} must be a mapping (dict), "
-            f"not {type(creds).__name__}"
+            f"creds for session {session_id!r} must be a mapping (dict), not {type(creds).__name__}"
         )
     return encode_value(creds, what=f"creds of session {session_id!r}", max_size=max_size)
 

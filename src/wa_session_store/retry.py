@@ -180,13 +180,22 @@ class RetryPolicy:
             assert cause is not None
             wait = state.upcoming_sleep
             details = RetryDetails(
-                operation, session_id, state.attempt_number, self.attempts,
-                time.monotonic() - started, wait, cause,
+                operation,
+                session_id,
+                state.attempt_number,
+                self.attempts,
+                time.monotonic() - started,
+                wait,
+                cause,
             )
             logger.warning(
                 "attempt %d/%d failed for %s: %s: %s; retrying in %.1fs",
-                state.attempt_number, self.attempts, target, operation,
-                describe_error(cause), wait,
+                state.attempt_number,
+                self.attempts,
+                target,
+                operation,
+                describe_error(cause),
+                wait,
                 extra={**fields, "attempt": state.attempt_number, "elapsed": details.elapsed},
             )
             _call_hook(on_retry, details)
@@ -209,7 +218,9 @@ class RetryPolicy:
                     number = try_.retry_state.attempt_number
                     timeout = self.timeout
                     if self.deadline is not None:
-                        timeout = max(0.001, min(timeout, self.deadline - (time.monotonic() - started)))
+                        timeout = max(
+                            0.001, min(timeout, self.deadline - (time.monotonic() - started))
+                        )
                     result = await attempt(timeout)
         except Exception as exc:
             if not transient(exc):
@@ -217,17 +228,22 @@ class RetryPolicy:
             elapsed = time.monotonic() - started
             logger.error(
                 "giving up on %s after %d attempts: %s: %s",
-                target, number, operation, describe_error(exc),
+                target,
+                number,
+                operation,
+                describe_error(exc),
                 extra={**fields, "attempt": number, "elapsed": elapsed},
             )
-            _call_hook(on_giveup, RetryDetails(
-                operation, session_id, number, self.attempts, elapsed, 0.0, exc
-            ))
+            _call_hook(
+                on_giveup,
+                RetryDetails(operation, session_id, number, self.attempts, elapsed, 0.0, exc),
+            )
             raise StoreUnavailableError(operation, session_id, number, elapsed, exc) from exc
         logger.debug(
             "%s %s (attempt %d)",
             f"session {session_id}" if session_id is not None else operation,
-            _PAST.get(operation, "done"), number,
+            _PAST.get(operation, "done"),
+            number,
             extra={**fields, "attempt": number, "elapsed": time.monotonic() - started},
         )
         return result

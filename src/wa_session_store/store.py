@@ -107,9 +107,7 @@ class AuthStateStore(Protocol):
     ) -> dict[str, Any]:
         """Every id asked for, mapped to its value or ``None`` if absent."""
 
-    async def set_keys(
-        self, session_id: str, data: Mapping[str, Mapping[Any, Any]]
-    ) -> None:
+    async def set_keys(self, session_id: str, data: Mapping[str, Mapping[Any, Any]]) -> None:
         """Write ``{category: {key_id: value}}``; ``None`` deletes. All-or-nothing."""
 
     async def clear_keys(self, session_id: str) -> int:
@@ -175,8 +173,10 @@ class BaseStore(ABC):
     ) -> None:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
-        if isinstance(max_value_size, bool) or not isinstance(max_value_size, int) or (
-            max_value_size < 1
+        if (
+            isinstance(max_value_size, bool)
+            or not isinstance(max_value_size, int)
+            or (max_value_size < 1)
         ):
             raise InvalidInputError(
                 f"max_value_size must be a positive int (bytes), not {max_value_size!r}"
@@ -399,4 +399,3 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _delete_session(self, session_id: str, timeout: float) -> bool: ...
-

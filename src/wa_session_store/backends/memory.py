@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from .._codec import KeyRow
 from typing_extensions import Unpack
 
+from .._codec import KeyRow
 from ..store import BaseStore, SessionInfo, StoreOptions
 
 __all__ = ["MemoryStore"]

@@ -27,7 +27,6 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typing_extensions import Unpack
 
@@ -105,8 +104,9 @@ class PostgresStore(BaseStore):
             )
         for name, size in (("min_size", min_size), ("max_size", max_size)):
             if isinstance(size, bool) or not isinstance(size, int) or size < (name == "max_size"):
-                raise InvalidInputError(f"{name} must be an int >= {int(name == 'max_size')}, "
-                                        f"not {size!r}")
+                raise InvalidInputError(
+                    f"{name} must be an int >= {int(name == 'max_size')}, not {size!r}"
+                )
         if min_size > max_size:
             raise InvalidInputError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
         self.schema = Schema(schema, table_prefix)
@@ -153,8 +153,12 @@ class PostgresStore(BaseStore):
             await self.pool.open(wait=False)
         try:
             await self.retry.call(
-                "open", None, self._prepare_schema, is_transient=self._is_transient,
-                on_retry=self.on_retry, on_giveup=self.on_giveup,
+                "open",
+                None,
+                self._prepare_schema,
+                is_transient=self._is_transient,
+                on_retry=self.on_retry,
+                on_giveup=self.on_giveup,
             )
         except BaseException:
             if self._owns_pool:
@@ -263,8 +267,9 @@ class PostgresStore(BaseStore):
             cur = await conn.execute(self.schema.list_sessions)
             rows: list[tuple[str, datetime, int, bool, int]] = await cur.fetchall()
         return [
-            SessionInfo(session_id=sid, updated_at=updated, key_count=keys,
-                        has_creds=has_creds, size=size)
+            SessionInfo(
+                session_id=sid, updated_at=updated, key_count=keys, has_creds=has_creds, size=size
+            )
             for sid, updated, keys, has_creds, size in rows
         ]
 

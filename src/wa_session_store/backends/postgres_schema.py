@@ -52,8 +52,9 @@ class Schema:
 
     def __init__(self, schema: str | None, prefix: str) -> None:
         if schema is not None and (not isinstance(schema, str) or not 0 < len(schema) <= 63):
-            raise InvalidInputError(f"schema must be None or a name of 1 to 63 characters, "
-                                    f"not {schema!r}")
+            raise InvalidInputError(
+                f"schema must be None or a name of 1 to 63 characters, not {schema!r}"
+            )
         if not isinstance(prefix, str):
             raise InvalidTypeError(f"table_prefix must be a str, not {type(prefix).__name__}")
         if not _PREFIX.fullmatch(prefix):
@@ -83,8 +84,8 @@ class Schema:
         # The whole batch in one statement: upserts and deletes travel as arrays.
         # The two parts touch disjoint keys (ids are unique within a batch).
         self.write_keys = sql.SQL(
-            "WITH batch AS ("
-            " SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[]) AS b(category, key_id, value)"
+            "WITH batch AS (SELECT * FROM"
+            " unnest(%b::text[], %b::text[], %b::bytea[]) AS b(category, key_id, value)"
             "), removed AS ("
             " DELETE FROM {keys} k USING batch b WHERE b.value IS NULL"
             " AND k.session_id = %s AND k.category = b.category AND k.key_id = b.key_id"

@@ -92,10 +92,14 @@ class SQLiteStore(BaseStore):
     ) -> None:
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise InvalidInputError(f"path must be a non-empty str or path, not {path!r}")
-        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, (int, float)) or not (
-            0 <= busy_timeout < 3600
+        if (
+            isinstance(busy_timeout, bool)
+            or not isinstance(busy_timeout, (int, float))
+            or not (0 <= busy_timeout < 3600)
         ):
-            raise InvalidInputError(f"busy_timeout must be seconds in [0, 3600), not {busy_timeout!r}")
+            raise InvalidInputError(
+                f"busy_timeout must be seconds in [0, 3600), not {busy_timeout!r}"
+            )
         super().__init__(**options)
         self.path = Path(path)
         self.busy_timeout = float(busy_timeout)
@@ -110,7 +114,8 @@ class SQLiteStore(BaseStore):
 
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
         conn, executor = self._conn, self._executor
-        assert conn is not None and executor is not None
+        assert conn is not None
+        assert executor is not None
         future = asyncio.get_running_loop().run_in_executor(executor, fn, conn)
         try:
             return await asyncio.wait_for(future, timeout)
@@ -154,7 +159,9 @@ class SQLiteStore(BaseStore):
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None,
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
