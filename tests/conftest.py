@@ -15,6 +15,8 @@ from psycopg import sql
 from wa_session_store import MemoryStore, PostgresStore, SQLiteStore
 from wa_session_store.store import BaseStore
 
+from .proxy import proxy  # noqa: F401  # the fault-injection fixture
+
 DSN = os.environ.get("WA_SESSION_STORE_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

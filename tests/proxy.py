@@ -124,9 +124,7 @@ class _Link:
             # so close() can drop it synchronously before the fd is reused.
             self.loop.add_writer(self.fds[_SERVER], self._connect_done)
             self.writing[_SERVER] = True
-            self.connect_timer = self.loop.call_later(
-                _CONNECT_TIMEOUT, self.close, True
-            )
+            self.connect_timer = self.loop.call_later(_CONNECT_TIMEOUT, self.close, True)
         else:
             self.close(reset=True)
 
@@ -185,8 +183,10 @@ class _Link:
                 if self.timers[side] is None:
                     self._release(side)
                 # Resume writes a blackhole interrupted.
-                if not self.closed and not self.writing[side] and (
-                    self.outbuf[side] or (self.eof_pending[side] and not self.eof_sent[side])
+                if (
+                    not self.closed
+                    and not self.writing[side]
+                    and (self.outbuf[side] or (self.eof_pending[side] and not self.eof_sent[side]))
                 ):
                     self._flush(side)
 
@@ -270,9 +270,9 @@ class _Link:
                     self.close(reset=False)
                     return
         # Draining the outbuf may lift backpressure on the opposite reader.
-        self.refresh_reading_only()
+        self._resume_readers()
 
-    def refresh_reading_only(self) -> None:
+    def _resume_readers(self) -> None:
         if self.closed or not self.connected or self.owner.blackholed:
             return
         for side in (_CLIENT, _SERVER):
@@ -639,9 +639,7 @@ class Proxy:
             for k, v in parse_qsl(parts.query, keep_blank_values=True)
             if k not in ("host", "hostaddr", "port")
         ]
-        return urlunsplit(
-            (parts.scheme, netloc, parts.path, urlencode(query), parts.fragment)
-        )
+        return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), parts.fragment))
 
     # -- plumbing -----------------------------------------------------------------
 

@@ -14,7 +14,8 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from ._open import DEFAULT_URL, open_store
 from .errors import SessionStoreError
@@ -22,7 +23,7 @@ from .store import BaseStore
 
 __all__ = ["main"]
 
-Command = Callable[[argparse.Namespace], Awaitable[int]]
+Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def _redacted(url: str) -> str:

@@ -74,6 +74,7 @@ class RetryHook(Protocol):
 
 
 _PAST = {
+    "open": "opened",
     "load_creds": "loaded",
     "save_creds": "saved",
     "get_keys": "keys read",
@@ -241,7 +242,7 @@ class RetryPolicy:
             raise StoreUnavailableError(operation, session_id, number, elapsed, exc) from exc
         logger.debug(
             "%s %s (attempt %d)",
-            f"session {session_id}" if session_id is not None else operation,
+            f"session {session_id}" if session_id is not None else "store",
             _PAST.get(operation, "done"),
             number,
             extra={**fields, "attempt": number, "elapsed": time.monotonic() - started},

@@ -181,6 +181,11 @@ class PostgresStore(BaseStore):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conn = await self._checkout(deadline)
+        # A shared pool's connections may not be in autocommit; without it every
+        # statement would cost a BEGIN and a COMMIT. Switching is local when idle.
+        switched = not conn.autocommit
+        if switched:
+            await conn.set_autocommit(True)
         fired = False
 
         def expire() -> None:
@@ -199,6 +204,8 @@ class PostgresStore(BaseStore):
             timer.cancel()
             if fired:
                 await conn.close()
+            elif switched and not conn.broken:
+                await conn.set_autocommit(False)
             await self.pool.putconn(conn)
 
     async def _checkout(self, deadline: float) -> psycopg.AsyncConnection[Any]:
@@ -209,8 +216,6 @@ class PostgresStore(BaseStore):
                 raise AttemptTimeoutError(deadline - loop.time())
             conn: psycopg.AsyncConnection[Any] = await self.pool.getconn(timeout=remaining)
             if not _closed_by_server(conn):
-                if not conn.autocommit:
-                    await conn.set_autocommit(True)
                 return conn
             # The server closed it while idle (restart, pg_terminate_backend):
             # drop it without spending an attempt on it.
