@@ -5,6 +5,16 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from ._open import open_store
+from .auth_state import (
+    AuthKeys,
+    AuthState,
+    RestoreResult,
+    close_all,
+    install_shutdown_handler,
+    prekey_counters_changed,
+    restore_all,
+    use_auth_state,
+)
 from .backends.memory import MemoryStore
 from .backends.postgres import PostgresStore
 from .backends.sqlite import SQLiteStore
@@ -20,6 +30,7 @@ from .errors import (
 )
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
 from .store import AuthStateStore, SessionInfo
+from .throttle import BackupScheduler, Throttler
 
 try:
     __version__ = version("wa-session-store")
@@ -28,12 +39,16 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "AttemptTimeoutError",
+    "AuthKeys",
+    "AuthState",
     "AuthStateStore",
+    "BackupScheduler",
     "DecodeError",
     "InvalidInputError",
     "InvalidTypeError",
     "MemoryStore",
     "PostgresStore",
+    "RestoreResult",
     "RetryDetails",
     "RetryHook",
     "RetryPolicy",
@@ -44,6 +59,12 @@ __all__ = [
     "StoreClosedError",
     "StoreOperationError",
     "StoreUnavailableError",
+    "Throttler",
     "__version__",
+    "close_all",
+    "install_shutdown_handler",
     "open_store",
+    "prekey_counters_changed",
+    "restore_all",
+    "use_auth_state",
 ]

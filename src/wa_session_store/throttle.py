@@ -241,24 +241,29 @@ class Throttler:
     async def flush(self) -> None:
         """Run ``func`` now if a run is owed, bypassing the interval, and wait for it.
 
-        If a run is in progress, waits for it first. Then, if a run is still
-        owed, cancels the timer and runs at once. Returns at once when nothing
-        is in progress or owed. When it returns normally, every trigger made
-        before the call has been followed by a successful run.
+        If a run is in progress, waits for it first (raising if it fails).
+        Then, if a run is still owed, cancels the timer and runs at once.
+        Returns at once when nothing is in progress or owed. When it returns
+        normally, every trigger made before the call has been followed by a
+        successful run.
 
         Works after :meth:`aclose` too, to retry a save that failed while
         closing.
 
         Raises:
-            Exception: the exception raised by ``func`` in the run started (or
-                joined) for the flush; the run stays owed (:attr:`pending` is
-                True) and the failure is also logged.
+            Exception: the exception raised by ``func`` in the run joined or
+                started for the flush (a joined run that fails is not repeated
+                at once); the run stays owed (:attr:`pending` is True) and the
+                failure is also logged.
         """
         task = self._task
         if task is not None:
-            # Its outcome does not matter: if it failed, the run is still owed
-            # and is retried just below.
-            await asyncio.wait([task])
+            # A run that fails here is reported, not repeated at once: it just
+            # spent its whole retry budget, and the caller (a shutdown with a
+            # deadline, save_creds()) must learn that rather than wait twice.
+            error = await asyncio.shield(task)
+            if error is not None:
+                raise error
         task = self._task
         if task is None:
             if not self._pending:
@@ -295,7 +300,8 @@ class Throttler:
             self._cancel_timer()
             logger.debug(
                 "throttler%s closed after %d runs%s",
-                self._label(), self._runs,
+                self._label(),
+                self._runs,
                 " with an unsaved update" if self._pending else "",
                 extra=self._fields(),
             )
@@ -346,11 +352,6 @@ class Throttler:
         error: Exception | None = None
         try:
             await _invoke(self._func)
-        except asyncio.CancelledError:
-            # Loop shutdown or similar: nothing was saved for sure.
-            self._pending = True
-            self._task = None
-            raise
         except Exception as exc:
             failed, error = True, exc
             retriggered = self._pending
@@ -358,15 +359,26 @@ class Throttler:
             self._failures += 1
             logger.error(
                 "throttled run%s failed (%d in a row), will retry: %s",
-                self._label(), self._failures, describe_error(exc),
+                self._label(),
+                self._failures,
+                describe_error(exc),
                 exc_info=_exc_info(exc),
                 extra={**self._fields(), "failures": self._failures},
             )
+        except BaseException:
+            # Cancelled (loop shutdown) or KeyboardInterrupt/SystemExit: it is
+            # unknown whether the save landed, so it stays owed; nothing is
+            # scheduled on a loop that is going away.
+            self._pending = True
+            self._task = None
+            raise
         else:
             self._runs += 1
             self._failures = 0
             logger.debug(
-                "throttled run%s done (%d runs)", self._label(), self._runs,
+                "throttled run%s done (%d runs)",
+                self._label(),
+                self._runs,
                 extra={**self._fields(), "runs": self._runs},
             )
         self._task = None
@@ -435,6 +447,7 @@ class BackupScheduler:
         "_initial_delay",
         "_interval",
         "_jitter",
+        "_loop",
         "_name",
         "_rng",
         "_runs",
@@ -469,6 +482,7 @@ class BackupScheduler:
         self._func = func
         self._name = name
         self._rng = rng
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._runs = 0
         self._failures = 0
         self._slot = 0.0
@@ -538,10 +552,10 @@ class BackupScheduler:
         None before :meth:`start`, after :meth:`stop`, and while a scheduled
         run is in progress (the next one is timed when it ends).
         """
-        timer = self._timer
-        if timer is None:
+        timer, loop = self._timer, self._loop
+        if timer is None or loop is None:
             return None
-        return max(0.0, timer.when() - asyncio.get_running_loop().time())
+        return max(0.0, timer.when() - loop.time())
 
     # -- public methods -----------------------------------------------------
 
@@ -560,10 +574,13 @@ class BackupScheduler:
         if self._started:
             return
         self._started = True
+        self._loop = loop
         self._slot = loop.time() + self._initial_delay
         self._arm(loop)
         logger.debug(
-            "backup scheduler%s started, every %.1fs", self._label(), self._interval,
+            "backup scheduler%s started, every %.1fs",
+            self._label(),
+            self._interval,
             extra=self._fields(),
         )
 
@@ -604,7 +621,9 @@ class BackupScheduler:
                 self._timer.cancel()
                 self._timer = None
             logger.debug(
-                "backup scheduler%s stopped after %d runs", self._label(), self._runs,
+                "backup scheduler%s stopped after %d runs",
+                self._label(),
+                self._runs,
                 extra=self._fields(),
             )
         while self._task is not None:
@@ -631,7 +650,8 @@ class BackupScheduler:
             slot += missed * self._interval
             logger.warning(
                 "backup%s ran past its next due time; skipping %d run(s)",
-                self._label(), missed,
+                self._label(),
+                missed,
                 extra={**self._fields(), "skipped": missed},
             )
         self._slot = slot
@@ -645,7 +665,8 @@ class BackupScheduler:
             # A run_now() is in progress: the job is running right now, so
             # this due time is covered; go on with the next one.
             logger.debug(
-                "backup%s due while a manual run is in progress; skipped", self._label(),
+                "backup%s due while a manual run is in progress; skipped",
+                self._label(),
                 extra=self._fields(),
             )
             self._advance(loop)
@@ -665,23 +686,31 @@ class BackupScheduler:
         error: Exception | None = None
         try:
             await _invoke(self._func)
-        except asyncio.CancelledError:
-            self._task = None
-            raise
         except Exception as exc:
             error = exc
             self._failures += 1
             logger.error(
                 "%s backup%s failed (%d in a row): %s",
-                kind, self._label(), self._failures, describe_error(exc),
+                kind,
+                self._label(),
+                self._failures,
+                describe_error(exc),
                 exc_info=_exc_info(exc),
                 extra={**self._fields(), "kind": kind, "failures": self._failures},
             )
+        except BaseException:
+            # Cancelled (loop shutdown) or KeyboardInterrupt/SystemExit: stop
+            # scheduling rather than re-arm on a dying loop.
+            self._task = None
+            raise
         else:
             self._runs += 1
             self._failures = 0
             logger.debug(
-                "%s backup%s done (%d runs)", kind, self._label(), self._runs,
+                "%s backup%s done (%d runs)",
+                kind,
+                self._label(),
+                self._runs,
                 extra={**self._fields(), "kind": kind, "runs": self._runs},
             )
         self._task = None

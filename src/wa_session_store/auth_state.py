@@ -1,0 +1,488 @@
+"""What a bot author touches: an auth state bound to a store and a session.
+
+:func:`use_auth_state` is the counterpart of Baileys' ``useMultiFileAuthState``
+over any :class:`~wa_session_store.AuthStateStore`. Signal keys are written
+through on every ``keys.set`` (a ratchet that is not persisted breaks
+decryption after a restart); the creds document is saved through a
+:class:`~wa_session_store.Throttler` (at most one save per ``throttle``
+seconds, the last update always saved) and re-saved by a
+:class:`~wa_session_store.BackupScheduler` while a change is unsaved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidInputError, InvalidTypeError, StoreClosedError, describe_error
+from .store import AuthStateStore
+from .throttle import BackupScheduler, Throttler
+
+__all__ = [
+    "AuthKeys",
+    "AuthState",
+    "RestoreResult",
+    "UrgentPredicate",
+    "close_all",
+    "install_shutdown_handler",
+    "prekey_counters_changed",
+    "restore_all",
+    "use_auth_state",
+]
+
+logger = logging.getLogger("wa_session_store")
+
+UrgentPredicate = Callable[[Mapping[str, Any] | None, Mapping[str, Any]], bool]
+"""``urgent(previous, current) -> bool``: True saves at once, bypassing the throttle."""
+
+_PREKEY_COUNTERS = (
+    "nextPreKeyId",
+    "firstUnuploadedPreKeyId",
+    "next_pre_key_id",
+    "first_unuploaded_pre_key_id",
+)
+
+# Every AuthState not yet closed, for install_shutdown_handler() and close_all().
+_open_states: weakref.WeakSet[AuthState] = weakref.WeakSet()
+
+
+def prekey_counters_changed(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
+    """The default ``urgent`` predicate: the pre-key counters moved (or creds are new).
+
+    The counters (``nextPreKeyId``, ``firstUnuploadedPreKeyId`` or their
+    snake_case spellings) must reach the database before the pre-keys they
+    count are handed out, or a restart reuses pre-key ids ("Invalid PreKey ID").
+    """
+    if previous is None:
+        return True
+    return any(previous.get(name) != current.get(name) for name in _PREKEY_COUNTERS)
+
+
+class AuthKeys:
+    """The Signal key store a client is handed: async ``get``, ``set``, ``clear``.
+
+    Every call goes straight to the store (write-through), in one round trip.
+    The shape matches pyaileys' ``SignalKeyStore`` and Baileys' ``keys``.
+    """
+
+    __slots__ = ("_session_id", "_store")
+
+    def __init__(self, store: AuthStateStore, session_id: str) -> None:
+        self._store = store
+        self._session_id = session_id
+
+    async def get(self, category: str, ids: Iterable[str | int]) -> dict[str, Any]:
+        """``{id: value or None}`` for every id asked for."""
+        return await self._store.get_keys(self._session_id, category, ids)
+
+    async def set(self, data: Mapping[str, Mapping[Any, Any]]) -> None:
+        """Write ``{category: {id: value or None}}`` atomically; ``None`` deletes."""
+        await self._store.set_keys(self._session_id, data)
+
+    async def clear(self) -> None:
+        """Delete every key of the session (its creds stay)."""
+        await self._store.clear_keys(self._session_id)
+
+    def __repr__(self) -> str:
+        return f"<AuthKeys session={self._session_id!r}>"
+
+
+class AuthState:
+    """One session's auth state; build it with :func:`use_auth_state`.
+
+    Attributes:
+        session_id: the session.
+        creds: the current creds document, or ``None`` until the client pairs.
+        keys: the write-through :class:`AuthKeys`.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_generation",
+        "_previous",
+        "_saved_generation",
+        "_scheduler",
+        "_store",
+        "_throttler",
+        "_urgent",
+        "creds",
+        "keys",
+        "session_id",
+    )
+
+    def __init__(
+        self,
+        store: AuthStateStore,
+        session_id: str,
+        creds: dict[str, Any] | None,
+        *,
+        throttle: float = 30.0,
+        backup_interval: float | None = 300.0,
+        initial_delay: float = 10.0,
+        backup_jitter: float = 0.0,
+        urgent: UrgentPredicate | None = prekey_counters_changed,
+    ) -> None:
+        if urgent is not None and not callable(urgent):
+            raise InvalidTypeError(
+                f"urgent must be a callable or None, not {type(urgent).__name__}"
+            )
+        self._store = store
+        self.session_id = session_id
+        self.creds = creds
+        self.keys = AuthKeys(store, session_id)
+        self._urgent = urgent
+        self._previous: dict[str, Any] | None = dict(creds) if creds is not None else None
+        # A change is pending while the generation handed out by creds_updated()
+        # is ahead of the one the last successful save captured.
+        self._generation = 0
+        self._saved_generation = 0
+        self._throttler = Throttler(self._save, throttle, name=session_id)
+        self._scheduler = (
+            BackupScheduler(
+                self._backup, backup_interval, initial_delay, backup_jitter, name=session_id
+            )
+            if backup_interval
+            else None
+        )
+
+    def __repr__(self) -> str:
+        state = "closed" if self._throttler.closed else ("pending" if self.pending else "saved")
+        return f"<AuthState session={self.session_id!r} {state}>"
+
+    @property
+    def pending(self) -> bool:
+        """Whether a creds change has not been saved yet."""
+        return self._generation != self._saved_generation
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._throttler.closed
+
+    @property
+    def throttler(self) -> Throttler:
+        """The throttler of creds saves (for its counters: ``runs``, ``failures``)."""
+        return self._throttler
+
+    def _start(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.start()
+        _open_states.add(self)
+
+    def creds_updated(self, creds: Mapping[str, Any] | None = None) -> None:
+        """The hook for the client's ``creds.update`` event: non-blocking, never raises.
+
+        ``creds``, when given, becomes the current document (a dict is kept as
+        is, so later in-place changes are seen; another mapping is copied).
+        Without it, the current document is taken as changed in place. The
+        throttled save stores whatever is current when it runs; a change of
+        the pre-key counters (see ``urgent``) is saved at once.
+        """
+        try:
+            if creds is not None:
+                if not isinstance(creds, Mapping):
+                    raise InvalidTypeError(
+                        f"creds must be a mapping (dict), not {type(creds).__name__}"
+                    )
+                self.creds = creds if isinstance(creds, dict) else dict(creds)
+            if self.creds is None:
+                logger.warning(
+                    "creds_updated() for %s before any creds exist; nothing to save",
+                    self.session_id,
+                    extra={"session_id": self.session_id, "op": "creds_updated"},
+                )
+                return
+            self._generation += 1
+            urgent = self._urgent is not None and self._urgent(self._previous, self.creds)
+            self._previous = dict(self.creds)
+            self._throttler.trigger(urgent=urgent)
+        except StoreClosedError:
+            logger.error(
+                "creds_updated() for %s after aclose(); the update is not saved",
+                self.session_id,
+                extra={"session_id": self.session_id, "op": "creds_updated"},
+            )
+        except Exception as exc:
+            logger.error(
+                "creds_updated() for %s failed: %s",
+                self.session_id,
+                describe_error(exc),
+                extra={"session_id": self.session_id, "op": "creds_updated"},
+            )
+
+    async def save_creds(self, creds: Mapping[str, Any] | None = None) -> None:
+        """Save now, bypassing the throttle (right after pairing or connecting).
+
+        ``creds``, when given, becomes the current document first.
+
+        Raises:
+            InvalidInputError: bad creds (nothing is written).
+            StoreClosedError: after :meth:`aclose`.
+            StoreUnavailableError, StoreOperationError: the save failed; the
+                change stays pending and is retried by the throttle and backups.
+        """
+        if self._throttler.closed:
+            raise StoreClosedError(f"auth state of {self.session_id!r} is closed")
+        before = (self.creds, self._previous, self._generation)
+        if creds is not None:
+            if not isinstance(creds, Mapping):
+                raise InvalidTypeError(
+                    f"creds must be a mapping (dict), not {type(creds).__name__}"
+                )
+            self.creds = creds if isinstance(creds, dict) else dict(creds)
+            self._previous = dict(self.creds)
+        if self.creds is None:
+            raise InvalidInputError(f"no creds to save for {self.session_id!r}")
+        self._generation += 1
+        generation = self._generation
+        self._throttler.trigger(urgent=True)
+        try:
+            await self._throttler.flush()
+        except InvalidInputError:
+            # Refused before anything was written: put the previous document
+            # back, unless another update arrived meanwhile.
+            if self._generation == generation:
+                self.creds, self._previous, self._generation = before
+            raise
+
+    async def flush(self) -> None:
+        """Save the pending change now, if any, and wait for it.
+
+        Raises:
+            StoreUnavailableError, StoreOperationError: the save failed (it stays pending).
+        """
+        await self._throttler.flush()
+
+    async def aclose(self, deadline: float = 10.0) -> None:
+        """Stop the backups, save what is pending, refuse further saves.
+
+        Args:
+            deadline: seconds the final save may take (default 10.0).
+
+        Raises:
+            TimeoutError: the final save did not finish within ``deadline``.
+            StoreUnavailableError, StoreOperationError: it failed. Either way
+                the auth state ends closed, and the loss is logged at ERROR.
+        """
+        _open_states.discard(self)
+        try:
+            if self._scheduler is not None:
+                await self._scheduler.stop()
+            await asyncio.wait_for(self._throttler.aclose(), deadline)
+        except BaseException as exc:
+            if self.pending:
+                logger.error(
+                    "closing %s with unsaved creds: %s",
+                    self.session_id,
+                    describe_error(exc),
+                    extra={"session_id": self.session_id, "op": "aclose"},
+                )
+            raise
+
+    async def _save(self) -> None:
+        creds, generation = self.creds, self._generation
+        if creds is None or generation == self._saved_generation:
+            return
+        await self._store.save_creds(self.session_id, creds)
+        self._saved_generation = max(self._saved_generation, generation)
+
+    async def _backup(self) -> None:
+        if self.pending:
+            await self._throttler.flush()
+
+
+async def use_auth_state(
+    store: AuthStateStore,
+    session_id: str,
+    *,
+    throttle: float = 30.0,
+    backup_interval: float | None = 300.0,
+    initial_delay: float = 10.0,
+    backup_jitter: float = 0.0,
+    urgent: UrgentPredicate | None = prekey_counters_changed,
+) -> AuthState:
+    """Load a session's auth state from ``store`` and keep it saved.
+
+    Args:
+        store: an open store.
+        session_id: the session (one WhatsApp account).
+        throttle: at most one creds save per this many seconds from
+            :meth:`AuthState.creds_updated`; the last update is always saved
+            (default 30.0; 0 saves on every update).
+        backup_interval: seconds between backups that re-save unsaved creds
+            (default 300.0; None or 0 disables them).
+        initial_delay: seconds before the first backup (default 10.0).
+        backup_jitter: up to this many seconds added to or taken from each
+            backup delay, so that many sessions spread out (default 0.0).
+        urgent: ``urgent(previous, current)``; True saves at once. Default:
+            :func:`prekey_counters_changed`. None: never.
+
+    Returns:
+        The :class:`AuthState`; ``auth.creds`` is None for a new session (pair it).
+
+    Raises:
+        InvalidInputError: an invalid session id or option.
+        StoreUnavailableError, StoreOperationError, DecodeError: loading failed.
+    """
+    creds = await store.load_creds(session_id)
+    state = AuthState(
+        store,
+        session_id,
+        creds,
+        throttle=throttle,
+        backup_interval=backup_interval,
+        initial_delay=initial_delay,
+        backup_jitter=backup_jitter,
+        urgent=urgent,
+    )
+    state._start()
+    return state
+
+
+@dataclass
+class RestoreResult:
+    """What :func:`restore_all` brought back.
+
+    Attributes:
+        states: the restored auth states by session id.
+        failed: the sessions that could not be loaded, with their error.
+    """
+
+    states: dict[str, AuthState] = field(default_factory=dict)
+    failed: dict[str, Exception] = field(default_factory=dict)
+
+
+async def restore_all(
+    store: AuthStateStore,
+    *,
+    concurrency: int = 16,
+    throttle: float = 30.0,
+    backup_interval: float | None = 300.0,
+    initial_delay: float = 10.0,
+    backup_jitter: float = 0.0,
+    urgent: UrgentPredicate | None = prekey_counters_changed,
+) -> RestoreResult:
+    """Bring back every stored session at start-up.
+
+    Sessions load ``concurrency`` at a time (each with the store's retries);
+    a session that fails is reported in ``failed`` and logged, and the others
+    go on. The other arguments are those of :func:`use_auth_state`.
+
+    Raises:
+        InvalidInputError: ``concurrency`` is not a positive int.
+        StoreUnavailableError, StoreOperationError: listing the sessions failed.
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise InvalidInputError(f"concurrency must be an int >= 1, not {concurrency!r}")
+    sessions = await store.list_sessions()
+    result = RestoreResult()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def restore(session_id: str) -> None:
+        async with gate:
+            try:
+                result.states[session_id] = await use_auth_state(
+                    store,
+                    session_id,
+                    throttle=throttle,
+                    backup_interval=backup_interval,
+                    initial_delay=initial_delay,
+                    backup_jitter=backup_jitter,
+                    urgent=urgent,
+                )
+            except Exception as exc:
+                result.failed[session_id] = exc
+                logger.error(
+                    "could not restore %s: %s",
+                    session_id,
+                    describe_error(exc),
+                    extra={"session_id": session_id, "op": "restore"},
+                )
+
+    await asyncio.gather(*(restore(info.session_id) for info in sessions))
+    logger.info(
+        "restored %d sessions (%d failed)",
+        len(result.states),
+        len(result.failed),
+        extra={"op": "restore"},
+    )
+    return result
+
+
+async def close_all(
+    states: Iterable[AuthState] | None = None, *, deadline: float = 8.0
+) -> dict[str, BaseException]:
+    """Close auth states concurrently, each saving what it has pending.
+
+    Args:
+        states: the auth states; default every one of this process not yet closed.
+        deadline: seconds the whole close may take (default 8.0: container
+            platforms usually wait 10 s between SIGTERM and SIGKILL).
+
+    Returns:
+        The sessions whose final save failed, with the error (empty: nothing lost).
+    """
+    targets = list(_open_states if states is None else states)
+    outcomes = await asyncio.gather(
+        *(state.aclose(deadline) for state in targets), return_exceptions=True
+    )
+    return {
+        state.session_id: outcome
+        for state, outcome in zip(targets, outcomes, strict=True)
+        if isinstance(outcome, BaseException)
+    }
+
+
+def install_shutdown_handler(
+    states: Callable[[], Iterable[AuthState]] | None = None,
+    *,
+    deadline: float = 8.0,
+    signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> asyncio.Event:
+    """On SIGTERM (or SIGINT), close every auth state so nothing pending is lost.
+
+    Call it from the running loop. The returned event is set once every state
+    is closed; await it, then exit::
+
+        stopped = install_shutdown_handler()
+        await stopped.wait()
+
+    Args:
+        states: a callable giving the states to close; default every open
+            auth state of this process.
+        deadline: seconds the closing may take (default 8.0).
+        signals: the signals to handle (default SIGTERM and SIGINT).
+    """
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def shutdown(signame: str) -> None:
+        targets = None if states is None else list(states())
+        logger.info(
+            "%s received: saving and closing auth states", signame, extra={"op": "shutdown"}
+        )
+        failed = await close_all(targets, deadline=deadline)
+        if failed:
+            logger.error(
+                "shutdown: %d sessions could not save their last creds: %s",
+                len(failed),
+                ", ".join(sorted(failed)),
+                extra={"op": "shutdown"},
+            )
+        done.set()
+
+    def on_signal(signame: str) -> None:
+        if tasks or done.is_set():
+            return  # a second signal while closing: keep going
+        task = loop.create_task(shutdown(signame))
+        tasks.add(task)
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    return done
