@@ -78,10 +78,15 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Builds stores of the current backend that share one database (file, schema)."""
     if backend == "memory":
+        # Memory stores built here share one "database", like files and schemas do.
         shared = MemoryStore()
 
         def make_memory(**options: Any) -> BaseStore:
-            return MemoryStore(**options) if options else shared
+            if not options:
+                return shared
+            store = MemoryStore(**options)
+            store._sessions = shared._sessions
+            return store
 
         return make_memory
     if backend == "sqlite":

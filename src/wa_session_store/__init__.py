@@ -18,8 +18,10 @@ from .auth_state import (
 from .backends.memory import MemoryStore
 from .backends.postgres import PostgresStore
 from .backends.sqlite import SQLiteStore
+from .crypto import AESGCMCipher, Cipher
 from .errors import (
     DecodeError,
+    DecryptionError,
     InvalidInputError,
     InvalidTypeError,
     SchemaVersionError,
@@ -29,7 +31,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
-from .store import AuthStateStore, SessionInfo
+from .store import AuthStateStore, ReencryptProgress, SessionInfo
 from .throttle import BackupScheduler, Throttler
 
 try:
@@ -38,16 +40,20 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "AESGCMCipher",
     "AttemptTimeoutError",
     "AuthKeys",
     "AuthState",
     "AuthStateStore",
     "BackupScheduler",
+    "Cipher",
     "DecodeError",
+    "DecryptionError",
     "InvalidInputError",
     "InvalidTypeError",
     "MemoryStore",
     "PostgresStore",
+    "ReencryptProgress",
     "RestoreResult",
     "RetryDetails",
     "RetryHook",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 __all__ = [
     "DecodeError",
+    "DecryptionError",
     "InvalidInputError",
     "InvalidTypeError",
     "SchemaVersionError",
@@ -109,6 +110,18 @@ class SchemaVersionError(SessionStoreError):
 
 class DecodeError(SessionStoreError):
     """A stored value could not be decoded (corrupt, or written by something else)."""
+
+    __module__ = "wa_session_store"
+
+
+class DecryptionError(DecodeError):
+    """A sealed value could not be opened, or a value's encryption is not what the store expects.
+
+    Raised for a wrong or unknown key, a tampered ciphertext, a row copied to
+    another session or key, an encrypted row met by a store without a cipher,
+    and a plaintext row met by a store with one (unless ``allow_plaintext``).
+    Never garbage, never a silent ``None``.
+    """
 
     __module__ = "wa_session_store"
 

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
 
@@ -30,9 +31,12 @@ from ._codec import (
     encode_creds,
     encode_key_batch,
 )
+from .crypto import MAGIC, Cipher, associated_data, sealed_key_id
 from .errors import (
     DecodeError,
+    DecryptionError,
     InvalidInputError,
+    InvalidTypeError,
     SessionStoreError,
     StoreClosedError,
     StoreOperationError,
@@ -40,7 +44,19 @@ from .errors import (
 )
 from .retry import RetryHook, RetryPolicy
 
-__all__ = ["AuthStateStore", "BaseStore", "SessionInfo", "StoreOptions"]
+__all__ = ["AuthStateStore", "BaseStore", "ReencryptProgress", "SessionInfo", "StoreOptions"]
+
+RowKey = tuple[str, str, str]
+"""A row's key: (session id, category, key id); creds rows use ("", "") for the last two."""
+
+
+@dataclass(slots=True)
+class ReencryptProgress:
+    """Counts of :meth:`BaseStore.reencrypt`: rows looked at, and rows sealed again."""
+
+    scanned: int = 0
+    rewritten: int = 0
+
 
 T = TypeVar("T")
 
@@ -52,6 +68,8 @@ class StoreOptions(TypedDict, total=False):
     max_value_size: int
     on_retry: RetryHook | None
     on_giveup: RetryHook | None
+    cipher: Cipher | None
+    allow_plaintext: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +176,12 @@ class BaseStore(ABC):
             each failed attempt that will be retried.
         on_giveup: called with the details of the last attempt when a call
             gives up.
+        cipher: seals every creds document and key value before it is
+            written, e.g. :class:`~wa_session_store.AESGCMCipher` (default
+            None: values are stored as plain BufferJSON).
+        allow_plaintext: with a cipher, read rows that are not sealed too
+            (default False: they raise :class:`DecryptionError`). For
+            migrating an existing database; run :meth:`reencrypt` after.
     """
 
     #: What the store is called in messages and reprs.
@@ -170,7 +194,14 @@ class BaseStore(ABC):
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         on_retry: RetryHook | None = None,
         on_giveup: RetryHook | None = None,
+        cipher: Cipher | None = None,
+        allow_plaintext: bool = False,
     ) -> None:
+        if cipher is not None and not isinstance(cipher, Cipher):
+            raise InvalidTypeError(
+                f"cipher must provide active, seal() and open() (e.g. AESGCMCipher), "
+                f"not {type(cipher).__name__}"
+            )
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         if (
@@ -185,6 +216,8 @@ class BaseStore(ABC):
         self.max_value_size = max_value_size
         self.on_retry = on_retry
         self.on_giveup = on_giveup
+        self.cipher = cipher
+        self.allow_plaintext = bool(allow_plaintext)
         self._clock = VersionClock()
         self._is_open = False
 
@@ -248,7 +281,8 @@ class BaseStore(ABC):
             return None
         blob, version = row
         self._clock.observe(version)
-        creds = decode_value(blob, what=f"creds of session {sid!r}")
+        what = f"creds of session {sid!r}"
+        creds = decode_value(self._unseal(blob, associated_data(sid), what), what=what)
         if not isinstance(creds, dict):
             raise DecodeError(f"creds of session {sid!r} are not a JSON object")
         return creds
@@ -267,6 +301,8 @@ class BaseStore(ABC):
         """
         sid = check_session_id(session_id)
         blob = encode_creds(creds, session_id=sid, max_size=self.max_value_size)
+        if self.cipher is not None:
+            blob = self.cipher.seal(blob, associated_data(sid))
         version = self._clock.next()
         await self._call("save_creds", sid, lambda t: self._write_creds(sid, blob, version, t))
 
@@ -289,13 +325,35 @@ class BaseStore(ABC):
             return {}
         found = await self._call("get_keys", sid, lambda t: self._read_keys(sid, cat, wanted, t))
         return {
-            key_id: (
-                decode_value(found[key_id], what=f"{cat} key {key_id!r} of session {sid!r}")
-                if key_id in found
-                else None
-            )
+            key_id: self._decode_key(sid, cat, key_id, found[key_id]) if key_id in found else None
             for key_id in wanted
         }
+
+    def _decode_key(self, session_id: str, category: str, key_id: str, blob: bytes) -> Any:
+        what = f"{category} key {key_id!r} of session {session_id!r}"
+        aad = associated_data(session_id, category, key_id)
+        return decode_value(self._unseal(blob, aad, what), what=what)
+
+    def _unseal(self, blob: bytes, aad: bytes, what: str) -> bytes:
+        sealed = bytes(blob[: len(MAGIC)]) == MAGIC
+        if self.cipher is None:
+            if sealed:
+                raise DecryptionError(
+                    f"{what} is encrypted (key {sealed_key_id(bytes(blob))!r}); open the store "
+                    "with cipher=AESGCMCipher(...) holding that key"
+                )
+            return blob
+        if not sealed:
+            if self.allow_plaintext:
+                return blob
+            raise DecryptionError(
+                f"{what} is stored unencrypted; pass allow_plaintext=True to read it while "
+                "migrating, and run reencrypt() to seal it"
+            )
+        try:
+            return self.cipher.open(bytes(blob), aad)
+        except DecryptionError as exc:
+            raise DecryptionError(f"{what}: {exc}") from None
 
     async def set_keys(self, session_id: str, data: Mapping[str, Mapping[Any, Any]]) -> None:
         """Write a batch ``{category: {key_id: value}}``; a ``None`` value deletes.
@@ -309,6 +367,12 @@ class BaseStore(ABC):
         """
         sid = check_session_id(session_id)
         rows = encode_key_batch(data, max_size=self.max_value_size)
+        cipher = self.cipher
+        if cipher is not None:
+            rows = [
+                (c, k, None if v is None else cipher.seal(v, associated_data(sid, c, k)))
+                for c, k, v in rows
+            ]
         if not rows:
             self._check_open()
             return
@@ -331,6 +395,69 @@ class BaseStore(ABC):
         """
         sid = check_session_id(session_id)
         return await self._call("delete_session", sid, lambda t: self._delete_session(sid, t))
+
+    async def reencrypt(
+        self,
+        *,
+        batch_size: int = 500,
+        progress: Callable[[ReencryptProgress], None] | None = None,
+    ) -> ReencryptProgress:
+        """Rewrite every row not sealed with the cipher's active key.
+
+        Rows sealed with an older key of the cipher (and, with
+        ``allow_plaintext``, unsealed rows) are read, checked, and sealed
+        again with the active key, ``batch_size`` rows per transaction.
+        Resumable: rows already under the active key are skipped, so an
+        interrupted run just starts again. A row changed by a writer meanwhile
+        is left as that writer sealed it (with the active key). Afterwards the
+        old key can be removed from the cipher.
+
+        Args:
+            batch_size: rows per batch (default 500).
+            progress: called after each batch with the counts so far.
+
+        Returns:
+            The final counts.
+
+        Raises:
+            InvalidInputError: no cipher, or a bad ``batch_size``.
+            DecryptionError: a row that does not open (nothing of it is rewritten).
+        """
+        cipher = self.cipher
+        if cipher is None:
+            raise InvalidInputError("reencrypt() needs a store opened with cipher=...")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size must be an int >= 1, not {batch_size!r}")
+        counts = ReencryptProgress()
+        for table in ("creds", "keys"):
+            after: RowKey | None = None
+            while True:
+                rows = await self._call(
+                    "reencrypt", None, partial(self._scan, table, after, batch_size)
+                )
+                if not rows:
+                    break
+                after = rows[-1][0]
+                changes: list[tuple[RowKey, bytes, bytes]] = []
+                for key, blob in rows:
+                    counts.scanned += 1
+                    if sealed_key_id(bytes(blob)) == cipher.active:
+                        continue
+                    sid, category, key_id = key
+                    aad = (
+                        associated_data(sid)
+                        if table == "creds"
+                        else associated_data(sid, category, key_id)
+                    )
+                    plain = self._unseal(blob, aad, f"{table} row {key!r}")
+                    changes.append((key, bytes(blob), cipher.seal(plain, aad)))
+                if changes:
+                    counts.rewritten += await self._call(
+                        "reencrypt", None, partial(self._rewrite, table, changes)
+                    )
+                if progress is not None:
+                    progress(counts)
+        return counts
 
     # -- shared machinery -------------------------------------------------
 
@@ -399,3 +526,21 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _delete_session(self, session_id: str, timeout: float) -> bool: ...
+
+    @abstractmethod
+    async def _scan(
+        self, table: str, after: RowKey | None, limit: int, timeout: float
+    ) -> list[tuple[RowKey, bytes]]:
+        """Up to ``limit`` rows of ``table`` ("creds" or "keys") after ``after``, in key order.
+
+        Creds rows have the key ``(session_id, "", "")``.
+        """
+
+    @abstractmethod
+    async def _rewrite(
+        self, table: str, changes: list[tuple[RowKey, bytes, bytes]], timeout: float
+    ) -> int:
+        """Replace each row's value by the new one where it still holds the old one.
+
+        One transaction; the creds version is left as it is. Returns the rows replaced.
+        """

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing_extensions import Unpack
 
 from .._codec import KeyRow
-from ..store import BaseStore, SessionInfo, StoreOptions
+from ..store import BaseStore, RowKey, SessionInfo, StoreOptions
 
 __all__ = ["MemoryStore"]
 
@@ -117,3 +117,33 @@ class MemoryStore(BaseStore):
 
     async def _delete_session(self, session_id: str, timeout: float) -> bool:
         return self._sessions.pop(session_id, None) is not None
+
+    async def _scan(
+        self, table: str, after: RowKey | None, limit: int, timeout: float
+    ) -> list[tuple[RowKey, bytes]]:
+        rows: list[tuple[RowKey, bytes]] = (
+            [((sid, "", ""), s.creds) for sid, s in self._sessions.items() if s.creds is not None]
+            if table == "creds"
+            else [
+                ((sid, c, k), v)
+                for sid, s in self._sessions.items()
+                for (c, k), v in s.keys.items()
+            ]
+        )
+        rows.sort()
+        return [row for row in rows if after is None or row[0] > after][:limit]
+
+    async def _rewrite(
+        self, table: str, changes: list[tuple[RowKey, bytes, bytes]], timeout: float
+    ) -> int:
+        done = 0
+        for (sid, category, key_id), old, new in changes:
+            session = self._sessions.get(sid)
+            if session is None:
+                continue
+            if table == "creds":
+                if session.creds == old:
+                    session.creds, done = new, done + 1
+            elif session.keys.get((category, key_id)) == old:
+                session.keys[category, key_id], done = new, done + 1
+        return done

@@ -33,7 +33,7 @@ from typing_extensions import Unpack
 from .._codec import KeyRow
 from ..errors import InvalidInputError, InvalidTypeError
 from ..retry import AttemptTimeoutError
-from ..store import BaseStore, SessionInfo, StoreOptions
+from ..store import BaseStore, RowKey, SessionInfo, StoreOptions
 from .postgres_schema import Schema
 
 __all__ = ["PostgresStore"]
@@ -283,6 +283,34 @@ class PostgresStore(BaseStore):
             cur = await conn.execute(self.schema.delete_session, (session_id, session_id))
             row = await cur.fetchone()
         return bool(row and row[0])
+
+    async def _scan(
+        self, table: str, after: RowKey | None, limit: int, timeout: float
+    ) -> list[tuple[RowKey, bytes]]:
+        params: tuple[object, ...]
+        if table == "creds":
+            query, params = self.schema.scan_creds, (after[0] if after else "", limit)
+        else:
+            query, params = self.schema.scan_keys, (*(after or ("", "", "")), limit)
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(query, params, binary=True)
+            rows = await cur.fetchall()
+        return [((s, c, k), v) for s, c, k, v in rows]
+
+    async def _rewrite(
+        self, table: str, changes: list[tuple[RowKey, bytes, bytes]], timeout: float
+    ) -> int:
+        keys, olds, news = zip(*changes, strict=True)
+        sids, categories, key_ids = (list(column) for column in zip(*keys, strict=True))
+        params: tuple[list[Any], ...]
+        if table == "creds":
+            query, params = self.schema.rewrite_creds, (sids, list(olds), list(news))
+        else:
+            query = self.schema.rewrite_keys
+            params = (sids, categories, key_ids, list(olds), list(news))
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(query, params)
+        return cur.rowcount
 
 
 def _parse_conninfo(conninfo: object) -> dict[str, Any]:

@@ -112,6 +112,30 @@ class Schema:
             ") s GROUP BY session_id ORDER BY session_id"
         ).format(keys=keys, creds=creds)
 
+        # Key order for resumable batches (reencrypt); the row comparison and
+        # the ORDER BY use the same collation, so pages never skip a row.
+        self.scan_creds = sql.SQL(
+            "SELECT session_id, '', '', value FROM {creds} WHERE session_id > %s"
+            " ORDER BY session_id LIMIT %s"
+        ).format(creds=creds)
+        self.scan_keys = sql.SQL(
+            "SELECT session_id, category, key_id, value FROM {keys}"
+            " WHERE (session_id, category, key_id) > (%s, %s, %s)"
+            " ORDER BY session_id, category, key_id LIMIT %s"
+        ).format(keys=keys)
+        # Compare-and-set: a value a writer replaced meanwhile is left alone.
+        self.rewrite_creds = sql.SQL(
+            "UPDATE {creds} t SET value = n.new"
+            " FROM unnest(%b::text[], %b::bytea[], %b::bytea[]) AS n(session_id, old, new)"
+            " WHERE t.session_id = n.session_id AND t.value = n.old"
+        ).format(creds=creds)
+        self.rewrite_keys = sql.SQL(
+            "UPDATE {keys} t SET value = n.new FROM unnest(%b::text[], %b::text[], %b::text[],"
+            " %b::bytea[], %b::bytea[]) AS n(session_id, category, key_id, old, new)"
+            " WHERE t.session_id = n.session_id AND t.category = n.category"
+            " AND t.key_id = n.key_id AND t.value = n.old"
+        ).format(keys=keys)
+
     def table(self, name: str) -> sql.Identifier:
         full = self.prefix + name
         return sql.Identifier(self.schema, full) if self.schema else sql.Identifier(full)

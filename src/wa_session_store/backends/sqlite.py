@@ -26,7 +26,7 @@ from typing_extensions import Unpack
 from .._codec import KeyRow
 from ..errors import InvalidInputError, SchemaVersionError, StoreOperationError, describe_error
 from ..retry import AttemptTimeoutError
-from ..store import BaseStore, SessionInfo, StoreOptions
+from ..store import BaseStore, RowKey, SessionInfo, StoreOptions
 
 __all__ = ["SQLiteStore"]
 
@@ -304,3 +304,47 @@ class SQLiteStore(BaseStore):
             return keys.rowcount + creds.rowcount > 0
 
         return await self._in_thread(lambda conn: self._write(conn, delete), timeout)
+
+    async def _scan(
+        self, table: str, after: RowKey | None, limit: int, timeout: float
+    ) -> list[tuple[RowKey, bytes]]:
+        if table == "creds":
+            query = (
+                "SELECT session_id, '', '', value FROM wa_creds WHERE session_id > ?"
+                " ORDER BY session_id LIMIT ?"
+            )
+            params: tuple[object, ...] = (after[0] if after else "", limit)
+        else:
+            query = (
+                "SELECT session_id, category, key_id, value FROM wa_keys"
+                " WHERE (session_id, category, key_id) > (?, ?, ?)"
+                " ORDER BY session_id, category, key_id LIMIT ?"
+            )
+            params = (*(after or ("", "", "")), limit)
+
+        def read(conn: sqlite3.Connection) -> list[tuple[RowKey, bytes]]:
+            return [((s, c, k), v) for s, c, k, v in conn.execute(query, params)]
+
+        return await self._in_thread(read, timeout)
+
+    async def _rewrite(
+        self, table: str, changes: list[tuple[RowKey, bytes, bytes]], timeout: float
+    ) -> int:
+        if table == "creds":
+            query = "UPDATE wa_creds SET value = ? WHERE session_id = ? AND value = ?"
+            params: list[tuple[object, ...]] = [
+                (new, sid, old) for (sid, _, _), old, new in changes
+            ]
+        else:
+            query = (
+                "UPDATE wa_keys SET value = ? WHERE session_id = ? AND category = ?"
+                " AND key_id = ? AND value = ?"
+            )
+            params = [(new, sid, c, k, old) for (sid, c, k), old, new in changes]
+
+        def write(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(query, params)
+            return conn.total_changes - before
+
+        return await self._in_thread(lambda conn: self._write(conn, write), timeout)
