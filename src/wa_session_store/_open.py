@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from .errors import InvalidInputError, InvalidTypeError
 from .store import BaseStore
 
-__all__ = ["DEFAULT_URL", "open_store"]
+__all__ = ["DEFAULT_URL", "open_store", "redact_url"]
 
 #: The embedded default: a SQLite file in the current directory.
 DEFAULT_URL = "sqlite:///wa_sessions.db"
@@ -43,7 +43,7 @@ def open_store(url: str = DEFAULT_URL, **options: Any) -> BaseStore:
         raise InvalidInputError(f"not a store URL (no '://'): expected one of {_ALLOWED}")
     if scheme == "memory":
         if rest:
-            raise InvalidInputError("memory:// takes nothing after '://'")
+            raise InvalidInputError("memory:// takes nothing after '://': use exactly memory://")
         from .backends.memory import MemoryStore
 
         return MemoryStore(**options)
@@ -61,3 +61,22 @@ def open_store(url: str = DEFAULT_URL, **options: Any) -> BaseStore:
 
         return PostgresStore(url, **options)
     raise InvalidInputError(f"unknown store URL scheme {scheme[:20]!r}: expected one of {_ALLOWED}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without a password, in its user info or in a ``password=`` parameter."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        authority = f"{user}{':***' if ':' in userinfo else ''}@{host}"
+    url = f"{scheme}{sep}{authority}{slash}{tail}"
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(name.lower() == "password" for name, _ in query):
+        return url
+    query = [(name, "***" if name.lower() == "password" else value) for name, value in query]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
