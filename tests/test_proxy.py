@@ -159,10 +159,10 @@ def test_restore_after_blackhole_delivers_held_data(proxy: Proxy, pg_dsn: str) -
         assert not query.join(0.3)
         assert not pending_connect.join(0)
         proxy.restore()
-        assert query.join(2.0)
+        assert query.join(10.0)
         assert query.error is None
         assert query.result == 1
-        assert pending_connect.join(3.0)
+        assert pending_connect.join(10.0)
         assert pending_connect.error is None
 
 
@@ -179,8 +179,8 @@ def test_delay_adds_latency_per_direction(proxy: Proxy, pg_dsn: str) -> None:
             assert _select_one(conn) == 1
         undelayed = time.monotonic() - t0
     assert delayed >= 0.5
-    assert delayed < 1.5
-    assert undelayed < 0.25
+    assert delayed < 5.0
+    assert undelayed < 1.0
 
 
 def test_delay_keeps_order_and_throughput(proxy: Proxy, pg_dsn: str) -> None:

@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
@@ -115,10 +116,15 @@ def encode_value(value: object, *, what: str, max_size: int = DEFAULT_MAX_VALUE_
             "dict (str keys), list, tuple, str, int, float, bool, None and bytes-like objects"
         ) from None
     except RecursionError:
-        raise InvalidInputError(f"{what} is nested too deeply to encode; flatten it") from None
+        raise InvalidInputError(
+            f"{what} is nested too deeply to encode; nesting must stay well below "
+            f"Python's recursion limit ({sys.getrecursionlimit()})"
+        ) from None
     except ValueError as exc:
         if "ircular" in str(exc):
-            raise InvalidInputError(f"{what} contains a circular reference") from None
+            raise InvalidInputError(
+                f"{what} contains a circular reference; values must be trees of JSON types"
+            ) from None
         raise InvalidInputError(
             f"{what} holds NaN or infinity, which JSON cannot represent; use finite numbers"
         ) from None
@@ -127,7 +133,7 @@ def encode_value(value: object, *, what: str, max_size: int = DEFAULT_MAX_VALUE_
     except UnicodeEncodeError as exc:
         raise InvalidInputError(
             f"{what} contains a lone surrogate (U+{ord(text[exc.start]):04X}), "
-            "which UTF-8 cannot store"
+            "which UTF-8 cannot store; strings must be valid Unicode"
         ) from None
     if len(data) > max_size:
         raise InvalidInputError(

@@ -471,6 +471,12 @@ class BaseStore(ABC):
         self, op: str, session_id: str | None, attempt: Callable[[float], Awaitable[T]]
     ) -> T:
         self._check_open()
+        return await self._run(op, session_id, attempt)
+
+    async def _run(
+        self, op: str, session_id: str | None, attempt: Callable[[float], Awaitable[T]]
+    ) -> T:
+        """Retry ``attempt`` by the policy; wrap errors a retry cannot fix."""
         try:
             return await self.retry.call(
                 op,

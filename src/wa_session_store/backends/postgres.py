@@ -136,6 +136,12 @@ class PostgresStore(BaseStore):
                 open=False,
                 name="wa_session_store",
                 timeout=timeout,
+                # The pool retries a failed connect in the background with a
+                # doubling backoff; left at its default (5 minutes) the gap
+                # after a long outage grows to tens of seconds, during which a
+                # recovered server goes unused. Bounded here, the background
+                # chain gives up quickly and the next call connects at once.
+                reconnect_timeout=timeout,
             )
         self.pool = pool
 
@@ -152,14 +158,7 @@ class PostgresStore(BaseStore):
         if self._owns_pool or self.pool.closed:
             await self.pool.open(wait=False)
         try:
-            await self.retry.call(
-                "open",
-                None,
-                self._prepare_schema,
-                is_transient=self._is_transient,
-                on_retry=self.on_retry,
-                on_giveup=self.on_giveup,
-            )
+            await self._run("open", None, self._prepare_schema)
         except BaseException:
             if self._owns_pool:
                 await self.pool.close()
