@@ -37,6 +37,23 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"PostgreSQL: {_VERSION or 'NOT AVAILABLE'} at {where}"
 
 
+_FIGURES: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep what tests print (their measured figures) for the summary below."""
+    if report.when == "call" and report.passed and report.capstdout.strip():
+        for line in report.capstdout.strip().splitlines():
+            _FIGURES.append((report.nodeid, line.strip()))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for nodeid, line in _FIGURES:
+            terminalreporter.write_line(f"{line}    [{nodeid.split('::')[-1]}]")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         names = getattr(item, "fixturenames", ())
