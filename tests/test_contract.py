@@ -255,3 +255,46 @@ async def test_many_keys_in_one_batch(store: BaseStore) -> None:
     assert got == keys
     sessions = await store.list_sessions()
     assert sessions[0].key_count == 812
+
+
+async def test_import_and_export_a_whole_session(store: BaseStore) -> None:
+    keys = {
+        "pre-key": {str(i): {"public": bytes([i]) * 33} for i in range(1, 30)},
+        "sender-key": {"group@g.us::15551234567::0": b"sk"},
+        "app-state-sync-key": {"AAAAAJ/b": {"keyData": b"k"}},
+    }
+    await store.import_session("s1", CREDS, keys)
+    exported = await store.export_session("s1")
+    assert exported is not None
+    assert exported.creds == CREDS
+    assert exported.keys == keys
+    assert "keyData" not in repr(exported)
+    assert await store.export_session("missing") is None
+
+
+async def test_import_refuses_to_overwrite_unless_told(store: BaseStore) -> None:
+    from wa_session_store import SessionExistsError
+
+    await store.set_keys("s1", {"session": {"old": b"1"}})
+    with pytest.raises(SessionExistsError, match="overwrite=True"):
+        await store.import_session("s1", CREDS, {"pre-key": {"1": b"new"}})
+    assert await store.get_keys("s1", "session", ["old"]) == {"old": b"1"}
+    assert await store.load_creds("s1") is None
+    await store.import_session("s1", CREDS, {"pre-key": {"1": b"new"}}, overwrite=True)
+    assert await store.get_keys("s1", "session", ["old"]) == {"old": None}
+    assert await store.get_keys("s1", "pre-key", ["1"]) == {"1": b"new"}
+    assert await store.load_creds("s1") == CREDS
+
+
+async def test_import_with_a_bad_value_writes_nothing(store: BaseStore) -> None:
+    with pytest.raises(InvalidInputError):
+        await store.import_session("s1", CREDS, {"pre-key": {"1": b"ok", "2": float("inf")}})
+    assert await store.list_sessions() == []
+
+
+async def test_import_of_keys_only(store: BaseStore) -> None:
+    await store.import_session("s1", None, {"pre-key": {"1": b"k"}})
+    exported = await store.export_session("s1")
+    assert exported is not None
+    assert exported.creds is None
+    assert exported.keys == {"pre-key": {"1": b"k"}}

@@ -25,13 +25,14 @@ from .errors import (
     InvalidInputError,
     InvalidTypeError,
     SchemaVersionError,
+    SessionExistsError,
     SessionStoreError,
     StoreClosedError,
     StoreOperationError,
     StoreUnavailableError,
 )
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
-from .store import AuthStateStore, ReencryptProgress, SessionInfo
+from .store import AuthStateStore, ReencryptProgress, SessionExport, SessionInfo
 from .throttle import BackupScheduler, Throttler
 
 try:
@@ -60,6 +61,8 @@ __all__ = [
     "RetryPolicy",
     "SQLiteStore",
     "SchemaVersionError",
+    "SessionExistsError",
+    "SessionExport",
     "SessionInfo",
     "SessionStoreError",
     "StoreClosedError",

@@ -18,6 +18,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidTypeError",
     "SchemaVersionError",
+    "SessionExistsError",
     "SessionStoreError",
     "StoreClosedError",
     "StoreOperationError",
@@ -49,6 +50,12 @@ class InvalidTypeError(InvalidInputError, TypeError):
 
 class StoreClosedError(SessionStoreError, RuntimeError):
     """The store (or throttler, or auth state) is not open, or already closed."""
+
+    __module__ = "wa_session_store"
+
+
+class SessionExistsError(SessionStoreError):
+    """An import would overwrite a stored session; pass ``overwrite=True`` to allow it."""
 
     __module__ = "wa_session_store"
 

@@ -37,6 +37,7 @@ from .errors import (
     DecryptionError,
     InvalidInputError,
     InvalidTypeError,
+    SessionExistsError,
     SessionStoreError,
     StoreClosedError,
     StoreOperationError,
@@ -44,7 +45,14 @@ from .errors import (
 )
 from .retry import RetryHook, RetryPolicy
 
-__all__ = ["AuthStateStore", "BaseStore", "ReencryptProgress", "SessionInfo", "StoreOptions"]
+__all__ = [
+    "AuthStateStore",
+    "BaseStore",
+    "ReencryptProgress",
+    "SessionExport",
+    "SessionInfo",
+    "StoreOptions",
+]
 
 RowKey = tuple[str, str, str]
 """A row's key: (session id, category, key id); creds rows use ("", "") for the last two."""
@@ -136,6 +144,36 @@ class AuthStateStore(Protocol):
 
     async def delete_session(self, session_id: str) -> bool:
         """Delete the creds and every key; True if anything was there."""
+
+    async def import_session(
+        self,
+        session_id: str,
+        creds: Mapping[str, Any] | None,
+        keys: Mapping[str, Mapping[Any, Any]],
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        """Write a whole session (creds and every key) in one transaction."""
+
+    async def export_session(self, session_id: str) -> SessionExport | None:
+        """The session's creds and every key, read in one snapshot; None if absent."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExport:
+    """A whole session as :meth:`AuthStateStore.export_session` reads it.
+
+    Attributes:
+        creds: the creds document, or None if only keys are stored.
+        keys: ``{category: {key_id: value}}``.
+    """
+
+    creds: dict[str, Any] | None
+    keys: dict[str, dict[str, Any]]
+
+    def __repr__(self) -> str:
+        counts = {category: len(entries) for category, entries in self.keys.items()}
+        return f"<SessionExport creds={'yes' if self.creds is not None else 'no'} keys={counts}>"
 
 
 class VersionClock:
@@ -329,6 +367,16 @@ class BaseStore(ABC):
             for key_id in wanted
         }
 
+    def _encode_keys(self, session_id: str, data: object) -> list[KeyRow]:
+        rows = encode_key_batch(data, max_size=self.max_value_size)
+        cipher = self.cipher
+        if cipher is None:
+            return rows
+        return [
+            (c, k, None if v is None else cipher.seal(v, associated_data(session_id, c, k)))
+            for c, k, v in rows
+        ]
+
     def _decode_key(self, session_id: str, category: str, key_id: str, blob: bytes) -> Any:
         what = f"{category} key {key_id!r} of session {session_id!r}"
         aad = associated_data(session_id, category, key_id)
@@ -366,13 +414,7 @@ class BaseStore(ABC):
             StoreUnavailableError, StoreOperationError.
         """
         sid = check_session_id(session_id)
-        rows = encode_key_batch(data, max_size=self.max_value_size)
-        cipher = self.cipher
-        if cipher is not None:
-            rows = [
-                (c, k, None if v is None else cipher.seal(v, associated_data(sid, c, k)))
-                for c, k, v in rows
-            ]
+        rows = self._encode_keys(sid, data)
         if not rows:
             self._check_open()
             return
@@ -395,6 +437,64 @@ class BaseStore(ABC):
         """
         sid = check_session_id(session_id)
         return await self._call("delete_session", sid, lambda t: self._delete_session(sid, t))
+
+    async def import_session(
+        self,
+        session_id: str,
+        creds: Mapping[str, Any] | None,
+        keys: Mapping[str, Mapping[Any, Any]],
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        """Write a whole session — creds and every key — in one transaction.
+
+        For imports and migrations between stores. Everything is validated
+        and encoded first; then, in one transaction, the session is checked
+        for, anything stored for it is removed (with ``overwrite``), and the
+        creds and keys are written. ``None`` values in ``keys`` are skipped.
+
+        Raises:
+            SessionExistsError: the session holds creds or keys and
+                ``overwrite`` is False (nothing is written).
+            InvalidInputError: anything invalid (nothing is written).
+        """
+        sid = check_session_id(session_id)
+        blob = None
+        if creds is not None:
+            blob = encode_creds(creds, session_id=sid, max_size=self.max_value_size)
+            if self.cipher is not None:
+                blob = self.cipher.seal(blob, associated_data(sid))
+        rows = [row for row in self._encode_keys(sid, keys) if row[2] is not None]
+        version = self._clock.next()
+        written = await self._call(
+            "import_session",
+            sid,
+            lambda t: self._replace_session(sid, blob, version, rows, overwrite, t),
+        )
+        if not written:
+            raise SessionExistsError(
+                f"session {sid!r} is already stored; pass overwrite=True to replace it"
+            )
+
+    async def export_session(self, session_id: str) -> SessionExport | None:
+        """Read a whole session — creds and every key — in one snapshot.
+
+        Returns:
+            The :class:`SessionExport`, or None if nothing is stored for it.
+        """
+        sid = check_session_id(session_id)
+        found = await self._call("export_session", sid, lambda t: self._read_session(sid, t))
+        if found is None:
+            return None
+        blob, rows = found
+        creds = None
+        if blob is not None:
+            what = f"creds of session {sid!r}"
+            creds = decode_value(self._unseal(blob, associated_data(sid), what), what=what)
+        keys: dict[str, dict[str, Any]] = {}
+        for category, key_id, value in rows:
+            keys.setdefault(category, {})[key_id] = self._decode_key(sid, category, key_id, value)
+        return SessionExport(creds=creds, keys=keys)
 
     async def reencrypt(
         self,
@@ -532,6 +632,25 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _delete_session(self, session_id: str, timeout: float) -> bool: ...
+
+    @abstractmethod
+    async def _replace_session(
+        self,
+        session_id: str,
+        creds: bytes | None,
+        version: int,
+        rows: list[KeyRow],
+        overwrite: bool,
+        timeout: float,
+    ) -> bool:
+        """In one transaction: unless ``overwrite``, return False if anything is
+        stored for the session; else delete it all and write ``creds`` and ``rows``."""
+
+    @abstractmethod
+    async def _read_session(
+        self, session_id: str, timeout: float
+    ) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
+        """The encoded creds (or None) and every key row, in one snapshot; None if absent."""
 
     @abstractmethod
     async def _scan(

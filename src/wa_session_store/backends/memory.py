@@ -118,6 +118,32 @@ class MemoryStore(BaseStore):
     async def _delete_session(self, session_id: str, timeout: float) -> bool:
         return self._sessions.pop(session_id, None) is not None
 
+    async def _replace_session(
+        self,
+        session_id: str,
+        creds: bytes | None,
+        version: int,
+        rows: list[KeyRow],
+        overwrite: bool,
+        timeout: float,
+    ) -> bool:
+        if session_id in self._sessions and not overwrite:
+            return False
+        self._sessions.pop(session_id, None)
+        session = self._touch(session_id)
+        session.creds, session.version = creds, version
+        session.keys = {(c, k): v for c, k, v in rows if v is not None}
+        self._forget_if_empty(session_id)
+        return True
+
+    async def _read_session(
+        self, session_id: str, timeout: float
+    ) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        return session.creds, [(c, k, v) for (c, k), v in session.keys.items()]
+
     async def _scan(
         self, table: str, after: RowKey | None, limit: int, timeout: float
     ) -> list[tuple[RowKey, bytes]]:

@@ -35,6 +35,7 @@ from ..errors import InvalidInputError, InvalidTypeError
 from ..retry import AttemptTimeoutError
 from ..store import BaseStore, RowKey, SessionInfo, StoreOptions
 from .postgres_schema import Schema
+from .sqlite import _split_session
 
 __all__ = ["PostgresStore"]
 
@@ -282,6 +283,45 @@ class PostgresStore(BaseStore):
             cur = await conn.execute(self.schema.delete_session, (session_id, session_id))
             row = await cur.fetchone()
         return bool(row and row[0])
+
+    async def _replace_session(
+        self,
+        session_id: str,
+        creds: bytes | None,
+        version: int,
+        rows: list[KeyRow],
+        overwrite: bool,
+        timeout: float,
+    ) -> bool:
+        schema = self.schema
+        async with self._connection(timeout) as conn, conn.transaction():
+            # Two importers of one session queue here instead of failing on a key conflict.
+            await conn.execute(schema.lock_session, (session_id,))
+            if not overwrite:
+                cur = await conn.execute(schema.session_exists, (session_id, session_id))
+                row = await cur.fetchone()
+                if row and row[0]:
+                    return False
+            await conn.execute(schema.delete_session, (session_id, session_id))
+            if creds is not None:
+                await conn.execute(schema.insert_creds, (session_id, creds, version))
+            if rows:
+                columns = list(zip(*rows, strict=True))
+                await conn.execute(
+                    schema.insert_keys,
+                    (session_id, list(columns[0]), list(columns[1]), list(columns[2])),
+                )
+        return True
+
+    async def _read_session(
+        self, session_id: str, timeout: float
+    ) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(
+                self.schema.read_session, (session_id, session_id), binary=True
+            )
+            rows = await cur.fetchall()
+        return _split_session(rows)
 
     async def _scan(
         self, table: str, after: RowKey | None, limit: int, timeout: float

@@ -112,6 +112,25 @@ class Schema:
             ") s GROUP BY session_id ORDER BY session_id"
         ).format(keys=keys, creds=creds)
 
+        # Whole sessions (import and export).
+        self.lock_session = sql.SQL("SELECT pg_advisory_xact_lock(hashtext('wa_session:' || %s))")
+        self.session_exists = sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {creds} WHERE session_id = %s)"
+            " OR EXISTS (SELECT 1 FROM {keys} WHERE session_id = %s)"
+        ).format(creds=creds, keys=keys)
+        self.insert_creds = sql.SQL(
+            "INSERT INTO {creds} (session_id, value, version) VALUES (%s, %b, %s)"
+        ).format(creds=creds)
+        self.insert_keys = sql.SQL(
+            "INSERT INTO {keys} (session_id, category, key_id, value)"
+            " SELECT %s, category, key_id, value FROM"
+            " unnest(%b::text[], %b::text[], %b::bytea[]) AS b(category, key_id, value)"
+        ).format(keys=keys)
+        # One statement, so creds and keys come from one snapshot.
+        self.read_session = sql.SQL(
+            "SELECT NULL::text, NULL::text, value FROM {creds} WHERE session_id = %s"
+            " UNION ALL SELECT category, key_id, value FROM {keys} WHERE session_id = %s"
+        ).format(creds=creds, keys=keys)
         # Key order for resumable batches (reencrypt); the row comparison and
         # the ORDER BY use the same collation, so pages never skip a row.
         self.scan_creds = sql.SQL(

@@ -305,6 +305,60 @@ class SQLiteStore(BaseStore):
 
         return await self._in_thread(lambda conn: self._write(conn, delete), timeout)
 
+    async def _replace_session(
+        self,
+        session_id: str,
+        creds: bytes | None,
+        version: int,
+        rows: list[KeyRow],
+        overwrite: bool,
+        timeout: float,
+    ) -> bool:
+        now = time.time()
+
+        def replace(conn: sqlite3.Connection) -> bool:
+            if (
+                not overwrite
+                and conn.execute(
+                    "SELECT EXISTS (SELECT 1 FROM wa_creds WHERE session_id = ?)"
+                    " OR EXISTS (SELECT 1 FROM wa_keys WHERE session_id = ?)",
+                    (session_id, session_id),
+                ).fetchone()[0]
+            ):
+                return False
+            conn.execute("DELETE FROM wa_keys WHERE session_id = ?", (session_id,))
+            conn.execute("DELETE FROM wa_creds WHERE session_id = ?", (session_id,))
+            if creds is not None:
+                conn.execute(
+                    "INSERT INTO wa_creds (session_id, value, version, updated_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (session_id, creds, version, now),
+                )
+            conn.executemany(
+                "INSERT INTO wa_keys (session_id, category, key_id, value, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(session_id, c, k, v, now) for c, k, v in rows if v is not None],
+            )
+            return True
+
+        return await self._in_thread(lambda conn: self._write(conn, replace), timeout)
+
+    async def _read_session(
+        self, session_id: str, timeout: float
+    ) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
+        def read(
+            conn: sqlite3.Connection,
+        ) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
+            # One statement, so creds and keys come from one snapshot.
+            rows = conn.execute(
+                "SELECT NULL, NULL, value FROM wa_creds WHERE session_id = ? UNION ALL"
+                " SELECT category, key_id, value FROM wa_keys WHERE session_id = ?",
+                (session_id, session_id),
+            ).fetchall()
+            return _split_session(rows)
+
+        return await self._in_thread(read, timeout)
+
     async def _scan(
         self, table: str, after: RowKey | None, limit: int, timeout: float
     ) -> list[tuple[RowKey, bytes]]:
@@ -348,3 +402,14 @@ class SQLiteStore(BaseStore):
             return conn.total_changes - before
 
         return await self._in_thread(lambda conn: self._write(conn, write), timeout)
+
+
+def _split_session(
+    rows: list[tuple[str | None, str | None, bytes]],
+) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
+    """Creds (the row without a category) and key rows, or None when there are no rows."""
+    if not rows:
+        return None
+    creds = next((value for category, _, value in rows if category is None), None)
+    keys = [(c, k, v) for c, k, v in rows if c is not None and k is not None]
+    return creds, keys
