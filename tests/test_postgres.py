@@ -46,7 +46,7 @@ async def test_ten_stores_opening_at_once_migrate_once(pg_dsn: str, pg_schema: s
                 )
             ).fetchall()
         assert rows == [(v,) for v in range(1, SCHEMA_VERSION + 1)]
-        assert _count_tables(pg_dsn, pg_schema) == 3
+        assert _count_tables(pg_dsn, pg_schema) == 4
     finally:
         await asyncio.gather(*(s.close() for s in stores))
 
@@ -85,7 +85,7 @@ async def test_table_prefixes_keep_applications_apart(pg_dsn: str, pg_schema: st
     ):
         await one.save_creds("s", {"app": 1})
         assert await two.load_creds("s") is None
-    assert _count_tables(pg_dsn, pg_schema) == 6
+    assert _count_tables(pg_dsn, pg_schema) == 8
 
 
 @pytest.mark.parametrize("prefix", ["", "Upper_", "semi;colon_", "x" * 31, "1abc"])
@@ -184,7 +184,7 @@ async def test_a_late_write_never_overwrites_a_newer_one(pg_dsn: str, pg_schema:
         # What a retry of an earlier call does: write with the version it was given.
         late = store._clock._last - 1_000_000
         blob = b'{"v":1}'
-        assert await store._write_creds("s", blob, late, 5.0) is False
+        assert await store._write_creds("s", blob, late, None, 5.0) is False
         assert await store.load_creds("s") == stored == {"v": 2}
 
 

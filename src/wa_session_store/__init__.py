@@ -24,6 +24,8 @@ from .errors import (
     DecryptionError,
     InvalidInputError,
     InvalidTypeError,
+    LeaseLostError,
+    LeaseUnavailableError,
     SchemaVersionError,
     SessionExistsError,
     SessionStoreError,
@@ -31,6 +33,7 @@ from .errors import (
     StoreOperationError,
     StoreUnavailableError,
 )
+from .leases import Lease, SessionWorker
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
 from .store import AuthStateStore, ReencryptProgress, SessionExport, SessionInfo
 from .throttle import BackupScheduler, Throttler
@@ -52,6 +55,9 @@ __all__ = [
     "DecryptionError",
     "InvalidInputError",
     "InvalidTypeError",
+    "Lease",
+    "LeaseLostError",
+    "LeaseUnavailableError",
     "MemoryStore",
     "PostgresStore",
     "ReencryptProgress",
@@ -65,6 +71,7 @@ __all__ = [
     "SessionExport",
     "SessionInfo",
     "SessionStoreError",
+    "SessionWorker",
     "StoreClosedError",
     "StoreOperationError",
     "StoreUnavailableError",

@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InvalidInputError, InvalidTypeError, StoreClosedError, describe_error
+from .errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    LeaseLostError,
+    StoreClosedError,
+    describe_error,
+)
+from .leases import Lease
 from .store import AuthStateStore
 from .throttle import BackupScheduler, Throttler
 
@@ -68,13 +75,16 @@ class AuthKeys:
 
     Every call goes straight to the store (write-through), in one round trip.
     The shape matches pyaileys' ``SignalKeyStore`` and Baileys' ``keys``.
+    With a lease, writes are fenced by it: a replaced owner's writes raise
+    :class:`LeaseLostError` and do not land.
     """
 
-    __slots__ = ("_session_id", "_store")
+    __slots__ = ("_lease", "_session_id", "_store")
 
-    def __init__(self, store: AuthStateStore, session_id: str) -> None:
+    def __init__(self, store: AuthStateStore, session_id: str, lease: Lease | None = None) -> None:
         self._store = store
         self._session_id = session_id
+        self._lease = lease
 
     async def get(self, category: str, ids: Iterable[str | int]) -> dict[str, Any]:
         """``{id: value or None}`` for every id asked for."""
@@ -82,11 +92,25 @@ class AuthKeys:
 
     async def set(self, data: Mapping[str, Mapping[Any, Any]]) -> None:
         """Write ``{category: {id: value or None}}`` atomically; ``None`` deletes."""
-        await self._store.set_keys(self._session_id, data)
+        if self._lease is None:
+            await self._store.set_keys(self._session_id, data)
+            return
+        try:
+            await self._store.set_keys(self._session_id, data, fence=self._lease)
+        except LeaseLostError as exc:
+            self._lease.mark_lost(exc)
+            raise
 
     async def clear(self) -> None:
         """Delete every key of the session (its creds stay)."""
-        await self._store.clear_keys(self._session_id)
+        if self._lease is None:
+            await self._store.clear_keys(self._session_id)
+            return
+        try:
+            await self._store.clear_keys(self._session_id, fence=self._lease)
+        except LeaseLostError as exc:
+            self._lease.mark_lost(exc)
+            raise
 
     def __repr__(self) -> str:
         return f"<AuthKeys session={self._session_id!r}>"
@@ -104,6 +128,8 @@ class AuthState:
     __slots__ = (
         "__weakref__",
         "_generation",
+        "_lease",
+        "_on_lost",
         "_previous",
         "_saved_generation",
         "_scheduler",
@@ -126,15 +152,23 @@ class AuthState:
         initial_delay: float = 10.0,
         backup_jitter: float = 0.0,
         urgent: UrgentPredicate | None = prekey_counters_changed,
+        lease: Lease | None = None,
+        on_lost: Callable[[AuthState], None] | None = None,
     ) -> None:
         if urgent is not None and not callable(urgent):
             raise InvalidTypeError(
                 f"urgent must be a callable or None, not {type(urgent).__name__}"
             )
+        if lease is not None and lease.session_id != session_id:
+            raise InvalidInputError(
+                f"the lease is for session {lease.session_id!r}, not {session_id!r}"
+            )
         self._store = store
         self.session_id = session_id
         self.creds = creds
-        self.keys = AuthKeys(store, session_id)
+        self.keys = AuthKeys(store, session_id, lease)
+        self._lease = lease
+        self._on_lost = on_lost
         self._urgent = urgent
         self._previous: dict[str, Any] | None = dict(creds) if creds is not None else None
         # A change is pending while the generation handed out by creds_updated()
@@ -165,11 +199,42 @@ class AuthState:
         return self._throttler.closed
 
     @property
+    def lease(self) -> Lease | None:
+        """The lease fencing this auth state's writes, if any."""
+        return self._lease
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease was lost: this process no longer owns the session.
+
+        Disconnect the client: its creds updates are no longer saved.
+        """
+        return self._lease is not None and self._lease.lost
+
+    def _lease_lost(self, lease: Lease, reason: BaseException) -> None:
+        if self.pending:
+            logger.error(
+                "dropping unsaved creds of %s: its lease (token %d) was replaced",
+                self.session_id,
+                lease.token,
+                extra={"session_id": self.session_id, "op": "lease"},
+            )
+        # They belong to a replaced owner: saving them would break the new one.
+        self._saved_generation = self._generation
+        if self._on_lost is not None:
+            try:
+                self._on_lost(self)
+            except Exception:
+                logger.exception("on_lost callback of %s raised; ignored", self.session_id)
+
+    @property
     def throttler(self) -> Throttler:
         """The throttler of creds saves (for its counters: ``runs``, ``failures``)."""
         return self._throttler
 
     def _start(self) -> None:
+        if self._lease is not None:
+            self._lease.on_lost(self._lease_lost)
         if self._scheduler is not None:
             self._scheduler.start()
         _open_states.add(self)
@@ -286,9 +351,16 @@ class AuthState:
 
     async def _save(self) -> None:
         creds, generation = self.creds, self._generation
-        if creds is None or generation == self._saved_generation:
+        if creds is None or generation == self._saved_generation or self.lost:
             return
-        await self._store.save_creds(self.session_id, creds)
+        if self._lease is None:
+            await self._store.save_creds(self.session_id, creds)
+        else:
+            try:
+                await self._store.save_creds(self.session_id, creds, fence=self._lease)
+            except LeaseLostError as exc:
+                self._lease.mark_lost(exc)  # drops what is pending, see _lease_lost
+                raise
         self._saved_generation = max(self._saved_generation, generation)
 
     async def _backup(self) -> None:
@@ -305,6 +377,8 @@ async def use_auth_state(
     initial_delay: float = 10.0,
     backup_jitter: float = 0.0,
     urgent: UrgentPredicate | None = prekey_counters_changed,
+    lease: Lease | None = None,
+    on_lost: Callable[[AuthState], None] | None = None,
 ) -> AuthState:
     """Load a session's auth state from ``store`` and keep it saved.
 
@@ -321,6 +395,12 @@ async def use_auth_state(
             backup delay, so that many sessions spread out (default 0.0).
         urgent: ``urgent(previous, current)``; True saves at once. Default:
             :func:`prekey_counters_changed`. None: never.
+        lease: a :class:`~wa_session_store.Lease` of this session (from
+            ``PostgresStore.acquire_lease``): every write — creds saves, key
+            batches, backups — lands only while it is the newest lease. When
+            it is lost, unsaved creds are dropped with an ERROR log,
+            :attr:`AuthState.lost` turns True and ``on_lost`` is called.
+        on_lost: ``on_lost(auth)`` when the lease is lost: disconnect the client.
 
     Returns:
         The :class:`AuthState`; ``auth.creds`` is None for a new session (pair it).
@@ -339,6 +419,8 @@ async def use_auth_state(
         initial_delay=initial_delay,
         backup_jitter=backup_jitter,
         urgent=urgent,
+        lease=lease,
+        on_lost=on_lost,
     )
     state._start()
     return state

@@ -12,11 +12,15 @@ messages name sessions, categories, key ids and operations only.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
     "DecodeError",
     "DecryptionError",
     "InvalidInputError",
     "InvalidTypeError",
+    "LeaseLostError",
+    "LeaseUnavailableError",
     "SchemaVersionError",
     "SessionExistsError",
     "SessionStoreError",
@@ -58,6 +62,55 @@ class SessionExistsError(SessionStoreError):
     """An import would overwrite a stored session; pass ``overwrite=True`` to allow it."""
 
     __module__ = "wa_session_store"
+
+
+class LeaseUnavailableError(SessionStoreError):
+    """Another live owner holds the session's lease, and waiting did not help.
+
+    Attributes:
+        session_id: the session.
+        holder: the owner holding the lease.
+        expires_at: when the holder's lease expires unless renewed (UTC).
+    """
+
+    __module__ = "wa_session_store"
+
+    def __init__(self, session_id: str, holder: str, expires_at: datetime) -> None:
+        self.session_id = session_id
+        self.holder = holder
+        self.expires_at = expires_at
+        super().__init__(
+            f"session {session_id!r} is leased to {holder!r} until "
+            f"{expires_at.isoformat(timespec='seconds')}"
+        )
+
+
+class LeaseLostError(SessionStoreError):
+    """The lease is no longer the newest for its session: someone else holds it now.
+
+    A write fenced by the lost lease did not land.
+
+    Attributes:
+        session_id: the session.
+        token: the lost lease's fencing token.
+        holder: the owner of the newest lease, or None if none is recorded.
+        holder_token: the newest token, or None.
+    """
+
+    __module__ = "wa_session_store"
+
+    def __init__(
+        self, session_id: str, token: int, holder: str | None, holder_token: int | None
+    ) -> None:
+        self.session_id = session_id
+        self.token = token
+        self.holder = holder
+        self.holder_token = holder_token
+        now = f"now held by {holder!r} (token {holder_token})" if holder else "no lease recorded"
+        super().__init__(
+            f"lease token {token} of session {session_id!r} was replaced: {now}; "
+            "the write did not land"
+        )
 
 
 class StoreOperationError(SessionStoreError):

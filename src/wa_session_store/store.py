@@ -125,18 +125,26 @@ class AuthStateStore(Protocol):
     async def load_creds(self, session_id: str) -> dict[str, Any] | None:
         """The stored creds document, or ``None`` for a new session."""
 
-    async def save_creds(self, session_id: str, creds: Mapping[str, Any]) -> None:
-        """Store ``creds`` as the session's creds document."""
+    async def save_creds(
+        self, session_id: str, creds: Mapping[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        """Store ``creds`` as the session's creds document (fenced by a lease if given)."""
 
     async def get_keys(
         self, session_id: str, category: str, ids: Iterable[str | int]
     ) -> dict[str, Any]:
         """Every id asked for, mapped to its value or ``None`` if absent."""
 
-    async def set_keys(self, session_id: str, data: Mapping[str, Mapping[Any, Any]]) -> None:
+    async def set_keys(
+        self,
+        session_id: str,
+        data: Mapping[str, Mapping[Any, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> None:
         """Write ``{category: {key_id: value}}``; ``None`` deletes. All-or-nothing."""
 
-    async def clear_keys(self, session_id: str) -> int:
+    async def clear_keys(self, session_id: str, *, fence: Fence | None = None) -> int:
         """Delete every key of the session (not its creds); return how many."""
 
     async def list_sessions(self) -> list[SessionInfo]:
@@ -157,6 +165,16 @@ class AuthStateStore(Protocol):
 
     async def export_session(self, session_id: str) -> SessionExport | None:
         """The session's creds and every key, read in one snapshot; None if absent."""
+
+
+class Fence(Protocol):
+    """What fences a write: a lease's session and token (a :class:`~wa_session_store.Lease`)."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def token(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +242,8 @@ class BaseStore(ABC):
 
     #: What the store is called in messages and reprs.
     kind = "store"
+    #: Whether the store grants leases and fences writes with them (PostgreSQL).
+    supports_leases = False
 
     def __init__(
         self,
@@ -325,8 +345,14 @@ class BaseStore(ABC):
             raise DecodeError(f"creds of session {sid!r} are not a JSON object")
         return creds
 
-    async def save_creds(self, session_id: str, creds: Mapping[str, Any]) -> None:
+    async def save_creds(
+        self, session_id: str, creds: Mapping[str, Any], *, fence: Fence | None = None
+    ) -> None:
         """Store ``creds`` as the session's creds document.
+
+        With ``fence`` (a :class:`~wa_session_store.Lease` of this session),
+        the save lands only while that lease is the newest for the session,
+        checked in the same statement; otherwise :class:`LeaseLostError`.
 
         Each save carries a version taken when it is called; a save retried
         late never replaces one that was called after it.
@@ -341,8 +367,11 @@ class BaseStore(ABC):
         blob = encode_creds(creds, session_id=sid, max_size=self.max_value_size)
         if self.cipher is not None:
             blob = self.cipher.seal(blob, associated_data(sid))
+        token = self._fence_token(sid, fence)
         version = self._clock.next()
-        await self._call("save_creds", sid, lambda t: self._write_creds(sid, blob, version, t))
+        await self._call(
+            "save_creds", sid, lambda t: self._write_creds(sid, blob, version, token, t)
+        )
 
     async def get_keys(
         self, session_id: str, category: str, ids: Iterable[str | int]
@@ -366,6 +395,19 @@ class BaseStore(ABC):
             key_id: self._decode_key(sid, cat, key_id, found[key_id]) if key_id in found else None
             for key_id in wanted
         }
+
+    def _fence_token(self, session_id: str, fence: Fence | None) -> int | None:
+        if fence is None:
+            return None
+        if not self.supports_leases:
+            raise InvalidInputError(
+                f"{self.kind} stores cannot fence writes with leases; use PostgresStore"
+            )
+        if fence.session_id != session_id:
+            raise InvalidInputError(
+                f"the lease is for session {fence.session_id!r}, not {session_id!r}"
+            )
+        return fence.token
 
     def _encode_keys(self, session_id: str, data: object) -> list[KeyRow]:
         rows = encode_key_batch(data, max_size=self.max_value_size)
@@ -403,8 +445,17 @@ class BaseStore(ABC):
         except DecryptionError as exc:
             raise DecryptionError(f"{what}: {exc}") from None
 
-    async def set_keys(self, session_id: str, data: Mapping[str, Mapping[Any, Any]]) -> None:
+    async def set_keys(
+        self,
+        session_id: str,
+        data: Mapping[str, Mapping[Any, Any]],
+        *,
+        fence: Fence | None = None,
+    ) -> None:
         """Write a batch ``{category: {key_id: value}}``; a ``None`` value deletes.
+
+        With ``fence``, the batch lands only while that lease is the newest
+        (see :meth:`save_creds`).
 
         The whole batch is validated and encoded before anything is sent, and
         written in one transaction: all of it lands or none of it.
@@ -418,12 +469,17 @@ class BaseStore(ABC):
         if not rows:
             self._check_open()
             return
-        await self._call("set_keys", sid, lambda t: self._write_keys(sid, rows, t))
+        token = self._fence_token(sid, fence)
+        await self._call("set_keys", sid, lambda t: self._write_keys(sid, rows, token, t))
 
-    async def clear_keys(self, session_id: str) -> int:
-        """Delete every key of the session, keeping its creds; return how many were deleted."""
+    async def clear_keys(self, session_id: str, *, fence: Fence | None = None) -> int:
+        """Delete every key of the session, keeping its creds; return how many were deleted.
+
+        With ``fence``, only while that lease is the newest (see :meth:`save_creds`).
+        """
         sid = check_session_id(session_id)
-        return await self._call("clear_keys", sid, lambda t: self._clear_keys(sid, t))
+        token = self._fence_token(sid, fence)
+        return await self._call("clear_keys", sid, lambda t: self._clear_keys(sid, token, t))
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Return every stored session (with creds or keys), ordered by id."""
@@ -610,9 +666,13 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, timeout: float
+        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
     ) -> bool:
-        """Upsert unless a newer version is stored; True if written."""
+        """Upsert unless a newer version is stored; True if written.
+
+        With a ``fence`` token, raise :class:`LeaseLostError` (writing nothing)
+        unless it is the session's newest lease token.
+        """
 
     @abstractmethod
     async def _read_keys(
@@ -621,11 +681,13 @@ class BaseStore(ABC):
         """The encoded values of the ids that exist."""
 
     @abstractmethod
-    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
-        """Upsert and delete ``rows`` in one transaction."""
+    async def _write_keys(
+        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
+    ) -> None:
+        """Upsert and delete ``rows`` in one transaction (fenced as ``_write_creds``)."""
 
     @abstractmethod
-    async def _clear_keys(self, session_id: str, timeout: float) -> int: ...
+    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int: ...
 
     @abstractmethod
     async def _list_sessions(self, timeout: float) -> list[SessionInfo]: ...

@@ -62,7 +62,7 @@ class MemoryStore(BaseStore):
         return session.creds, session.version
 
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, timeout: float
+        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
     ) -> bool:
         current = self._sessions.get(session_id)
         if current is not None and current.creds is not None and current.version >= version:
@@ -80,7 +80,9 @@ class MemoryStore(BaseStore):
         keys = session.keys
         return {key_id: keys[category, key_id] for key_id in ids if (category, key_id) in keys}
 
-    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
+    async def _write_keys(
+        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
+    ) -> None:
         keys = self._touch(session_id).keys
         for category, key_id, blob in rows:
             if blob is None:
@@ -89,7 +91,7 @@ class MemoryStore(BaseStore):
                 keys[category, key_id] = blob
         self._forget_if_empty(session_id)
 
-    async def _clear_keys(self, session_id: str, timeout: float) -> int:
+    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
         session = self._sessions.get(session_id)
         if session is None:
             return 0

@@ -23,15 +23,18 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typing_extensions import Unpack
 
-from .._codec import KeyRow
-from ..errors import InvalidInputError, InvalidTypeError
+from .._codec import KeyRow, check_session_id
+from ..errors import InvalidInputError, InvalidTypeError, LeaseLostError, LeaseUnavailableError
+from ..leases import Lease, check_lease_args
 from ..retry import AttemptTimeoutError
 from ..store import BaseStore, RowKey, SessionInfo, StoreOptions
 from .postgres_schema import Schema
@@ -81,6 +84,7 @@ class PostgresStore(BaseStore):
     """
 
     kind = "postgresql"
+    supports_leases = True
 
     def __init__(
         self,
@@ -173,6 +177,121 @@ class PostgresStore(BaseStore):
         if self._owns_pool:
             await self.pool.close()
 
+    # -- leases ------------------------------------------------------------------------
+
+    #: Seconds between attempts while ``acquire_lease`` waits for a holder.
+    LEASE_POLL_INTERVAL = 0.2
+
+    async def acquire_lease(
+        self, session_id: str, *, owner: str, ttl: float = 30.0, wait: float | None = 0.0
+    ) -> Lease:
+        """Grant the session to ``owner`` until ``ttl`` seconds pass without renewal.
+
+        If another live owner holds it, try again every
+        ``LEASE_POLL_INTERVAL`` seconds for up to ``wait`` seconds (``None``:
+        forever) until it is released or expires. Acquiring a lease one
+        already holds grants a new one with a higher token.
+
+        Returns:
+            The :class:`~wa_session_store.Lease`, with a fencing token higher
+            than any granted for this session before.
+
+        Raises:
+            LeaseUnavailableError: still held by someone else after ``wait``,
+                naming the holder and when its lease expires.
+            InvalidInputError: a bad session id, owner, ttl or wait.
+        """
+        sid = check_session_id(session_id)
+        owner, ttl = check_lease_args(owner, ttl, wait)
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        params = {"sid": sid, "owner": owner, "ttl": ttl}
+        while True:
+            granted, holder, token, expires_at = await self._call(
+                "acquire_lease", sid, partial(self._lease_row, self.schema.acquire_lease, params)
+            )
+            if granted:
+                return Lease(self, sid, holder, token, expires_at, ttl)
+            remaining = math.inf if deadline is None else deadline - loop.time()
+            if remaining <= 0:
+                raise LeaseUnavailableError(sid, holder, expires_at)
+            await asyncio.sleep(min(self.LEASE_POLL_INTERVAL, remaining))
+
+    async def claim_sessions(self, owner: str, *, limit: int, ttl: float = 30.0) -> list[Lease]:
+        """Lease up to ``limit`` stored sessions whose lease is free or expired.
+
+        Several workers claiming at once split the sessions between them
+        (``FOR UPDATE SKIP LOCKED``); a session is never granted twice.
+
+        Raises:
+            InvalidInputError: a bad owner, limit or ttl.
+        """
+        owner, ttl = check_lease_args(owner, ttl)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidInputError(f"limit must be an int >= 1, not {limit!r}")
+        params = {"owner": owner, "limit": limit, "ttl": ttl}
+
+        async def claim(timeout: float) -> list[tuple[Any, ...]]:
+            async with self._connection(timeout) as conn:
+                cur = await conn.execute(self.schema.claim_sessions, params)
+                return await cur.fetchall()
+
+        rows = await self._call("claim_sessions", None, claim)
+        return [
+            Lease(self, sid, holder, token, expires, ttl) for sid, holder, token, expires in rows
+        ]
+
+    async def lease_holder(self, session_id: str) -> tuple[str, int, datetime] | None:
+        """The newest lease of the session: (owner, token, expires_at), or None."""
+        sid = check_session_id(session_id)
+        params = {"sid": sid}
+
+        async def read(timeout: float) -> tuple[str, int, datetime] | None:
+            async with self._connection(timeout) as conn:
+                cur = await conn.execute(self.schema.lease_holder, params)
+                row = await cur.fetchone()
+            return None if row is None else (row[0], row[1], row[2])
+
+        return await self._call("lease_holder", sid, read)
+
+    async def _lease_row(
+        self, statement: sql.Composed, params: dict[str, Any], timeout: float
+    ) -> tuple[Any, ...]:
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(statement, params)
+            row = await cur.fetchone()
+        assert row is not None
+        return tuple(row)
+
+    async def _renew_lease(self, lease: Lease) -> datetime:
+        params = {"sid": lease.session_id, "token": lease.token, "ttl": lease.ttl}
+
+        async def renew(timeout: float) -> datetime | None:
+            async with self._connection(timeout) as conn:
+                cur = await conn.execute(self.schema.renew_lease, params)
+                row = await cur.fetchone()
+            return None if row is None else row[0]
+
+        expires_at = await self._call("renew_lease", lease.session_id, renew)
+        if expires_at is None:
+            holder = await self.lease_holder(lease.session_id)
+            raise LeaseLostError(
+                lease.session_id,
+                lease.token,
+                holder[0] if holder else None,
+                holder[1] if holder else None,
+            )
+        return expires_at
+
+    async def _release_lease(self, lease: Lease) -> None:
+        params = {"sid": lease.session_id, "token": lease.token}
+
+        async def release(timeout: float) -> None:
+            async with self._connection(timeout) as conn:
+                await conn.execute(self.schema.release_lease, params)
+
+        await self._call("release_lease", lease.session_id, release)
+
     # -- connections ---------------------------------------------------------------
 
     @asynccontextmanager
@@ -237,11 +356,25 @@ class PostgresStore(BaseStore):
         return None if row is None else (row[0], row[1])
 
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, timeout: float
+        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
     ) -> bool:
+        if fence is not None:
+            params = {"sid": session_id, "token": fence, "value": blob, "version": version}
+            return await self._fenced(self.schema.write_creds_fenced, params, timeout) > 0
         async with self._connection(timeout) as conn:
             cur = await conn.execute(self.schema.write_creds, (session_id, blob, version))
         return cur.rowcount > 0
+
+    async def _fenced(self, statement: sql.Composed, params: dict[str, Any], timeout: float) -> int:
+        """Run a fenced write; its result, or LeaseLostError when the fence failed."""
+        async with self._connection(timeout) as conn:
+            cur = await conn.execute(statement, params)
+            row = await cur.fetchone()
+        assert row is not None
+        held, result, holder, holder_token = row
+        if not held:
+            raise LeaseLostError(params["sid"], params["token"], holder, holder_token)
+        return int(result)
 
     async def _read_keys(
         self, session_id: str, category: str, ids: list[str], timeout: float
@@ -253,16 +386,31 @@ class PostgresStore(BaseStore):
             rows = await cur.fetchall()
         return dict(rows)
 
-    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
+    async def _write_keys(
+        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
+    ) -> None:
         categories = [row[0] for row in rows]
         key_ids = [row[1] for row in rows]
         values = [row[2] for row in rows]
+        if fence is not None:
+            params = {
+                "sid": session_id,
+                "token": fence,
+                "categories": categories,
+                "ids": key_ids,
+                "values": values,
+            }
+            await self._fenced(self.schema.write_keys_fenced, params, timeout)
+            return
         async with self._connection(timeout) as conn:
             await conn.execute(
                 self.schema.write_keys, (categories, key_ids, values, session_id, session_id)
             )
 
-    async def _clear_keys(self, session_id: str, timeout: float) -> int:
+    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
+        if fence is not None:
+            params = {"sid": session_id, "token": fence}
+            return await self._fenced(self.schema.clear_keys_fenced, params, timeout)
         async with self._connection(timeout) as conn:
             cur = await conn.execute(self.schema.clear_keys, (session_id,))
         return cur.rowcount

@@ -36,6 +36,16 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (session_id, category, key_id)
     );
     """,
+    # 2: leases. A row outlives its lease (and its session) so that fencing
+    # tokens keep increasing and are never reused.
+    """
+    CREATE TABLE {leases} (
+        session_id text PRIMARY KEY,
+        owner text NOT NULL,
+        token bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
 )
 
 #: The schema version this library writes.
@@ -64,8 +74,10 @@ class Schema:
             )
         self.schema = schema
         self.prefix = prefix
-        creds, keys, version = (self.table(n) for n in ("creds", "keys", "schema_version"))
-        self.names = {"creds": creds, "keys": keys, "version": version}
+        creds, keys, version, leases = (
+            self.table(n) for n in ("creds", "keys", "schema_version", "leases")
+        )
+        self.names = {"creds": creds, "keys": keys, "version": version, "leases": leases}
 
         self.read_creds = sql.SQL(
             "SELECT value, version FROM {creds} WHERE session_id = %s"
@@ -112,6 +124,8 @@ class Schema:
             ") s GROUP BY session_id ORDER BY session_id"
         ).format(keys=keys, creds=creds)
 
+        self._lease_statements(creds, keys, leases)
+
         # Whole sessions (import and export).
         self.lock_session = sql.SQL("SELECT pg_advisory_xact_lock(hashtext('wa_session:' || %s))")
         self.session_exists = sql.SQL(
@@ -154,6 +168,89 @@ class Schema:
             " WHERE t.session_id = n.session_id AND t.category = n.category"
             " AND t.key_id = n.key_id AND t.value = n.old"
         ).format(keys=keys)
+
+    def _lease_statements(
+        self, creds: sql.Identifier, keys: sql.Identifier, leases: sql.Identifier
+    ) -> None:
+        names = {"creds": creds, "keys": keys, "leases": leases}
+        # A grant, or the current holder when there is none: one round trip.
+        # Expiry uses the server's clock, so instances never compare clocks.
+        self.acquire_lease = sql.SQL(
+            "WITH granted AS ("
+            " INSERT INTO {leases} AS l (session_id, owner, token, expires_at)"
+            " VALUES (%(sid)s, %(owner)s, 1, now() + make_interval(secs => %(ttl)s))"
+            " ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner,"
+            " token = l.token + 1, expires_at = excluded.expires_at"
+            " WHERE l.expires_at <= now() OR l.owner = excluded.owner"
+            " RETURNING owner, token, expires_at)"
+            " SELECT true, owner, token, expires_at FROM granted"
+            " UNION ALL SELECT false, owner, token, expires_at FROM {leases}"
+            " WHERE session_id = %(sid)s AND NOT EXISTS (SELECT 1 FROM granted)"
+        ).format(**names)
+        self.renew_lease = sql.SQL(
+            "UPDATE {leases} SET expires_at = now() + make_interval(secs => %(ttl)s)"
+            " WHERE session_id = %(sid)s AND token = %(token)s RETURNING expires_at"
+        ).format(**names)
+        self.release_lease = sql.SQL(
+            "UPDATE {leases} SET expires_at = now()"
+            " WHERE session_id = %(sid)s AND token = %(token)s"
+        ).format(**names)
+        self.lease_holder = sql.SQL(
+            "SELECT owner, token, expires_at FROM {leases} WHERE session_id = %(sid)s"
+        ).format(**names)
+        # SKIP LOCKED: workers claiming at once split the free sessions instead
+        # of queueing on each other; ON CONFLICT ... WHERE settles any race.
+        self.claim_sessions = sql.SQL(
+            "WITH free AS ("
+            " SELECT c.session_id FROM {creds} c LEFT JOIN {leases} l USING (session_id)"
+            " WHERE l.session_id IS NULL OR l.expires_at <= now()"
+            " ORDER BY c.session_id LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED)"
+            " INSERT INTO {leases} AS l (session_id, owner, token, expires_at)"
+            " SELECT session_id, %(owner)s, 1, now() + make_interval(secs => %(ttl)s) FROM free"
+            " ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner,"
+            " token = l.token + 1, expires_at = excluded.expires_at"
+            " WHERE l.expires_at <= now()"
+            " RETURNING session_id, owner, token, expires_at"
+        ).format(**names)
+        # Fenced writes: the lease row is locked FOR SHARE in the same statement,
+        # so a new grant (which must update that row) waits for the write, and a
+        # write after the grant finds the token replaced and changes nothing.
+        fence = (
+            "WITH fence AS (SELECT 1 FROM {leases}"
+            " WHERE session_id = %(sid)s AND token = %(token)s FOR SHARE)"
+        )
+        holder = (
+            " (SELECT owner FROM {leases} WHERE session_id = %(sid)s),"
+            " (SELECT token FROM {leases} WHERE session_id = %(sid)s)"
+        )
+        self.write_creds_fenced = sql.SQL(
+            fence + ", written AS ("
+            " INSERT INTO {creds} AS c (session_id, value, version)"
+            " SELECT %(sid)s, %(value)b, %(version)s WHERE EXISTS (SELECT 1 FROM fence)"
+            " ON CONFLICT (session_id) DO UPDATE SET value = excluded.value,"
+            " version = excluded.version, updated_at = now()"
+            " WHERE c.version < excluded.version RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM written)," + holder
+        ).format(**names)
+        self.write_keys_fenced = sql.SQL(
+            fence + ", batch AS (SELECT * FROM"
+            " unnest(%(categories)b::text[], %(ids)b::text[], %(values)b::bytea[])"
+            " AS b(category, key_id, value)),"
+            " removed AS (DELETE FROM {keys} k USING batch b WHERE b.value IS NULL"
+            " AND k.session_id = %(sid)s AND k.category = b.category AND k.key_id = b.key_id"
+            " AND EXISTS (SELECT 1 FROM fence)),"
+            " written AS (INSERT INTO {keys} (session_id, category, key_id, value)"
+            " SELECT %(sid)s, category, key_id, value FROM batch"
+            " WHERE value IS NOT NULL AND EXISTS (SELECT 1 FROM fence)"
+            " ON CONFLICT (session_id, category, key_id)"
+            " DO UPDATE SET value = excluded.value, updated_at = now())"
+            " SELECT EXISTS (SELECT 1 FROM fence), true," + holder
+        ).format(**names)
+        self.clear_keys_fenced = sql.SQL(
+            fence + ", removed AS (DELETE FROM {keys} WHERE session_id = %(sid)s"
+            " AND EXISTS (SELECT 1 FROM fence) RETURNING 1)"
+            " SELECT EXISTS (SELECT 1 FROM fence), (SELECT count(*) FROM removed)," + holder
+        ).format(**names)
 
     def table(self, name: str) -> sql.Identifier:
         full = self.prefix + name
@@ -219,7 +316,9 @@ class Schema:
             for step in range(current + 1, SCHEMA_VERSION + 1):
                 await conn.execute(
                     sql.SQL(_MIGRATIONS[step - 1]).format(
-                        creds=self.names["creds"], keys=self.names["keys"]
+                        creds=self.names["creds"],
+                        keys=self.names["keys"],
+                        leases=self.names["leases"],
                     )
                 )
                 await conn.execute(

@@ -1,0 +1,349 @@
+"""One owner per session: leases with fencing tokens, on PostgreSQL.
+
+A :class:`Lease` grants a session to one owner until ``ttl`` seconds pass
+without renewal. Every grant carries a fencing token, strictly increasing per
+session and never reused; writes made with ``fence=lease`` (which
+``use_auth_state(..., lease=lease)`` does for every write) land only while
+that token is still the newest, checked in the same statement as the write.
+So a replaced owner — a container that lived on past its deploy, a process
+that was paused — can no longer overwrite the new owner's ratchets.
+
+Leases need no session state on the server (no advisory locks held across
+transactions, no LISTEN), so they work through PgBouncer in transaction mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from typing_extensions import Self
+
+from ._codec import _check_name
+from .errors import InvalidInputError, LeaseLostError, SessionStoreError, describe_error
+
+if TYPE_CHECKING:
+    from .backends.postgres import PostgresStore
+
+__all__ = ["Lease", "LossCallback", "SessionWorker", "check_lease_args"]
+
+logger = logging.getLogger("wa_session_store")
+
+LossCallback = Callable[["Lease", BaseException], None]
+"""Called once when a lease is lost, with the lease and why (LeaseLostError or expiry)."""
+
+MAX_TTL = 86_400.0
+
+
+def check_lease_args(owner: object, ttl: object, wait: object = 0.0) -> tuple[str, float]:
+    """Validate ``owner`` (1 to 255 characters), ``ttl`` and ``wait`` seconds."""
+    owner = _check_name("owner", owner, 255)
+    if (
+        isinstance(ttl, bool)
+        or not isinstance(ttl, (int, float))
+        or not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL)
+    ):
+        raise InvalidInputError(f"ttl must be seconds > 0 and <= {MAX_TTL:.0f}, not {ttl!r}")
+    if wait is not None and (
+        isinstance(wait, bool)
+        or not isinstance(wait, (int, float))
+        or not (math.isfinite(wait) and wait >= 0)
+    ):
+        raise InvalidInputError(f"wait must be None (forever) or seconds >= 0, not {wait!r}")
+    return owner, float(ttl)
+
+
+class Lease:
+    """A session granted to an owner; get one from ``PostgresStore.acquire_lease``.
+
+    Attributes:
+        session_id: the session.
+        owner: who holds it.
+        token: the fencing token, strictly increasing per session.
+        expires_at: when it expires unless renewed (server time, UTC).
+        ttl: the seconds each renewal extends it by.
+
+    Use it as an async context manager to release it on exit.
+    """
+
+    __slots__ = (
+        "_keeper",
+        "_lost",
+        "_on_lost",
+        "_store",
+        "expires_at",
+        "owner",
+        "session_id",
+        "token",
+        "ttl",
+    )
+
+    #: The share of ``ttl`` between keep-alive renewals.
+    RENEW_FRACTION = 1 / 3
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        session_id: str,
+        owner: str,
+        token: int,
+        expires_at: datetime,
+        ttl: float,
+    ) -> None:
+        self._store = store
+        self.session_id = session_id
+        self.owner = owner
+        self.token = token
+        self.expires_at = expires_at
+        self.ttl = ttl
+        self._lost: BaseException | None = None
+        self._on_lost: list[LossCallback] = []
+        self._keeper: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "lost" if self._lost else f"until {self.expires_at.isoformat(timespec='seconds')}"
+        return f"<Lease {self.session_id!r} owner={self.owner!r} token={self.token} {state}>"
+
+    @property
+    def lost(self) -> bool:
+        """Whether the lease is known to be lost (a fenced write or renewal failed)."""
+        return self._lost is not None
+
+    def on_lost(self, callback: LossCallback) -> None:
+        """Call ``callback(lease, reason)`` once when the lease is lost (at once if it is)."""
+        if self._lost is not None:
+            _notify(callback, self, self._lost)
+        else:
+            self._on_lost.append(callback)
+
+    def mark_lost(self, reason: BaseException) -> None:
+        """Record the loss (idempotent) and tell the callbacks; stops the keep-alive."""
+        if self._lost is not None:
+            return
+        self._lost = reason
+        logger.error(
+            "lease of %s (owner %s, token %d) lost: %s",
+            self.session_id,
+            self.owner,
+            self.token,
+            describe_error(reason),
+            extra={"session_id": self.session_id, "op": "lease", "owner": self.owner},
+        )
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None and keeper is not _current_task():
+            keeper.cancel()
+        callbacks, self._on_lost = self._on_lost, []
+        for callback in callbacks:
+            _notify(callback, self, reason)
+
+    async def renew(self) -> None:
+        """Extend the lease by ``ttl`` from now (server time).
+
+        Raises:
+            LeaseLostError: someone else holds it now (the lease is marked lost).
+            StoreUnavailableError: the database could not be reached.
+        """
+        try:
+            self.expires_at = await self._store._renew_lease(self)
+        except LeaseLostError as exc:
+            self.mark_lost(exc)
+            raise
+
+    async def release(self) -> None:
+        """Give the session up at once (a no-op if it was already taken over).
+
+        Stops the keep-alive first. The token is kept: the next grant gets a
+        higher one.
+        """
+        await self.stop_keep_alive()
+        if self._lost is None:
+            await self._store._release_lease(self)
+            self._lost = LeaseLostError(self.session_id, self.token, None, None)
+            self._on_lost.clear()
+
+    def keep_alive(
+        self, *, every: float | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        """Renew in the background every ``every`` seconds (default ``ttl / 3``).
+
+        A renewal that fails for a transient reason is tried again sooner; if
+        none succeeds before the lease would expire, or someone else took it,
+        the lease is marked lost and ``on_lost`` (and any other loss callback)
+        is called. Needs a running event loop.
+        """
+        if on_lost is not None:
+            self.on_lost(on_lost)
+        if self._keeper is None and self._lost is None:
+            interval = every if every is not None else self.ttl * self.RENEW_FRACTION
+            if not (isinstance(interval, (int, float)) and 0 < interval < self.ttl):
+                raise InvalidInputError(f"every must be seconds in (0, ttl), not {every!r}")
+            self._keeper = asyncio.get_running_loop().create_task(self._keep(float(interval)))
+
+    async def stop_keep_alive(self) -> None:
+        """Stop the background renewal, if running."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep(self, interval: float) -> None:
+        loop = asyncio.get_running_loop()
+        # Local estimate of the expiry: the server's clock is not ours.
+        deadline = loop.time() + self.ttl
+        delay = interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.renew()
+            except LeaseLostError:
+                return
+            except SessionStoreError as exc:
+                if loop.time() >= deadline:
+                    self.mark_lost(exc)
+                    return
+                delay = min(interval, max(0.05, (deadline - loop.time()) / 3))
+                logger.warning(
+                    "renewing the lease of %s failed, retrying in %.1fs: %s",
+                    self.session_id,
+                    delay,
+                    describe_error(exc),
+                    extra={"session_id": self.session_id, "op": "lease"},
+                )
+            else:
+                deadline = loop.time() + self.ttl
+                delay = interval
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+
+def _current_task() -> asyncio.Task[object] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _notify(callback: LossCallback, lease: Lease, reason: BaseException) -> None:
+    try:
+        callback(lease, reason)
+    except Exception:
+        logger.exception("lease loss callback %r raised; ignored", callback)
+
+
+SessionHandler = Callable[[Lease], Awaitable[object]]
+
+
+class SessionWorker:
+    """Claims free sessions, runs a handler for each, renews, releases.
+
+    N workers started against one database split the sessions between them
+    (``claim_sessions`` uses ``FOR UPDATE SKIP LOCKED``), and a dead worker's
+    sessions are claimed by the others once its leases expire.
+
+    Args:
+        store: an open :class:`~wa_session_store.PostgresStore`.
+        owner: this worker's name (unique among workers: host and pid, say).
+        handler: ``async handler(lease)`` runs one session until it returns or
+            is cancelled; it is cancelled when the lease is lost or the worker
+            stops. Use ``use_auth_state(store, lease.session_id, lease=lease)``.
+        capacity: the most sessions this worker runs at once (default 100).
+        ttl: lease seconds (default 30.0); renewed every ``ttl / 3``.
+        claim_every: seconds between claims of free sessions (default ``ttl / 3``).
+    """
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        owner: str,
+        handler: SessionHandler,
+        *,
+        capacity: int = 100,
+        ttl: float = 30.0,
+        claim_every: float | None = None,
+    ) -> None:
+        owner, ttl = check_lease_args(owner, ttl)
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise InvalidInputError(f"capacity must be an int >= 1, not {capacity!r}")
+        self.store = store
+        self.owner = owner
+        self.handler = handler
+        self.capacity = capacity
+        self.ttl = ttl
+        self.claim_every = claim_every if claim_every is not None else ttl / 3
+        self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
+        self._stopping = asyncio.Event()
+
+    @property
+    def sessions(self) -> list[str]:
+        """The sessions this worker runs now."""
+        return sorted(self._running)
+
+    async def run(self) -> None:
+        """Claim and run sessions until :meth:`stop`."""
+        while not self._stopping.is_set():
+            free = self.capacity - len(self._running)
+            if free > 0:
+                try:
+                    leases = await self.store.claim_sessions(self.owner, limit=free, ttl=self.ttl)
+                except SessionStoreError as exc:
+                    logger.warning(
+                        "worker %s could not claim sessions: %s",
+                        self.owner,
+                        describe_error(exc),
+                        extra={"op": "claim", "owner": self.owner},
+                    )
+                    leases = []
+                for lease in leases:
+                    self._start(lease)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.claim_every)
+
+    def _start(self, lease: Lease) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_one(lease))
+        self._running[lease.session_id] = (lease, task)
+
+        def stop_handler(_lease: Lease, _reason: BaseException) -> None:
+            task.cancel()
+
+        lease.keep_alive(on_lost=stop_handler)
+
+    async def _run_one(self, lease: Lease) -> None:
+        try:
+            await self.handler(lease)
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            logger.error(
+                "handler of %s failed: %s",
+                lease.session_id,
+                describe_error(exc),
+                extra={"session_id": lease.session_id, "op": "worker", "owner": self.owner},
+            )
+        finally:
+            self._running.pop(lease.session_id, None)
+            with contextlib.suppress(SessionStoreError):
+                await lease.release()
+
+    async def stop(self) -> None:
+        """Stop claiming, cancel every handler, release every lease."""
+        self._stopping.set()
+        tasks = [task for _, task in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,284 @@
+"""Leases with fencing tokens on PostgreSQL (coroutine level; processes are in test_deploy.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from wa_session_store import (
+    InvalidInputError,
+    Lease,
+    LeaseLostError,
+    LeaseUnavailableError,
+    MemoryStore,
+    PostgresStore,
+    SessionWorker,
+    use_auth_state,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+async def pg(pg_dsn: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
+    async with PostgresStore(pg_dsn, schema=pg_schema, max_size=6) as store:
+        yield store
+
+
+async def _expire(store: PostgresStore, session_id: str) -> None:
+    """Make the current lease of a session expire now, as if its owner stopped renewing."""
+    from psycopg import sql
+
+    async with store.pool.connection() as conn:
+        await conn.execute(
+            sql.SQL(
+                "UPDATE {} SET expires_at = now() - interval '1 second' WHERE session_id = %s"
+            ).format(store.schema.names["leases"]),
+            (session_id,),
+        )
+
+
+async def test_one_owner_at_a_time(pg: PostgresStore) -> None:
+    a = await pg.acquire_lease("s1", owner="a", ttl=30)
+    assert (a.session_id, a.owner, a.token) == ("s1", "a", 1)
+    with pytest.raises(LeaseUnavailableError) as info:
+        await pg.acquire_lease("s1", owner="b", ttl=30)
+    assert info.value.holder == "a"
+    assert info.value.expires_at == a.expires_at
+    assert "leased to 'a' until" in str(info.value)
+    await a.release()
+    b = await pg.acquire_lease("s1", owner="b")
+    assert b.token == 2
+    assert await pg.lease_holder("s1") == ("b", 2, b.expires_at)
+
+
+async def test_tokens_strictly_increase_and_are_never_reused(pg: PostgresStore) -> None:
+    tokens = []
+    for n in range(5):
+        lease = await pg.acquire_lease("s1", owner=f"o{n}")
+        tokens.append(lease.token)
+        await lease.release()
+    await pg.save_creds("s1", {"x": 1})
+    await pg.delete_session("s1")  # deleting the session keeps the token history
+    tokens.append((await pg.acquire_lease("s1", owner="last")).token)
+    assert tokens == sorted(set(tokens))
+    assert tokens == [1, 2, 3, 4, 5, 6]
+
+
+async def test_waiting_for_release_and_for_expiry(pg: PostgresStore) -> None:
+    a = await pg.acquire_lease("s1", owner="a", ttl=30)
+    waiter = asyncio.ensure_future(pg.acquire_lease("s1", owner="b", wait=5))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()
+    await a.release()
+    b = await asyncio.wait_for(waiter, 5)
+    assert b.owner == "b"
+    # b stops renewing: its lease runs out and c gets it without a release.
+    short = await pg.acquire_lease("s2", owner="b", ttl=0.5)
+    started = asyncio.get_running_loop().time()
+    c = await pg.acquire_lease("s2", owner="c", wait=5)
+    waited = asyncio.get_running_loop().time() - started
+    assert c.token == short.token + 1
+    assert 0.2 < waited < 2.0
+    with pytest.raises(LeaseUnavailableError):
+        await pg.acquire_lease("s2", owner="d", wait=0.3)
+
+
+async def test_renew_and_loss(pg: PostgresStore) -> None:
+    a = await pg.acquire_lease("s1", owner="a", ttl=5)
+    before = a.expires_at
+    await asyncio.sleep(0.05)
+    await a.renew()
+    assert a.expires_at > before
+    await _expire(pg, "s1")
+    await pg.acquire_lease("s1", owner="b")
+    with pytest.raises(LeaseLostError) as info:
+        await a.renew()
+    assert (info.value.holder, info.value.holder_token) == ("b", 2)
+    assert a.lost
+
+
+async def test_fenced_writes_of_a_replaced_owner_never_land(pg: PostgresStore) -> None:
+    a = await pg.acquire_lease("s1", owner="a")
+    await pg.save_creds("s1", {"by": "a"}, fence=a)
+    await pg.set_keys("s1", {"session": {"peer": b"a"}}, fence=a)
+    await _expire(pg, "s1")
+    b = await pg.acquire_lease("s1", owner="b")
+    await pg.save_creds("s1", {"by": "b"}, fence=b)
+    await pg.set_keys("s1", {"session": {"peer": b"b"}}, fence=b)
+    for late in (
+        pg.save_creds("s1", {"by": "a, late"}, fence=a),
+        pg.set_keys("s1", {"session": {"peer": b"a, late"}, "pre-key": {"9": 1}}, fence=a),
+        pg.set_keys("s1", {"session": {"peer": None}}, fence=a),
+        pg.clear_keys("s1", fence=a),
+    ):
+        with pytest.raises(LeaseLostError, match="now held by 'b'"):
+            await late
+    assert await pg.load_creds("s1") == {"by": "b"}
+    assert await pg.get_keys("s1", "session", ["peer"]) == {"peer": b"b"}
+    assert await pg.get_keys("s1", "pre-key", ["9"]) == {"9": None}
+
+
+async def test_a_fence_for_another_session_or_store_is_refused(
+    pg: PostgresStore, tmp_path: Any
+) -> None:
+    a = await pg.acquire_lease("s1", owner="a")
+    with pytest.raises(InvalidInputError, match="lease is for session 's1'"):
+        await pg.save_creds("s2", {"x": 1}, fence=a)
+    async with MemoryStore() as memory:
+        with pytest.raises(InvalidInputError, match="cannot fence"):
+            await memory.save_creds("s1", {"x": 1}, fence=a)
+    with pytest.raises(InvalidInputError, match="lease is for session"):
+        await use_auth_state(pg, "s2", lease=a)
+
+
+async def test_fencing_holds_under_a_race_with_the_new_grant(pg: PostgresStore) -> None:
+    """An old owner writing in a tight loop while a new owner takes over: after the
+    grant, not one of the old owner's writes lands."""
+    for round_ in range(5):
+        sid = f"race-{round_}"
+        a = await pg.acquire_lease(sid, owner="a", ttl=30)
+        landed: list[int] = []
+        stop = asyncio.Event()
+
+        async def old_owner(
+            lease: Lease = a, sid: str = sid, landed: list[int] = landed, stop: Any = stop
+        ) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    await pg.set_keys(sid, {"session": {"peer": {"n": n}}}, fence=lease)
+                    landed.append(n)
+                except LeaseLostError:
+                    return
+
+        writer = asyncio.ensure_future(old_owner())
+        await asyncio.sleep(0.05)
+        await _expire(pg, sid)
+        b = await pg.acquire_lease(sid, owner="b")
+        last_before_grant = landed[-1] if landed else 0
+        await pg.set_keys(sid, {"session": {"peer": {"by": "b"}}}, fence=b)
+        await asyncio.sleep(0.05)
+        stop.set()
+        await writer
+        assert await pg.get_keys(sid, "session", ["peer"]) == {"peer": {"by": "b"}}
+        # At most the write in flight at the grant committed before it (it held the row).
+        assert len(landed) <= last_before_grant + 1
+
+
+async def test_auth_state_of_a_replaced_owner(
+    pg: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = await pg.acquire_lease("s1", owner="a")
+    lost: list[str] = []
+    auth = await use_auth_state(
+        pg,
+        "s1",
+        lease=a,
+        throttle=30.0,
+        backup_interval=None,
+        on_lost=lambda state: lost.append(state.session_id),
+    )
+    await auth.save_creds({"counter": 0})
+    auth.creds_updated({"counter": 1})  # throttled: pending
+    assert auth.pending
+    await _expire(pg, "s1")
+    b = await pg.acquire_lease("s1", owner="b")
+    await pg.save_creds("s1", {"counter": 100}, fence=b)
+    with pytest.raises(LeaseLostError):
+        await auth.keys.set({"session": {"peer": b"x"}})
+    assert auth.lost
+    assert lost == ["s1"]
+    assert not auth.pending  # dropped: they belong to a replaced owner
+    assert any(
+        r.levelname == "ERROR" and "dropping unsaved creds of s1" in r.getMessage()
+        for r in caplog.records
+    )
+    await auth.aclose()  # nothing to save, nothing raised
+    assert await pg.load_creds("s1") == {"counter": 100}
+
+
+async def test_keep_alive_renews_and_reports_loss(pg: PostgresStore) -> None:
+    a = await pg.acquire_lease("s1", owner="a", ttl=0.6)
+    losses: list[BaseException] = []
+    a.keep_alive(on_lost=lambda lease, reason: losses.append(reason))
+    await asyncio.sleep(1.5)  # well past the ttl: kept alive
+    with pytest.raises(LeaseUnavailableError):
+        await pg.acquire_lease("s1", owner="b")
+    await _expire(pg, "s1")
+    await pg.acquire_lease("s1", owner="b")
+    for _ in range(50):
+        if losses:
+            break
+        await asyncio.sleep(0.05)
+    assert len(losses) == 1
+    assert isinstance(losses[0], LeaseLostError)
+    assert a.lost
+
+
+async def test_claim_sessions_splits_without_overlap(pg: PostgresStore) -> None:
+    for n in range(20):
+        await pg.save_creds(f"bot-{n:02d}", {"n": n})
+    first, second = await asyncio.gather(
+        pg.claim_sessions("w1", limit=12, ttl=30), pg.claim_sessions("w2", limit=12, ttl=30)
+    )
+    one = {lease.session_id for lease in first}
+    two = {lease.session_id for lease in second}
+    assert not one & two
+    assert len(one | two) == 20
+    assert await pg.claim_sessions("w3", limit=5) == []
+    # w1 dies: once its leases expire, w3 picks them up.
+    for lease in first:
+        await _expire(pg, lease.session_id)
+    third = await pg.claim_sessions("w3", limit=50)
+    assert {lease.session_id for lease in third} == one
+    assert all(lease.token == 2 for lease in third)
+
+
+async def test_session_worker_runs_renews_and_releases(pg: PostgresStore) -> None:
+    for n in range(6):
+        await pg.save_creds(f"bot-{n}", {"n": n})
+    running: set[str] = set()
+
+    async def handler(lease: Lease) -> None:
+        auth = await use_auth_state(pg, lease.session_id, lease=lease, backup_interval=None)
+        running.add(lease.session_id)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            running.discard(lease.session_id)
+            await auth.aclose()
+
+    worker = SessionWorker(pg, "w1", handler, capacity=4, ttl=1.0, claim_every=0.1)
+    task = asyncio.ensure_future(worker.run())
+    for _ in range(100):
+        if len(running) == 4:
+            break
+        await asyncio.sleep(0.02)
+    assert len(running) == 4
+    assert worker.sessions == sorted(running)
+    await asyncio.sleep(1.5)  # past the ttl: renewed, still ours
+    assert len(running) == 4
+    await worker.stop()
+    await task
+    assert running == set()
+    # Released: another worker gets everything at once.
+    assert len(await pg.claim_sessions("w2", limit=10)) == 6
+
+
+async def test_lease_arguments_are_checked(pg: PostgresStore) -> None:
+    for kwargs, message in (
+        ({"owner": ""}, "owner"),
+        ({"owner": "a", "ttl": 0}, "ttl"),
+        ({"owner": "a", "ttl": float("inf")}, "ttl"),
+        ({"owner": "a", "wait": -1}, "wait"),
+        ({"owner": "a\x00"}, "owner"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            await pg.acquire_lease("s1", **kwargs)
+    with pytest.raises(InvalidInputError, match="limit"):
+        await pg.claim_sessions("a", limit=0)
