@@ -15,6 +15,7 @@ from psycopg import sql
 from wa_session_store import MemoryStore, PostgresStore, SQLiteStore
 from wa_session_store.store import BaseStore
 
+from .pgbouncer import pgbouncer_dsn  # noqa: F401  # PgBouncer in transaction mode
 from .proxy import proxy  # noqa: F401  # the fault-injection fixture
 
 DSN = os.environ.get("WA_SESSION_STORE_TEST_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -86,7 +87,14 @@ def pg_schema(pg_dsn: str) -> Iterator[str]:
 StoreFactory = Callable[..., BaseStore]
 
 
-@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "memory",
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("pgbouncer", marks=[pytest.mark.postgres, pytest.mark.pgbouncer]),
+    ]
+)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.param)
 
@@ -109,8 +117,14 @@ def make_store(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> 
     if backend == "sqlite":
         path = tmp_path / "sessions.db"
         return lambda **options: SQLiteStore(path, **options)
-    dsn = request.getfixturevalue("pg_dsn")
     schema = request.getfixturevalue("pg_schema")
+    if backend == "pgbouncer":
+        # PgBouncer 1.18 in transaction mode cannot keep server-side prepared statements.
+        dsn = request.getfixturevalue("pgbouncer_dsn")
+        return lambda **options: PostgresStore(
+            dsn, schema=schema, prepare_threshold=None, **options
+        )
+    dsn = request.getfixturevalue("pg_dsn")
     return lambda **options: PostgresStore(dsn, schema=schema, **options)
 
 

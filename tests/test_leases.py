@@ -22,9 +22,15 @@ from wa_session_store import (
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture
-async def pg(pg_dsn: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
-    async with PostgresStore(pg_dsn, schema=pg_schema, max_size=6) as store:
+@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
+async def pg(
+    request: pytest.FixtureRequest, pg_dsn: str, pg_schema: str
+) -> AsyncIterator[PostgresStore]:
+    if request.param == "pgbouncer":
+        dsn, options = request.getfixturevalue("pgbouncer_dsn"), {"prepare_threshold": None}
+    else:
+        dsn, options = pg_dsn, {}
+    async with PostgresStore(dsn, schema=pg_schema, max_size=6, **options) as store:
         yield store
 
 

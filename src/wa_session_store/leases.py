@@ -265,6 +265,9 @@ class SessionWorker:
         capacity: the most sessions this worker runs at once (default 100).
         ttl: lease seconds (default 30.0); renewed every ``ttl / 3``.
         claim_every: seconds between claims of free sessions (default ``ttl / 3``).
+        claim_batch: the most sessions claimed at a time (default 10), so that
+            workers starting together interleave their claims and share the
+            sessions instead of the first one taking up to ``capacity``.
     """
 
     def __init__(
@@ -276,10 +279,13 @@ class SessionWorker:
         capacity: int = 100,
         ttl: float = 30.0,
         claim_every: float | None = None,
+        claim_batch: int = 10,
     ) -> None:
         owner, ttl = check_lease_args(owner, ttl)
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise InvalidInputError(f"capacity must be an int >= 1, not {capacity!r}")
+        for name, value in (("capacity", capacity), ("claim_batch", claim_batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{name} must be an int >= 1, not {value!r}")
+        self.claim_batch = claim_batch
         self.store = store
         self.owner = owner
         self.handler = handler
@@ -297,7 +303,7 @@ class SessionWorker:
     async def run(self) -> None:
         """Claim and run sessions until :meth:`stop`."""
         while not self._stopping.is_set():
-            free = self.capacity - len(self._running)
+            free = min(self.capacity - len(self._running), self.claim_batch)
             if free > 0:
                 try:
                     leases = await self.store.claim_sessions(self.owner, limit=free, ttl=self.ttl)
