@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
+import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, TextIO
 
 from ._open import DEFAULT_URL, open_store, redact_url
+from .backends.postgres import PostgresStore
+from .crypto import Cipher
 from .errors import SessionStoreError
 from .store import BaseStore
 
@@ -26,23 +33,268 @@ __all__ = ["main"]
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
 
+class UsageError(SessionStoreError):
+    """A command line that cannot be carried out as given (exit status 2)."""
+
+
+class Progress:
+    """``label done/total`` rewritten in place on a terminal; silent when stderr is piped."""
+
+    def __init__(self, label: str, *, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.1 and (total is None or done < total):
+            return  # a terminal needs no more than ten updates a second
+        self._last = now
+        of = f"/{total:,}" if total is not None else ""
+        self.stream.write(f"\r{self.label} {done:,}{of}")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _cipher_from_env() -> Cipher | None:
+    """The cipher described by ``WA_SESSION_STORE_KEYS`` (``id=base64,id=base64``), if set.
+
+    The first key is the active one unless ``WA_SESSION_STORE_ACTIVE_KEY`` names another.
+    """
+    spec = os.environ.get("WA_SESSION_STORE_KEYS", "").strip()
+    if not spec:
+        return None
+    keys: dict[str, bytes] = {}
+    for item in spec.split(","):
+        key_id, sep, encoded = item.strip().partition("=")
+        if not sep:
+            raise UsageError("WA_SESSION_STORE_KEYS must look like 'id=BASE64KEY,id2=BASE64KEY'")
+        try:
+            keys[key_id] = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise UsageError(f"key {key_id!r} in WA_SESSION_STORE_KEYS is not base64") from None
+    from .crypto import AESGCMCipher
+
+    active = os.environ.get("WA_SESSION_STORE_ACTIVE_KEY") or next(iter(keys))
+    return AESGCMCipher(keys, active)
+
+
+def _store(args: argparse.Namespace, **options: Any) -> BaseStore:
+    cipher = _cipher_from_env()
+    if cipher is not None:
+        options.setdefault("cipher", cipher)
+    return open_store(args.dsn, **options)
+
+
+def _ago(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
 async def _check(args: argparse.Namespace) -> int:
-    """Open the store, write a probe session, read it back, delete it."""
+    """Connectivity, round-trip latency, schema version, pool settings; then a probe write."""
     probe = "__wa_session_store_check__"
     creds = {"registrationId": 1, "noiseKey": {"public": os.urandom(32)}}
     keys = {"pre-key": {str(i): {"public": os.urandom(33)} for i in range(1, 4)}}
+    started = time.perf_counter()
     async with _store(args) as store:
-        started = time.perf_counter()
+        opened = (time.perf_counter() - started) * 1000
+        latencies = []
+        for _ in range(5):
+            begun = time.perf_counter()
+            await store.load_creds(probe)
+            latencies.append((time.perf_counter() - begun) * 1000)
+        version = await store.schema_version()
+        begun = time.perf_counter()
         await store.save_creds(probe, creds)
         await store.set_keys(probe, keys)
         loaded = await store.load_creds(probe)
         got = await store.get_keys(probe, "pre-key", list(keys["pre-key"]))
         await store.delete_session(probe)
-        elapsed = (time.perf_counter() - started) * 1000
+        probed = (time.perf_counter() - begun) * 1000
     if loaded != creds or got != keys["pre-key"]:
         print(f"FAILED: {store!r} did not give back what was written", file=sys.stderr)
         return 1
-    print(f"ok: {redact_url(args.dsn)} wrote and read back creds and 3 keys in {elapsed:.1f} ms")
+    print(f"store:        {redact_url(args.dsn)} ({store.kind})")
+    print(f"connected:    in {opened:.1f} ms")
+    print(
+        f"round trip:   {statistics.median(latencies):.2f} ms median, "
+        f"{min(latencies):.2f} ms best (5 reads)"
+    )
+    print(f"schema:       version {version if version is not None else 'n/a'}")
+    policy = store.retry
+    print(
+        f"retry:        {policy.attempts} attempts of {policy.timeout:g} s, "
+        f"backoff {policy.backoff:g} s (budget {policy.budget:g} s)"
+    )
+    if isinstance(store, PostgresStore):
+        stats = store.pool.get_stats()
+        print(
+            f"pool:         min {store.pool.min_size}, max {store.pool.max_size}, "
+            f"{stats.get('pool_size', 0)} open"
+        )
+    print(
+        f"encryption:   {'on, active key ' + repr(store.cipher.active) if store.cipher else 'off'}"
+    )
+    print(f"ok: wrote and read back creds and 3 keys in {probed:.1f} ms")
+    return 0
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    """Create or upgrade the schema (run it as the owner role)."""
+    async with _store(args, migrate=True) as store:
+        version = await store.schema_version()
+    print(f"schema of {redact_url(args.dsn)} is at version {version}")
+    return 0
+
+
+async def _list(args: argparse.Namespace) -> int:
+    """Every stored session: id, last update, keys, size."""
+    async with _store(args) as store:
+        sessions = await store.list_sessions()
+    if args.json:
+        rows = [
+            {
+                "session": info.session_id,
+                "updated_at": info.updated_at.isoformat(),
+                "keys": info.key_count,
+                "creds": info.has_creds,
+                "size": info.size,
+            }
+            for info in sessions
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not sessions:
+        print("no sessions stored")
+        return 0
+    width = max(len("SESSION"), *(len(info.session_id) for info in sessions))
+    print(f"{'SESSION':<{width}}  {'UPDATED (UTC)':<19}  {'KEYS':>7}  {'SIZE':>10}")
+    for info in sessions:
+        name = info.session_id if info.has_creds else f"{info.session_id}"
+        print(
+            f"{name:<{width}}  {_ago(info.updated_at)}  {info.key_count:>7,}  "
+            f"{_size(info.size):>10}" + ("" if info.has_creds else "  (no creds: not paired)")
+        )
+    print(f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}")
+    return 0
+
+
+async def _show(args: argparse.Namespace) -> int:
+    """Metadata of one session; never a key or creds value."""
+    async with _store(args) as store:
+        exported = await store.export_session(args.session)
+        info = next((i for i in await store.list_sessions() if i.session_id == args.session), None)
+        holder = (
+            await store.lease_holder(args.session) if isinstance(store, PostgresStore) else None
+        )
+    if exported is None or info is None:
+        raise UsageError(f"no session {args.session!r} in {redact_url(args.dsn)}")
+    creds = exported.creds or {}
+    me = creds.get("me") if isinstance(creds.get("me"), dict) else None
+    rows: list[tuple[str, object]] = [
+        ("session", args.session),
+        ("updated", f"{_ago(info.updated_at)} UTC"),
+        ("creds", "stored" if exported.creds is not None else "none (not paired)"),
+    ]
+    if me and isinstance(me.get("id"), str):
+        rows.append(("account", me["id"]))
+    for name in ("registered", "nextPreKeyId", "firstUnuploadedPreKeyId", "platform"):
+        if name in creds and isinstance(creds[name], (bool, int, str, type(None))):
+            rows.append((name, creds[name]))
+    rows.append(("keys", f"{info.key_count:,} ({_size(info.size)} with creds)"))
+    rows += [
+        (f"  {category}", f"{len(entries):,}")
+        for category, entries in sorted(exported.keys.items())
+    ]
+    if holder is not None:
+        owner, token, expires_at = holder
+        rows.append(("lease", f"{owner} (token {token}, expires {_ago(expires_at)} UTC)"))
+    width = max(len(label) for label, _ in rows) + 2
+    for label, value in rows:
+        print(f"{label + ':':<{width}}{value}")
+    return 0
+
+
+async def _import(args: argparse.Namespace) -> int:
+    """Import a Baileys multi-file auth folder as one session, atomically."""
+    from .interop.baileys import import_baileys_folder
+
+    progress = Progress(f"reading {args.folder}")
+    async with _store(args) as store:
+        report = await import_baileys_folder(
+            store, args.session, args.folder, overwrite=args.overwrite, progress=progress
+        )
+    progress.done()
+    print(report.summary())
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    """Write a session as a Baileys multi-file auth folder."""
+    from .interop.baileys import export_baileys_folder
+
+    progress = Progress(f"writing {args.folder}")
+    async with _store(args) as store:
+        report = await export_baileys_folder(store, args.session, args.folder, progress=progress)
+    progress.done()
+    print(report.summary())
+    return 0
+
+
+async def _delete(args: argparse.Namespace) -> int:
+    """Delete a session's creds and keys, after confirmation."""
+    async with _store(args) as store:
+        info = next((i for i in await store.list_sessions() if i.session_id == args.session), None)
+        if info is None:
+            raise UsageError(f"no session {args.session!r} in {redact_url(args.dsn)}")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError("refusing to delete without confirmation: pass --yes")
+            answer = await asyncio.to_thread(
+                input,
+                f"Delete session {args.session!r} ({'creds and ' if info.has_creds else ''}"
+                f"{info.key_count:,} keys)? This cannot be undone. [y/N] ",
+            )
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted")
+                return 1
+        await store.delete_session(args.session)
+    print(f"deleted session {args.session!r}")
+    return 0
+
+
+async def _reencrypt(args: argparse.Namespace) -> int:
+    """Seal every row with the active key of WA_SESSION_STORE_KEYS."""
+    if _cipher_from_env() is None:
+        raise UsageError(
+            "reencrypt needs WA_SESSION_STORE_KEYS='new=BASE64,old=BASE64' "
+            "(the first, or WA_SESSION_STORE_ACTIVE_KEY, is the active key)"
+        )
+    progress = Progress("rows checked")
+    async with _store(args, allow_plaintext=args.allow_plaintext) as store:
+        result = await store.reencrypt(
+            batch_size=args.batch_size, progress=lambda p: progress(p.scanned)
+        )
+    progress.done()
+    print(f"checked {result.scanned:,} rows, sealed {result.rewritten:,} with the active key")
     return 0
 
 
@@ -54,10 +306,6 @@ async def _demo(args: argparse.Namespace) -> int:
         args.dsn, updates=args.updates, throttle=args.throttle, duration=args.duration
     )
     return 0 if report.nothing_lost else 1
-
-
-def _store(args: argparse.Namespace) -> BaseStore:
-    return open_store(args.dsn)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,14 +328,84 @@ def _parser() -> argparse.ArgumentParser:
         help=dsn_help,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    check = commands.add_parser(
+
+    def command(name: str, run: Command, help_: str, description: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_, description=description)
+        sub.set_defaults(run=run)
+        return sub
+
+    command(
         "check",
-        parents=[common],
-        help="write, read back and delete a probe session; print a one-line verdict",
-        description="Open the store (creating its schema), write a probe session, read it "
-        "back, delete it, and print a one-line verdict.",
+        _check,
+        "connectivity, round-trip latency, schema version, pool settings, a probe write",
+        "Open the store (creating or upgrading its schema), time a few reads, show the schema "
+        "version, retry and pool settings, then write, read back and delete a probe session.",
     )
-    check.set_defaults(run=_check)
+    command(
+        "migrate",
+        _migrate,
+        "create or upgrade the schema (as the owner role)",
+        "Create or upgrade the tables, then print the schema version. Run it with a role "
+        "that may run DDL; bots can then open the store with migrate=False.",
+    )
+    listing = command(
+        "list",
+        _list,
+        "every stored session: id, last update, keys, size",
+        "List every stored session with its last update (UTC), key count and stored size.",
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show = command(
+        "show",
+        _show,
+        "metadata of one session (never secrets)",
+        "Show one session's metadata: account, pre-key counters, keys per category, size, "
+        "lease holder. Never prints a key or creds value.",
+    )
+    show.add_argument("session", metavar="SESSION", help="the session id")
+    importing = command(
+        "import",
+        _import,
+        "import a Baileys multi-file auth folder as a session",
+        "Import a folder written by Baileys' useMultiFileAuthState (creds.json and one "
+        "file per key) as one session, in one transaction. Unknown files are reported.",
+    )
+    importing.add_argument("folder", metavar="DIR", help="the Baileys auth folder")
+    importing.add_argument("--session", required=True, metavar="ID", help="the session id")
+    importing.add_argument(
+        "--overwrite", action="store_true", help="replace the session if it is already stored"
+    )
+    exporting = command(
+        "export",
+        _export,
+        "write a session as a Baileys multi-file auth folder",
+        "Write a stored session as creds.json and one file per key, with Baileys' file names.",
+    )
+    exporting.add_argument("session", metavar="SESSION", help="the session id")
+    exporting.add_argument("folder", metavar="DIR", help="the folder to write (created if missing)")
+    deleting = command(
+        "delete",
+        _delete,
+        "delete a session's creds and keys (asks first)",
+        "Delete a session's creds and every key, atomically. Asks for confirmation on a "
+        "terminal; elsewhere pass --yes.",
+    )
+    deleting.add_argument("session", metavar="SESSION", help="the session id")
+    deleting.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reencrypting = command(
+        "reencrypt",
+        _reencrypt,
+        "seal every row with the active encryption key (key rotation)",
+        "Rewrite every row not sealed with the active key of WA_SESSION_STORE_KEYS "
+        "('id=BASE64,id2=BASE64'; the first, or WA_SESSION_STORE_ACTIVE_KEY, is active), in "
+        "batches; resumable. With --allow-plaintext, unencrypted rows are sealed too.",
+    )
+    reencrypting.add_argument(
+        "--allow-plaintext", action="store_true", help="also seal rows stored unencrypted"
+    )
+    reencrypting.add_argument(
+        "--batch-size", type=int, default=500, metavar="N", help="rows per batch (default 500)"
+    )
     demo = commands.add_parser(
         "demo",
         parents=[common],
@@ -130,8 +448,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Command = args.run
     try:
         return asyncio.run(run(args))
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except SessionStoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error; keep Python from
+        # complaining again when it flushes stdout at exit.
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
+    except OSError as exc:  # a folder that cannot be read or written
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

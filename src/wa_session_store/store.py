@@ -552,6 +552,10 @@ class BaseStore(ABC):
             keys.setdefault(category, {})[key_id] = self._decode_key(sid, category, key_id, value)
         return SessionExport(creds=creds, keys=keys)
 
+    async def schema_version(self) -> int | None:
+        """The schema version in the database (None for stores without a schema)."""
+        return await self._call("schema_version", None, self._schema_version)
+
     async def reencrypt(
         self,
         *,
@@ -694,6 +698,9 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _delete_session(self, session_id: str, timeout: float) -> bool: ...
+
+    @abstractmethod
+    async def _schema_version(self, timeout: float) -> int | None: ...
 
     @abstractmethod
     async def _replace_session(

@@ -120,6 +120,9 @@ class MemoryStore(BaseStore):
     async def _delete_session(self, session_id: str, timeout: float) -> bool:
         return self._sessions.pop(session_id, None) is not None
 
+    async def _schema_version(self, timeout: float) -> int | None:
+        return None
+
     async def _replace_session(
         self,
         session_id: str,

@@ -432,6 +432,10 @@ class PostgresStore(BaseStore):
             row = await cur.fetchone()
         return bool(row and row[0])
 
+    async def _schema_version(self, timeout: float) -> int | None:
+        async with self._connection(timeout) as conn:
+            return await self.schema.version(conn)
+
     async def _replace_session(
         self,
         session_id: str,

@@ -307,6 +307,12 @@ class SQLiteStore(BaseStore):
 
         return await self._in_thread(lambda conn: self._write(conn, delete), timeout)
 
+    async def _schema_version(self, timeout: float) -> int | None:
+        def read(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+        return await self._in_thread(read, timeout)
+
     async def _replace_session(
         self,
         session_id: str,
