@@ -85,4 +85,7 @@ def pgbouncer_dsn() -> Iterator[str]:
             process.wait(5)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
         shutil.rmtree(folder, ignore_errors=True)
