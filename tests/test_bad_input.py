@@ -269,7 +269,7 @@ def _normalised(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, dict):
-        if len(value) == 2 and value.get("type") == "Buffer":
+        if value.get("type") == "Buffer" or value.get("buffer") is True:
             return value  # a literal Buffer-shaped dict: see the codec notes
         return {k: _normalised(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -189,3 +189,39 @@ async def test_reencrypt_from_plaintext_then_rotate(tmp_path: Path) -> None:
     no_key = run("show", "bot-1", cwd=tmp_path)
     assert no_key.returncode == 1
     assert "encrypted" in no_key.stderr
+
+
+def test_import_and_export_a_baileys_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "auth_info_baileys"
+    folder.mkdir()
+    buffer = {"type": "Buffer", "data": base64.b64encode(SECRET).decode()}
+    files = {
+        "creds.json": {"noiseKey": {"private": buffer, "public": buffer}, "registrationId": 9},
+        "pre-key-1.json": {"private": buffer, "public": buffer},
+        "session-15551234567.0.json": {"_sessions": {}},
+        "sender-key-120363040000000000@g.us--15551234567--0.json": [1, 2],
+        "app-state-sync-key-AAAAAJ__b.json": {"keyData": buffer},
+    }
+    for name, value in files.items():
+        (folder / name).write_text(json.dumps(value))
+    (folder / "notes.txt").write_text("not Baileys")
+    imported = run("import", str(folder), "--session", "bot-9", cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    assert "notes.txt" in imported.stdout + imported.stderr
+    assert imported.stderr.count("\r") == 0  # no progress drawn into a pipe
+    again = run("import", str(folder), "--session", "bot-9", cwd=tmp_path)
+    assert again.returncode == 1
+    assert "overwrite" in again.stderr
+    assert (
+        run("import", str(folder), "--session", "bot-9", "--overwrite", cwd=tmp_path).returncode
+        == 0
+    )
+    out = tmp_path / "exported"
+    exported = run("export", "bot-9", str(out), cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert {p.name for p in out.iterdir()} == set(files)
+    assert json.loads((out / "pre-key-1.json").read_text()) == files["pre-key-1.json"]
+    missing = run("import", str(tmp_path / "nope"), "--session", "x", cwd=tmp_path)
+    assert missing.returncode in (1, 2)
+    assert missing.stderr.startswith("error: ")
+    assert "Traceback" not in missing.stderr

@@ -34,7 +34,7 @@ leaves = (
 
 
 def _not_a_buffer_literal(value: dict[str, Any]) -> bool:
-    return not (len(value) == 2 and value.get("type") == "Buffer")
+    return value.get("type") != "Buffer" and value.get("buffer") is not True
 
 
 json_values = st.recursive(
@@ -64,9 +64,13 @@ def test_buffer_json_is_baileys_format() -> None:
     assert encoded == {"key": {"type": "Buffer", "data": "AP8="}}
 
 
-def test_legacy_int_list_buffers_are_read() -> None:
+def test_every_buffer_form_baileys_reads_is_read() -> None:
     legacy = b'{"public":{"type":"Buffer","data":[1,2,255]}}'
     assert decode_value(legacy, what="v") == {"public": b"\x01\x02\xff"}
+    with_extra_keys = b'{"type":"Buffer","data":"AP8=","encoding":"base64"}'
+    assert decode_value(with_extra_keys, what="v") == b"\x00\xff"
+    flagged = b'[{"buffer":true,"value":"AP8="},{"buffer":true,"value":[7]}]'
+    assert decode_value(flagged, what="v") == [b"\x00\xff", b"\x07"]
 
 
 def test_deep_nesting_within_the_recursion_limit_round_trips() -> None:

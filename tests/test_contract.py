@@ -298,3 +298,13 @@ async def test_import_of_keys_only(store: BaseStore) -> None:
     assert exported is not None
     assert exported.creds is None
     assert exported.keys == {"pre-key": {"1": b"k"}}
+
+
+async def test_a_retried_import_whose_first_commit_landed_succeeds(store: BaseStore) -> None:
+    """What a retry after a lost answer does: the same call, the same version, again."""
+    version = store._clock.next()
+    blob = b'{"registrationId":1}'
+    rows = [("pre-key", "1", b'"k"')]
+    assert await store._replace_session("s1", blob, version, rows, False, 5.0)
+    assert await store._replace_session("s1", blob, version, rows, False, 5.0)
+    assert not await store._replace_session("s1", blob, store._clock.next(), rows, False, 5.0)

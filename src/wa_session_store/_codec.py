@@ -144,8 +144,10 @@ def encode_value(value: object, *, what: str, max_size: int = DEFAULT_MAX_VALUE_
 
 
 def _buffer_hook(obj: dict[str, Any]) -> Any:
-    if len(obj) == 2 and obj.get("type") == "Buffer":
-        data = obj["data"]
+    # The forms Baileys' BufferJSON.reviver accepts: {"type": "Buffer", "data": ...}
+    # (base64 or a list of ints, extra keys allowed) and {"buffer": true, "value": ...}.
+    if obj.get("type") == "Buffer" or obj.get("buffer") is True:
+        data = obj["data"] if "data" in obj else obj.get("value")
         if isinstance(data, str):
             return base64.b64decode(data, validate=True)
         if isinstance(data, list):

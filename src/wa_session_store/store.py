@@ -547,6 +547,8 @@ class BaseStore(ABC):
         if blob is not None:
             what = f"creds of session {sid!r}"
             creds = decode_value(self._unseal(blob, associated_data(sid), what), what=what)
+            if not isinstance(creds, dict):
+                raise DecodeError(f"{what} are not a JSON object")
         keys: dict[str, dict[str, Any]] = {}
         for category, key_id, value in rows:
             keys.setdefault(category, {})[key_id] = self._decode_key(sid, category, key_id, value)

@@ -132,8 +132,10 @@ class MemoryStore(BaseStore):
         overwrite: bool,
         timeout: float,
     ) -> bool:
-        if session_id in self._sessions and not overwrite:
-            return False
+        current = self._sessions.get(session_id)
+        if current is not None and not overwrite:
+            # The same call again (a retry) finds its own version: a success.
+            return current.creds is not None and current.version == version
         self._sessions.pop(session_id, None)
         session = self._touch(session_id)
         session.creds, session.version = creds, version

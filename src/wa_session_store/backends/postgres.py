@@ -450,10 +450,13 @@ class PostgresStore(BaseStore):
             # Two importers of one session queue here instead of failing on a key conflict.
             await conn.execute(schema.lock_session, (session_id,))
             if not overwrite:
-                cur = await conn.execute(schema.session_exists, (session_id, session_id))
+                params = {"sid": session_id, "version": version}
+                cur = await conn.execute(schema.session_exists, params)
                 row = await cur.fetchone()
                 if row and row[0]:
-                    return False
+                    # An earlier attempt of this very call whose commit landed
+                    # although its answer was lost is a success, not a conflict.
+                    return bool(row[1])
             await conn.execute(schema.delete_session, (session_id, session_id))
             if creds is not None:
                 await conn.execute(schema.insert_creds, (session_id, creds, version))

@@ -129,8 +129,9 @@ class Schema:
         # Whole sessions (import and export).
         self.lock_session = sql.SQL("SELECT pg_advisory_xact_lock(hashtext('wa_session:' || %s))")
         self.session_exists = sql.SQL(
-            "SELECT EXISTS (SELECT 1 FROM {creds} WHERE session_id = %s)"
-            " OR EXISTS (SELECT 1 FROM {keys} WHERE session_id = %s)"
+            "SELECT EXISTS (SELECT 1 FROM {creds} WHERE session_id = %(sid)s)"
+            " OR EXISTS (SELECT 1 FROM {keys} WHERE session_id = %(sid)s),"
+            " EXISTS (SELECT 1 FROM {creds} WHERE session_id = %(sid)s AND version = %(version)s)"
         ).format(creds=creds, keys=keys)
         self.insert_creds = sql.SQL(
             "INSERT INTO {creds} (session_id, value, version) VALUES (%s, %b, %s)"

@@ -325,15 +325,16 @@ class SQLiteStore(BaseStore):
         now = time.time()
 
         def replace(conn: sqlite3.Connection) -> bool:
-            if (
-                not overwrite
-                and conn.execute(
+            if not overwrite:
+                exists, ours = conn.execute(
                     "SELECT EXISTS (SELECT 1 FROM wa_creds WHERE session_id = ?)"
-                    " OR EXISTS (SELECT 1 FROM wa_keys WHERE session_id = ?)",
-                    (session_id, session_id),
-                ).fetchone()[0]
-            ):
-                return False
+                    " OR EXISTS (SELECT 1 FROM wa_keys WHERE session_id = ?),"
+                    " EXISTS (SELECT 1 FROM wa_creds WHERE session_id = ? AND version = ?)",
+                    (session_id, session_id, session_id, version),
+                ).fetchone()
+                if exists:
+                    # An earlier attempt of this very call (timed out, but committed)?
+                    return bool(ours)
             conn.execute("DELETE FROM wa_keys WHERE session_id = ?", (session_id,))
             conn.execute("DELETE FROM wa_creds WHERE session_id = ?", (session_id,))
             if creds is not None:

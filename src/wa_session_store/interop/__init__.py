@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from .baileys import (
     BAILEYS_CATEGORIES,
+    CREDS_FILE,
     MANIFEST_FILE,
     BaileysExportReport,
     BaileysImportReport,
+    Progress,
     baileys_file_name,
     export_baileys_folder,
     import_baileys_folder,
@@ -19,9 +21,11 @@ from .baileys import (
 
 __all__ = [
     "BAILEYS_CATEGORIES",
+    "CREDS_FILE",
     "MANIFEST_FILE",
     "BaileysExportReport",
     "BaileysImportReport",
+    "Progress",
     "baileys_file_name",
     "export_baileys_folder",
     "import_baileys_folder",
