@@ -20,11 +20,10 @@ import math
 import os
 import select
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -41,6 +40,8 @@ from .postgres_schema import Schema
 from .sqlite import _split_session
 
 __all__ = ["PostgresStore"]
+
+T = TypeVar("T")
 
 # SQLSTATE classes worth another attempt: connection exceptions, transaction
 # rollbacks (serialization failures, deadlocks), insufficient resources (too
@@ -149,6 +150,9 @@ class PostgresStore(BaseStore):
                 reconnect_timeout=timeout,
             )
         self.pool = pool
+        # Backends whose attempt timed out with a statement possibly still in
+        # flight: ended before this store sends another statement.
+        self._stale_backends: set[int] = set()
 
     def _describe(self) -> str:
         p = self._params
@@ -170,8 +174,7 @@ class PostgresStore(BaseStore):
             raise
 
     async def _prepare_schema(self, timeout: float) -> None:
-        async with self._connection(timeout) as conn:
-            await self.schema.prepare(conn, migrate=self.migrate)
+        await self._on_connection(timeout, partial(self.schema.prepare, migrate=self.migrate))
 
     async def _close(self) -> None:
         if self._owns_pool:
@@ -208,7 +211,11 @@ class PostgresStore(BaseStore):
         params = {"sid": sid, "owner": owner, "ttl": ttl}
         while True:
             granted, holder, token, expires_at = await self._call(
-                "acquire_lease", sid, partial(self._lease_row, self.schema.acquire_lease, params)
+                "acquire_lease",
+                sid,
+                partial(
+                    self._query, statement=self.schema.acquire_lease, params=params, fetch="one"
+                ),
             )
             if granted:
                 return Lease(self, sid, holder, token, expires_at, ttl)
@@ -231,12 +238,11 @@ class PostgresStore(BaseStore):
             raise InvalidInputError(f"limit must be an int >= 1, not {limit!r}")
         params = {"owner": owner, "limit": limit, "ttl": ttl}
 
-        async def claim(timeout: float) -> list[tuple[Any, ...]]:
-            async with self._connection(timeout) as conn:
-                cur = await conn.execute(self.schema.claim_sessions, params)
-                return await cur.fetchall()
-
-        rows = await self._call("claim_sessions", None, claim)
+        rows = await self._call(
+            "claim_sessions",
+            None,
+            partial(self._query, statement=self.schema.claim_sessions, params=params, fetch="all"),
+        )
         return [
             Lease(self, sid, holder, token, expires, ttl) for sid, holder, token, expires in rows
         ]
@@ -246,34 +252,22 @@ class PostgresStore(BaseStore):
         sid = check_session_id(session_id)
         params = {"sid": sid}
 
-        async def read(timeout: float) -> tuple[str, int, datetime] | None:
-            async with self._connection(timeout) as conn:
-                cur = await conn.execute(self.schema.lease_holder, params)
-                row = await cur.fetchone()
-            return None if row is None else (row[0], row[1], row[2])
-
-        return await self._call("lease_holder", sid, read)
-
-    async def _lease_row(
-        self, statement: sql.Composed, params: dict[str, Any], timeout: float
-    ) -> tuple[Any, ...]:
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(statement, params)
-            row = await cur.fetchone()
-        assert row is not None
-        return tuple(row)
+        row = await self._call(
+            "lease_holder",
+            sid,
+            partial(self._query, statement=self.schema.lease_holder, params=params, fetch="one"),
+        )
+        return None if row is None else (row[0], row[1], row[2])
 
     async def _renew_lease(self, lease: Lease) -> datetime:
         params = {"sid": lease.session_id, "token": lease.token, "ttl": lease.ttl}
 
-        async def renew(timeout: float) -> datetime | None:
-            async with self._connection(timeout) as conn:
-                cur = await conn.execute(self.schema.renew_lease, params)
-                row = await cur.fetchone()
-            return None if row is None else row[0]
-
-        expires_at = await self._call("renew_lease", lease.session_id, renew)
-        if expires_at is None:
+        row = await self._call(
+            "renew_lease",
+            lease.session_id,
+            partial(self._query, statement=self.schema.renew_lease, params=params, fetch="one"),
+        )
+        if row is None:
             holder = await self.lease_holder(lease.session_id)
             raise LeaseLostError(
                 lease.session_id,
@@ -281,30 +275,39 @@ class PostgresStore(BaseStore):
                 holder[0] if holder else None,
                 holder[1] if holder else None,
             )
+        expires_at: datetime = row[0]
         return expires_at
 
     async def _release_lease(self, lease: Lease) -> None:
         params = {"sid": lease.session_id, "token": lease.token}
 
-        async def release(timeout: float) -> None:
-            async with self._connection(timeout) as conn:
-                await conn.execute(self.schema.release_lease, params)
-
-        await self._call("release_lease", lease.session_id, release)
+        await self._call(
+            "release_lease",
+            lease.session_id,
+            partial(self._query, statement=self.schema.release_lease, params=params),
+        )
 
     # -- connections ---------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _connection(self, timeout: float) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled autocommit connection for one attempt of at most ``timeout`` seconds."""
+    async def _on_connection(
+        self, timeout: float, work: Callable[[psycopg.AsyncConnection[Any]], Coroutine[Any, Any, T]]
+    ) -> T:
+        """Run ``work`` on a pooled autocommit connection within ``timeout`` seconds.
+
+        When the time runs out, a timer shuts the socket down and the attempt
+        fails at once with :class:`AttemptTimeoutError`. The backend that
+        served it is remembered: its statement may still reach the server
+        later (a network that held the packets), so before the next statement
+        of this store that backend is terminated, and a late statement can
+        never overwrite a newer acknowledged write.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         conn = await self._checkout(deadline)
+        pid = conn.info.backend_pid
         # A shared pool's connections may not be in autocommit; without it every
         # statement would cost a BEGIN and a COMMIT. Switching is local when idle.
         switched = not conn.autocommit
-        if switched:
-            await conn.set_autocommit(True)
         fired = False
 
         def expire() -> None:
@@ -314,7 +317,23 @@ class PostgresStore(BaseStore):
 
         timer = loop.call_later(max(0.0, deadline - loop.time()), expire)
         try:
-            yield conn
+            if switched:
+                await conn.set_autocommit(True)
+            if self._stale_backends:
+                await self._end_stale_backends(conn, deadline - loop.time())
+            # The work runs as a task of its own: a cancellation of this call must
+            # not reach psycopg, which answers one with a cancel request over the
+            # network and waits for it (seconds, on a dead network).
+            task = loop.create_task(work(conn))
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    expire()
+                    await asyncio.wait({task}, timeout=1.0)  # fails at once: its socket is shut
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: the caller gets the cancellation
+                raise
         except Exception as exc:
             if fired:
                 raise AttemptTimeoutError(timeout) from exc
@@ -322,10 +341,56 @@ class PostgresStore(BaseStore):
         finally:
             timer.cancel()
             if fired:
+                self._stale_backends.add(pid)
                 await conn.close()
             elif switched and not conn.broken:
                 await conn.set_autocommit(False)
             await self.pool.putconn(conn)
+
+    async def _end_stale_backends(
+        self, conn: psycopg.AsyncConnection[Any], remaining: float
+    ) -> None:
+        """Terminate the backends of timed-out attempts, waiting until they are gone.
+
+        One extra round trip, only after a timeout. Only backends of this role
+        and application name are touched. Until every one is gone (PostgreSQL
+        14+ reports it), the attempt fails as transient and writes nothing.
+        """
+        pids = sorted(self._stale_backends)
+        wait_ms = max(1, int(min(2.0, remaining / 2) * 1000))
+        statement = (
+            self.schema.end_backends
+            if conn.info.server_version >= 140000
+            else self.schema.end_backends_nowait
+        )
+        cur = await conn.execute(statement, {"pids": pids, "wait_ms": wait_ms})
+        row = await cur.fetchone()
+        if row and row[0]:
+            raise psycopg.OperationalError(
+                f"{row[0]} backend(s) of timed-out attempts have not ended yet"
+            )
+        self._stale_backends.difference_update(pids)
+
+    async def _query(
+        self,
+        timeout: float,
+        statement: sql.Composed,
+        params: Any = None,
+        *,
+        fetch: str = "none",
+        binary: bool = False,
+    ) -> Any:
+        """One statement, one round trip: its rows ("all"), first row ("one") or rowcount."""
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> Any:
+            cur = await conn.execute(statement, params, binary=binary)
+            if fetch == "all":
+                return await cur.fetchall()
+            if fetch == "one":
+                return await cur.fetchone()
+            return cur.rowcount
+
+        return await self._on_connection(timeout, run)
 
     async def _checkout(self, deadline: float) -> psycopg.AsyncConnection[Any]:
         loop = asyncio.get_running_loop()
@@ -350,9 +415,9 @@ class PostgresStore(BaseStore):
     # -- primitives ------------------------------------------------------------------
 
     async def _read_creds(self, session_id: str, timeout: float) -> tuple[bytes, int] | None:
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(self.schema.read_creds, (session_id,), binary=True)
-            row = await cur.fetchone()
+        row = await self._query(
+            timeout, self.schema.read_creds, (session_id,), fetch="one", binary=True
+        )
         return None if row is None else (row[0], row[1])
 
     async def _write_creds(
@@ -361,16 +426,12 @@ class PostgresStore(BaseStore):
         if fence is not None:
             params = {"sid": session_id, "token": fence, "value": blob, "version": version}
             return await self._fenced(self.schema.write_creds_fenced, params, timeout) > 0
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(self.schema.write_creds, (session_id, blob, version))
-        return cur.rowcount > 0
+        count = await self._query(timeout, self.schema.write_creds, (session_id, blob, version))
+        return bool(count > 0)
 
     async def _fenced(self, statement: sql.Composed, params: dict[str, Any], timeout: float) -> int:
         """Run a fenced write; its result, or LeaseLostError when the fence failed."""
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(statement, params)
-            row = await cur.fetchone()
-        assert row is not None
+        row = await self._query(timeout, statement, params, fetch="one")
         held, result, holder, holder_token = row
         if not held:
             raise LeaseLostError(params["sid"], params["token"], holder, holder_token)
@@ -379,11 +440,9 @@ class PostgresStore(BaseStore):
     async def _read_keys(
         self, session_id: str, category: str, ids: list[str], timeout: float
     ) -> dict[str, bytes]:
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(
-                self.schema.read_keys, (session_id, category, ids), binary=True
-            )
-            rows = await cur.fetchall()
+        rows = await self._query(
+            timeout, self.schema.read_keys, (session_id, category, ids), fetch="all", binary=True
+        )
         return dict(rows)
 
     async def _write_keys(
@@ -402,23 +461,20 @@ class PostgresStore(BaseStore):
             }
             await self._fenced(self.schema.write_keys_fenced, params, timeout)
             return
-        async with self._connection(timeout) as conn:
-            await conn.execute(
-                self.schema.write_keys, (categories, key_ids, values, session_id, session_id)
-            )
+        await self._query(
+            timeout, self.schema.write_keys, (categories, key_ids, values, session_id, session_id)
+        )
 
     async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
         if fence is not None:
             params = {"sid": session_id, "token": fence}
             return await self._fenced(self.schema.clear_keys_fenced, params, timeout)
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(self.schema.clear_keys, (session_id,))
-        return cur.rowcount
+        return int(await self._query(timeout, self.schema.clear_keys, (session_id,)))
 
     async def _list_sessions(self, timeout: float) -> list[SessionInfo]:
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(self.schema.list_sessions)
-            rows: list[tuple[str, datetime, int, bool, int]] = await cur.fetchall()
+        rows: list[tuple[str, datetime, int, bool, int]] = await self._query(
+            timeout, self.schema.list_sessions, fetch="all"
+        )
         return [
             SessionInfo(
                 session_id=sid, updated_at=updated, key_count=keys, has_creds=has_creds, size=size
@@ -427,14 +483,13 @@ class PostgresStore(BaseStore):
         ]
 
     async def _delete_session(self, session_id: str, timeout: float) -> bool:
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(self.schema.delete_session, (session_id, session_id))
-            row = await cur.fetchone()
+        row = await self._query(
+            timeout, self.schema.delete_session, (session_id, session_id), fetch="one"
+        )
         return bool(row and row[0])
 
     async def _schema_version(self, timeout: float) -> int | None:
-        async with self._connection(timeout) as conn:
-            return await self.schema.version(conn)
+        return await self._on_connection(timeout, self.schema.version)
 
     async def _replace_session(
         self,
@@ -446,36 +501,38 @@ class PostgresStore(BaseStore):
         timeout: float,
     ) -> bool:
         schema = self.schema
-        async with self._connection(timeout) as conn, conn.transaction():
-            # Two importers of one session queue here instead of failing on a key conflict.
-            await conn.execute(schema.lock_session, (session_id,))
-            if not overwrite:
-                params = {"sid": session_id, "version": version}
-                cur = await conn.execute(schema.session_exists, params)
-                row = await cur.fetchone()
-                if row and row[0]:
-                    # An earlier attempt of this very call whose commit landed
-                    # although its answer was lost is a success, not a conflict.
-                    return bool(row[1])
-            await conn.execute(schema.delete_session, (session_id, session_id))
-            if creds is not None:
-                await conn.execute(schema.insert_creds, (session_id, creds, version))
-            if rows:
-                columns = list(zip(*rows, strict=True))
-                await conn.execute(
-                    schema.insert_keys,
-                    (session_id, list(columns[0]), list(columns[1]), list(columns[2])),
-                )
-        return True
+
+        async def replace(conn: psycopg.AsyncConnection[Any]) -> bool:
+            async with conn.transaction():
+                # Two importers of one session queue here instead of failing on a key conflict.
+                await conn.execute(schema.lock_session, (session_id,))
+                if not overwrite:
+                    params = {"sid": session_id, "version": version}
+                    cur = await conn.execute(schema.session_exists, params)
+                    row = await cur.fetchone()
+                    if row and row[0]:
+                        # An earlier attempt of this very call whose commit landed
+                        # although its answer was lost is a success, not a conflict.
+                        return bool(row[1])
+                await conn.execute(schema.delete_session, (session_id, session_id))
+                if creds is not None:
+                    await conn.execute(schema.insert_creds, (session_id, creds, version))
+                if rows:
+                    columns = list(zip(*rows, strict=True))
+                    await conn.execute(
+                        schema.insert_keys,
+                        (session_id, list(columns[0]), list(columns[1]), list(columns[2])),
+                    )
+            return True
+
+        return await self._on_connection(timeout, replace)
 
     async def _read_session(
         self, session_id: str, timeout: float
     ) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(
-                self.schema.read_session, (session_id, session_id), binary=True
-            )
-            rows = await cur.fetchall()
+        rows = await self._query(
+            timeout, self.schema.read_session, (session_id, session_id), fetch="all", binary=True
+        )
         return _split_session(rows)
 
     async def _scan(
@@ -486,9 +543,7 @@ class PostgresStore(BaseStore):
             query, params = self.schema.scan_creds, (after[0] if after else "", limit)
         else:
             query, params = self.schema.scan_keys, (*(after or ("", "", "")), limit)
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(query, params, binary=True)
-            rows = await cur.fetchall()
+        rows = await self._query(timeout, query, params, fetch="all", binary=True)
         return [((s, c, k), v) for s, c, k, v in rows]
 
     async def _rewrite(
@@ -502,9 +557,7 @@ class PostgresStore(BaseStore):
         else:
             query = self.schema.rewrite_keys
             params = (sids, categories, key_ids, list(olds), list(news))
-        async with self._connection(timeout) as conn:
-            cur = await conn.execute(query, params)
-        return cur.rowcount
+        return int(await self._query(timeout, query, params))
 
 
 def _parse_conninfo(conninfo: object) -> dict[str, Any]:

@@ -126,6 +126,19 @@ class Schema:
 
         self._lease_statements(creds, keys, leases)
 
+        # Ending the backends of timed-out attempts (see PostgresStore._on_connection):
+        # only this role's, with this connection's application name; the count of
+        # those that did not end in time comes back.
+        stale = (
+            "SELECT count(*) FILTER (WHERE NOT {end}) FROM pg_stat_activity"
+            " WHERE pid = ANY(%(pids)s) AND usename = current_user"
+            " AND application_name = current_setting('application_name')"
+        )
+        self.end_backends = sql.SQL(stale.format(end="pg_terminate_backend(pid, %(wait_ms)s)"))
+        self.end_backends_nowait = sql.SQL(
+            stale.format(end="pg_terminate_backend(pid)") + " AND %(wait_ms)s > 0"
+        )
+
         # Whole sessions (import and export).
         self.lock_session = sql.SQL("SELECT pg_advisory_xact_lock(hashtext('wa_session:' || %s))")
         self.session_exists = sql.SQL(
