@@ -56,6 +56,9 @@ def pgbouncer_dsn() -> Iterator[str]:
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\n"
         "auth_type = any\npool_mode = transaction\n"
         "max_client_conn = 500\ndefault_pool_size = 20\n"
+        # The fault tests restart the server under this session-wide PgBouncer:
+        # check a server connection before reusing it, so dead ones are replaced.
+        "server_check_delay = 0\nserver_check_query = select 1\nserver_login_retry = 1\n"
         f"logfile = {folder / 'pgbouncer.log'}\npidfile = {folder / 'pgbouncer.pid'}\n"
         f"unix_socket_dir = {folder}\n"
         "ignore_startup_parameters = extra_float_digits,options\n"

@@ -1,0 +1,693 @@
+"""Blocking twins of the store and the auth state, for code without an event loop.
+
+Threaded bots, scripts, notebooks and synchronous WhatsApp clients (whose key
+stores are plain methods) use :class:`SyncStore` (or :func:`open_sync_store`)
+and :func:`use_sync_auth_state`: the API of the async store and auth state,
+without ``await``.
+
+Nothing is implemented twice. The async core is the only implementation: a
+blocking method hands the coroutine it mirrors to an event loop on a daemon
+thread and waits for its result, so the same exceptions, of the same types,
+reach the caller. The thin methods are not written by hand either: the
+regions marked "generated" are produced from the coroutines' signatures (as
+psycopg generates its sync pool) by ``python -m tests.test_sync --write``,
+and a test fails when they are stale.
+
+One loop thread serves every open facade of the process: the first
+:meth:`SyncStore.open` starts it, the last :meth:`SyncStore.close` stops it
+(so a closed program leaves no thread behind). Stores wrapped here are
+opened, used and closed on that loop, so several facades over one database
+share its connections' loop safely. A facade still open when the interpreter
+exits is closed then, so pending creds are saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures.thread  # noqa: F401  # registers its exit hook before ours (below)
+import contextlib
+import copy
+import logging
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from typing_extensions import Self
+
+from ._open import DEFAULT_URL, open_store
+from .auth_state import (
+    AuthKeys,
+    AuthState,
+    UrgentPredicate,
+    close_all,
+    prekey_counters_changed,
+    use_auth_state,
+)
+from .errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    SessionStoreError,
+    StoreClosedError,
+    describe_error,
+)
+from .leases import Lease
+from .store import (
+    AuthStateStore,
+    BaseStore,
+    Fence,
+    ReencryptProgress,
+    SessionExport,
+    SessionInfo,
+)
+
+__all__ = [
+    "BlockingCallInLoopError",
+    "SyncAuthKeys",
+    "SyncAuthState",
+    "SyncStore",
+    "open_sync_store",
+    "use_sync_auth_state",
+]
+
+logger = logging.getLogger("wa_session_store")
+
+R = TypeVar("R")
+
+#: The name of the thread that runs the facades' event loop.
+THREAD_NAME = "wa-session-store-sync"
+
+
+class BlockingCallInLoopError(SessionStoreError, RuntimeError):
+    """A blocking facade method was called from a running event loop.
+
+    Waiting there would stall that loop, and on the facade's own loop thread
+    (a hook or callback of the store calling back into the facade) it would
+    deadlock. In async code use the async store (``await store.load_creds(...)``)
+    or move the blocking call to a worker thread (``await asyncio.to_thread(...)``).
+    """
+
+
+# -- the loop thread ----------------------------------------------------------
+
+
+class _LoopThread:
+    """An event loop running forever on a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, name=THREAD_NAME, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            # Tasks still scheduled (an auth state nobody closed: its timers,
+            # a call abandoned by an interrupted caller) are cancelled rather
+            # than destroyed while pending.
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            # At interpreter exit no thread may start to join the executor.
+            with contextlib.suppress(RuntimeError):
+                loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def run(self, start: Callable[[], Coroutine[Any, Any, R]]) -> R:
+        """Run ``start()`` on the loop and wait for its result or exception."""
+
+        async def call() -> R:
+            # start() itself runs on the loop thread: every line of the core does.
+            return await start()
+
+        future = asyncio.run_coroutine_threadsafe(call(), self.loop)
+        try:
+            return future.result()
+        finally:
+            # Interrupted while waiting (KeyboardInterrupt): cancel the call
+            # instead of leaving it running unobserved.
+            if not future.done():
+                future.cancel()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join()
+
+
+_lock = threading.Lock()
+_shared: _LoopThread | None = None
+_users = 0
+
+
+def _acquire() -> _LoopThread:
+    """The shared loop thread, started if none runs; pair with :func:`_release`."""
+    global _shared, _users
+    with _lock:
+        if _shared is None:
+            _shared = _LoopThread()
+        _users += 1
+        return _shared
+
+
+def _release() -> None:
+    """Drop one use of the loop thread; the last one stops it."""
+    global _shared, _users
+    with _lock:
+        _users -= 1
+        if _users == 0 and _shared is not None:
+            # Stopped under the lock, so that no one acquires a stopping loop.
+            _shared.stop()
+            _shared = None
+
+
+def _refuse_in_running_loop(what: str) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise BlockingCallInLoopError(
+        f"{what}() blocks until the store answers and was called from a running "
+        "event loop on this thread, which it would stall (or deadlock, on the "
+        "facade's own loop thread): in async code use the async store "
+        "(await store.method(...)), or run the call in a worker thread "
+        "(await asyncio.to_thread(...))"
+    )
+
+
+# -- what every facade shares ----------------------------------------------------
+
+
+class _Facade:
+    """Runs coroutines of the core on the loop thread, for the blocking methods."""
+
+    __slots__ = ("__weakref__",)
+
+    def _run(self, what: str, start: Callable[[], Coroutine[Any, Any, R]]) -> R:
+        """Run ``start()`` on the loop thread and wait; ``what`` names the call in errors.
+
+        Each call holds the loop thread for its duration. A facade that is not
+        open borrows one (so the core, not this module, reports what is wrong:
+        a :class:`~wa_session_store.StoreClosedError`, say).
+        """
+        _refuse_in_running_loop(f"{type(self).__name__}.{what}")
+        runner = _acquire()
+        try:
+            return runner.run(start)
+        finally:
+            _release()
+
+
+# -- the store ------------------------------------------------------------------
+
+
+class SyncStore(_Facade):
+    """A blocking :class:`~wa_session_store.AuthStateStore`: every method without ``await``.
+
+    Wrap an *unopened* store (it is opened, used and closed on the facade's
+    loop thread) or build one from a URL with :func:`open_sync_store`. Use it
+    as a context manager (``with SyncStore(store) as sync:``) or call
+    :meth:`open` and :meth:`close`. Methods may be called from any number of
+    threads at once; they run concurrently on the loop.
+
+    Hooks given to the async store (``on_retry``, ``reencrypt(progress=...)``)
+    run on the loop thread; a facade method called from one raises
+    :class:`BlockingCallInLoopError` instead of deadlocking.
+
+    Args:
+        store: the async store to drive.
+
+    Raises:
+        InvalidTypeError: ``store`` is not an :class:`~wa_session_store.AuthStateStore`.
+    """
+
+    __slots__ = ("_lease_lock", "_leased", "_states", "_store")
+
+    def __init__(self, store: AuthStateStore) -> None:
+        if not isinstance(store, AuthStateStore):
+            raise InvalidTypeError(
+                "store must be an AuthStateStore (e.g. open_store(url)), "
+                f"not {type(store).__name__}"
+            )
+        self._store = store
+        self._leased = False
+        self._lease_lock = threading.Lock()
+        # The auth states made through this facade, closed before the store. An
+        # auth state with an unsaved change stays alive through its timers.
+        self._states: weakref.WeakSet[AuthState] = weakref.WeakSet()
+
+    @property
+    def store(self) -> AuthStateStore:
+        """The async store this facade drives."""
+        return self._store
+
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` was called and :meth:`close` not since."""
+        return self._leased
+
+    def __repr__(self) -> str:
+        return f"<SyncStore {self._store!r}>"
+
+    # -- life cycle -----------------------------------------------------------
+
+    def open(self) -> None:
+        """Start the loop thread if needed, and open the store on it.
+
+        Opening an open facade does nothing. If the store's ``open()`` raises
+        (the same error reaches the caller), the loop thread is not kept.
+        """
+        _refuse_in_running_loop("SyncStore.open")
+        with self._lease_lock:
+            if self._leased:
+                return
+            _acquire()
+            try:
+                self._run("open", self._store.open)
+            except BaseException:
+                _release()
+                raise
+            self._leased = True
+            _open_facades.add(self)
+
+    def close(self) -> None:
+        """Close the auth states made from this facade, then the store; stop the loop thread.
+
+        The auth states save what is pending first (within 8 s; a save that
+        fails is logged at ERROR by the auth state). The loop thread stops
+        once no open facade uses it. Closing a closed facade does nothing. If
+        the store's ``close()`` raises, the error reaches the caller and the
+        facade ends closed anyway.
+        """
+        _refuse_in_running_loop("SyncStore.close")
+        with self._lease_lock:
+            if not self._leased:
+                return
+            try:
+                states = [state for state in self._states if not state.closed]
+                if states:
+                    self._run("close", lambda: close_all(states))
+                self._run("close", self._store.close)
+            finally:
+                self._leased = False
+                _open_facades.discard(self)
+                _release()
+
+    def __enter__(self) -> Self:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _base_store(self) -> BaseStore:
+        """The store, for what only :class:`~wa_session_store.store.BaseStore` has."""
+        if not isinstance(self._store, BaseStore):
+            raise InvalidTypeError(
+                f"{type(self._store).__name__} is not a BaseStore, which this method needs"
+            )
+        return self._store
+
+    # -- generated from BaseStore by `python -m tests.test_sync --write`: do not edit --------------
+    def load_creds(self, session_id: str) -> dict[str, Any] | None:
+        """Return the session's creds document, or ``None`` if it has none.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.load_creds`: the same
+        arguments, result and errors.
+        """
+        return self._run("load_creds", lambda: self._store.load_creds(session_id))
+
+    def save_creds(
+        self, session_id: str, creds: Mapping[str, Any], *, fence: Fence | None = None
+    ) -> None:
+        """Store ``creds`` as the session's creds document.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.save_creds`: the same
+        arguments, result and errors.
+        """
+        return self._run(
+            "save_creds", lambda: self._store.save_creds(session_id, creds, fence=fence)
+        )
+
+    def get_keys(self, session_id: str, category: str, ids: Iterable[str | int]) -> dict[str, Any]:
+        """Return ``{key_id: value or None}`` for every id asked for, in one query.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.get_keys`: the same arguments,
+        result and errors.
+        """
+        return self._run("get_keys", lambda: self._store.get_keys(session_id, category, ids))
+
+    def set_keys(
+        self, session_id: str, data: Mapping[str, Mapping[Any, Any]], *, fence: Fence | None = None
+    ) -> None:
+        """Write a batch ``{category: {key_id: value}}``; a ``None`` value deletes.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.set_keys`: the same arguments,
+        result and errors.
+        """
+        return self._run("set_keys", lambda: self._store.set_keys(session_id, data, fence=fence))
+
+    def clear_keys(self, session_id: str, *, fence: Fence | None = None) -> int:
+        """Delete every key of the session, keeping its creds; return how many were deleted.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.clear_keys`: the same
+        arguments, result and errors.
+        """
+        return self._run("clear_keys", lambda: self._store.clear_keys(session_id, fence=fence))
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Return every stored session (with creds or keys), ordered by id.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.list_sessions`: the same
+        arguments, result and errors.
+        """
+        return self._run("list_sessions", lambda: self._store.list_sessions())
+
+    def delete_session(self, session_id: str) -> bool:
+        """Delete the session's creds and every key, atomically.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.delete_session`: the same
+        arguments, result and errors.
+        """
+        return self._run("delete_session", lambda: self._store.delete_session(session_id))
+
+    def import_session(
+        self,
+        session_id: str,
+        creds: Mapping[str, Any] | None,
+        keys: Mapping[str, Mapping[Any, Any]],
+        *,
+        overwrite: bool = False,
+    ) -> None:
+        """Write a whole session — creds and every key — in one transaction.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.import_session`: the same
+        arguments, result and errors.
+        """
+        return self._run(
+            "import_session",
+            lambda: self._store.import_session(session_id, creds, keys, overwrite=overwrite),
+        )
+
+    def export_session(self, session_id: str) -> SessionExport | None:
+        """Read a whole session — creds and every key — in one snapshot.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.export_session`: the same
+        arguments, result and errors.
+        """
+        return self._run("export_session", lambda: self._store.export_session(session_id))
+
+    def schema_version(self) -> int | None:
+        """The schema version in the database (None for stores without a schema).
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.schema_version`: the same
+        arguments, result and errors.
+        """
+        return self._run("schema_version", lambda: self._base_store().schema_version())
+
+    def reencrypt(
+        self, *, batch_size: int = 500, progress: Callable[[ReencryptProgress], None] | None = None
+    ) -> ReencryptProgress:
+        """Rewrite every row not sealed with the cipher's active key.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.reencrypt`: the same
+        arguments, result and errors.
+        """
+        return self._run(
+            "reencrypt",
+            lambda: self._base_store().reencrypt(batch_size=batch_size, progress=progress),
+        )
+
+    # -- end of generated code ---------------------------------------------------------------------
+
+
+# Facades still open (kept alive until closed, as they hold a thread and
+# connections) are closed at interpreter exit, so that a script that forgot
+# close() does not lose pending creds.
+_open_facades: set[SyncStore] = set()
+
+
+def _close_forgotten_facades() -> None:
+    for facade in list(_open_facades):
+        try:
+            facade.close()
+        except Exception as exc:
+            logger.error("closing %r at exit failed: %s", facade, describe_error(exc))
+
+
+# Not atexit: by then concurrent.futures has refused new work (SQLite's I/O
+# thread, the loop's executor), so nothing could be saved. Threading's exit
+# hooks run earlier, last registered first, as concurrent.futures uses them.
+getattr(threading, "_register_atexit", atexit.register)(_close_forgotten_facades)
+
+
+def open_sync_store(url: str = DEFAULT_URL, **options: Any) -> SyncStore:
+    """A :class:`SyncStore` (not yet opened) over :func:`~wa_session_store.open_store` ``(url)``.
+
+    ``url`` and ``options`` are those of :func:`~wa_session_store.open_store`.
+    Use it as ``with open_sync_store(url) as store:``.
+
+    Raises:
+        InvalidTypeError, InvalidInputError: as :func:`~wa_session_store.open_store`.
+    """
+    return SyncStore(open_store(url, **options))
+
+
+# -- the auth state -------------------------------------------------------------
+
+
+class SyncAuthKeys(_Facade):
+    """The blocking Signal key store: ``get``, ``set``, ``clear`` without ``await``.
+
+    For synchronous clients whose key store is plain methods. Every call is
+    written through, as with :class:`~wa_session_store.AuthKeys`.
+    """
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: AuthKeys) -> None:
+        self._keys = keys
+
+    def __repr__(self) -> str:
+        return f"<SyncAuthKeys of {self._keys!r}>"
+
+    # -- generated from AuthKeys by `python -m tests.test_sync --write`: do not edit ---------------
+    def get(self, category: str, ids: Iterable[str | int]) -> dict[str, Any]:
+        """``{id: value or None}`` for every id asked for.
+
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.get`: the same arguments, result and
+        errors.
+        """
+        return self._run("get", lambda: self._keys.get(category, ids))
+
+    def set(self, data: Mapping[str, Mapping[Any, Any]]) -> None:
+        """Write ``{category: {id: value or None}}`` atomically; ``None`` deletes.
+
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.set`: the same arguments, result and
+        errors.
+        """
+        return self._run("set", lambda: self._keys.set(data))
+
+    def clear(self) -> None:
+        """Delete every key of the session (its creds stay).
+
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.clear`: the same arguments, result
+        and errors.
+        """
+        return self._run("clear", lambda: self._keys.clear())
+
+    # -- end of generated code ---------------------------------------------------------------------
+
+
+class SyncAuthState(_Facade):
+    """One session's auth state, for synchronous code; build it with :func:`use_sync_auth_state`.
+
+    The async :class:`~wa_session_store.AuthState` (attribute :attr:`state`)
+    does the work on the loop thread: throttled saves, backups, urgent saves
+    of the pre-key counters.
+
+    :attr:`creds` is this facade's own document, for the caller's threads:
+    :meth:`creds_updated` and :meth:`save_creds` hand the loop a deep copy of
+    it, so a client may keep changing it in place while a save encodes the
+    copy. (The async auth state keeps the caller's dict itself.)
+
+    Attributes:
+        session_id: the session.
+        creds: the current creds document, or ``None`` until the client pairs.
+        keys: the write-through :class:`SyncAuthKeys`.
+        state: the async auth state behind this facade.
+    """
+
+    __slots__ = ("_hop_lock", "_loop", "_store", "creds", "keys", "session_id", "state")
+
+    def __init__(self, store: SyncStore, state: AuthState, loop: asyncio.AbstractEventLoop) -> None:
+        self._store = store
+        self._loop = loop
+        self._hop_lock = threading.Lock()
+        self.state = state
+        self.session_id = state.session_id
+        self.creds: dict[str, Any] | None = copy.deepcopy(state.creds)
+        self.keys = SyncAuthKeys(state.keys)
+
+    def __repr__(self) -> str:
+        return f"<SyncAuthState of {self.state!r}>"
+
+    @property
+    def pending(self) -> bool:
+        """Whether a creds change has not been saved yet."""
+        return self.state.pending
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (or the store closed)."""
+        return self.state.closed
+
+    def creds_updated(self, creds: Mapping[str, Any] | None = None) -> None:
+        """The hook for the client's ``creds.update`` event, callable from any thread.
+
+        Never blocks and never raises: the update hops onto the loop thread
+        (``call_soon_threadsafe``), where
+        :meth:`AuthState.creds_updated <wa_session_store.AuthState.creds_updated>`
+        throttles the save. ``creds``, when given, becomes :attr:`creds`;
+        without it, :attr:`creds` is taken as changed in place. Either way the
+        loop gets a deep copy taken now. A refused update (bad creds, a closed
+        auth state or store) is logged at ERROR, as by the async hook.
+        """
+        try:
+            # The lock keeps the hops in the order the copies were taken when
+            # several threads report updates at once.
+            with self._hop_lock:
+                document = self._take(creds)
+                if not self._store.is_open:
+                    raise StoreClosedError("the store is closed")
+                self._loop.call_soon_threadsafe(self.state.creds_updated, document)
+        except Exception as exc:
+            logger.error(
+                "creds_updated() for %s failed; the update is not saved: %s",
+                self.session_id,
+                describe_error(exc),
+                extra={"session_id": self.session_id, "op": "creds_updated"},
+            )
+
+    def save_creds(self, creds: Mapping[str, Any] | None = None) -> None:
+        """Save now, bypassing the throttle (right after pairing or connecting).
+
+        The blocking twin of :meth:`AuthState.save_creds
+        <wa_session_store.AuthState.save_creds>`, with its errors. ``creds``,
+        when given, becomes :attr:`creds` first (and is put back if it is
+        refused as invalid); the loop saves a deep copy taken now.
+        """
+        before = self.creds
+        document = self._take(creds)
+        try:
+            self._run("save_creds", lambda: self.state.save_creds(document))
+        except InvalidInputError:
+            if creds is not None and self.creds is not before:
+                self.creds = before
+            raise
+
+    def _take(self, creds: Mapping[str, Any] | None) -> Any:
+        """Make ``creds`` (if a mapping) the current document; return what the loop gets."""
+        if creds is None:
+            return copy.deepcopy(self.creds)
+        if not isinstance(creds, Mapping):
+            return creds  # the async auth state refuses it, saying why
+        self.creds = creds if isinstance(creds, dict) else dict(creds)
+        return copy.deepcopy(self.creds)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- generated from AuthState by `python -m tests.test_sync --write`: do not edit --------------
+    def flush(self) -> None:
+        """Save the pending change now, if any, and wait for it.
+
+        Blocking twin of :meth:`~wa_session_store.AuthState.flush`: the same arguments, result
+        and errors.
+        """
+        return self._run("flush", lambda: self.state.flush())
+
+    def close(self, deadline: float = 10.0) -> None:
+        """Stop the backups, save what is pending, refuse further saves.
+
+        Blocking twin of :meth:`~wa_session_store.AuthState.aclose`: the same arguments, result
+        and errors.
+        """
+        return self._run("close", lambda: self.state.aclose(deadline))
+
+    # -- end of generated code ---------------------------------------------------------------------
+
+
+def _sync_auth_state(
+    store: SyncStore, load: Callable[[AuthStateStore], Coroutine[Any, Any, AuthState]]
+) -> SyncAuthState:
+    """Run ``load(store.store)`` on the loop thread; wrap the auth state it returns."""
+    if not isinstance(store, SyncStore):
+        raise InvalidTypeError(
+            f"store must be a SyncStore (e.g. open_sync_store(url)), not {type(store).__name__}"
+        )
+
+    async def start() -> tuple[AuthState, asyncio.AbstractEventLoop]:
+        return await load(store.store), asyncio.get_running_loop()
+
+    state, loop = store._run("use_sync_auth_state", start)
+    store._states.add(state)
+    return SyncAuthState(store, state, loop)
+
+
+# -- generated from use_auth_state by `python -m tests.test_sync --write`: do not edit -------------
+def use_sync_auth_state(
+    store: SyncStore,
+    session_id: str,
+    *,
+    throttle: float = 30.0,
+    backup_interval: float | None = 300.0,
+    initial_delay: float = 10.0,
+    backup_jitter: float = 0.0,
+    urgent: UrgentPredicate | None = prekey_counters_changed,
+    lease: Lease | None = None,
+    on_lost: Callable[[AuthState], None] | None = None,
+) -> SyncAuthState:
+    """Load a session's auth state from ``store`` and keep it saved.
+
+    Blocking twin of :func:`~wa_session_store.use_auth_state` (the same arguments and errors,
+    ``store`` a SyncStore). The auth state runs on the store's loop thread and is closed, saving
+    what is pending, by its close() or the store's.
+    """
+    return _sync_auth_state(
+        store,
+        lambda async_store: use_auth_state(
+            async_store,
+            session_id,
+            throttle=throttle,
+            backup_interval=backup_interval,
+            initial_delay=initial_delay,
+            backup_jitter=backup_jitter,
+            urgent=urgent,
+            lease=lease,
+            on_lost=on_lost,
+        ),
+    )
+
+
+# -- end of generated code -------------------------------------------------------------------------

@@ -1,0 +1,625 @@
+"""The synchronous facade: the whole contract suite through it, then what only it has,
+then the generator of its thin methods (``python -m tests.test_sync --write``).
+
+The contract suite runs here a second time, unchanged, through the facade:
+every ``test_*`` function of ``test_contract`` is imported into this module,
+and this module overrides the ``make_store`` fixture (pytest resolves fixtures
+from the test's module first) with one that wraps each store of the current
+backend in a :class:`SyncStore` behind :class:`ThreadedSyncStore`, an async
+adapter that calls the *blocking* methods in worker threads
+(``asyncio.to_thread``); what a contract test reaches beyond the protocol (a
+backend's private primitives) is the wrapped store's, also run on the facade's
+loop thread. So each contract test drives the sync path end to
+end — worker thread, blocking call, hop onto the facade's loop thread, the
+async core — on memory, SQLite and PostgreSQL, and the suite picks up new
+contract tests by itself. Neither ``test_contract.py`` nor ``conftest.py``
+knows about it.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import copy
+import gc
+import importlib.util
+import inspect
+import logging
+import re
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wa_session_store import (
+    AuthStateStore,
+    InvalidInputError,
+    InvalidTypeError,
+    MemoryStore,
+    SessionExistsError,
+    SessionStoreError,
+    SQLiteStore,
+    StoreClosedError,
+    StoreOperationError,
+    sync,
+)
+from wa_session_store.auth_state import AuthState
+from wa_session_store.store import BaseStore
+from wa_session_store.sync import (
+    THREAD_NAME,
+    BlockingCallInLoopError,
+    SyncAuthKeys,
+    SyncAuthState,
+    SyncStore,
+    open_sync_store,
+)
+
+from . import test_contract
+from .conftest import StoreFactory
+
+# -- the contract suite, through the facade ------------------------------------
+
+globals().update(
+    {name: test for name, test in vars(test_contract).items() if name.startswith("test_")}
+)
+
+
+def _in_worker_thread(name: str) -> Callable[..., Any]:
+    async def call(self: ThreadedSyncStore, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(getattr(self.sync, name), *args, **kwargs)
+
+    call.__name__ = name
+    return call
+
+
+class ThreadedSyncStore:
+    """An AuthStateStore whose every call is a blocking SyncStore call in a worker thread."""
+
+    def __init__(self, sync: SyncStore) -> None:
+        self.sync = sync
+
+    open = _in_worker_thread("open")
+    close = _in_worker_thread("close")
+    load_creds = _in_worker_thread("load_creds")
+    save_creds = _in_worker_thread("save_creds")
+    get_keys = _in_worker_thread("get_keys")
+    set_keys = _in_worker_thread("set_keys")
+    clear_keys = _in_worker_thread("clear_keys")
+    list_sessions = _in_worker_thread("list_sessions")
+    delete_session = _in_worker_thread("delete_session")
+    import_session = _in_worker_thread("import_session")
+    export_session = _in_worker_thread("export_session")
+    reencrypt = _in_worker_thread("reencrypt")
+
+    def __getattr__(self, name: str) -> Any:
+        # What a contract test reaches beyond the protocol (a backend's private
+        # primitives, its version clock) is the wrapped store's, run on the
+        # facade's loop thread like everything else.
+        value = getattr(self.sync.store, name)
+        if not inspect.iscoroutinefunction(value):
+            return value
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await asyncio.to_thread(self.sync._run, name, lambda: value(*args, **kwargs))
+
+        return call
+
+    async def __aenter__(self) -> ThreadedSyncStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+@pytest.fixture
+def make_store(make_store: StoreFactory) -> Iterator[Callable[..., Any]]:
+    """The backend's stores, each behind a SyncStore driven from worker threads."""
+    made: list[SyncStore] = []
+
+    def make(**options: Any) -> ThreadedSyncStore:
+        sync = SyncStore(make_store(**options))
+        made.append(sync)
+        return ThreadedSyncStore(sync)
+
+    yield make
+    for facade in made:  # a test that failed half-way leaves no loop thread behind
+        facade.close()
+
+
+@pytest.fixture
+async def store(make_store: Callable[..., Any]) -> AsyncIterator[Any]:
+    async with make_store() as opened:
+        yield opened
+
+
+# -- what only the facade has -----------------------------------------------------
+
+CREDS: dict[str, Any] = {
+    "registrationId": 7,
+    "noiseKey": {"private": b"\x01" * 32, "public": b"\x02" * 32},
+    "nextPreKeyId": 1,
+    "firstUnuploadedPreKeyId": 1,
+    "accountSyncCounter": 0,
+}
+
+
+def _loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'sessions.db'}"
+
+
+@pytest.fixture
+def no_leaked_threads() -> Iterator[None]:
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while (leaked := set(threading.enumerate()) - before) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not leaked, leaked
+
+
+def test_every_protocol_method_has_a_blocking_twin_with_its_signature() -> None:
+    names = [
+        name
+        for name, member in inspect.getmembers(AuthStateStore, inspect.iscoroutinefunction)
+        if not name.startswith("_")
+    ]
+    assert len(names) >= 11
+    for name in [*names, "reencrypt"]:
+        twin = getattr(SyncStore, name)
+        assert not inspect.iscoroutinefunction(twin), name
+        assert inspect.signature(twin) == inspect.signature(getattr(BaseStore, name)), name
+        if name not in ("open", "close"):  # the life cycle is the facade's own
+            assert f"BaseStore.{name}" in (twin.__doc__ or ""), name
+    for name in ("get", "set", "clear"):
+        assert not inspect.iscoroutinefunction(getattr(SyncAuthKeys, name))
+    assert "deadline" in inspect.signature(SyncAuthState.close).parameters
+    assert list(inspect.signature(sync.use_sync_auth_state).parameters)[:3] == [
+        "store",
+        "session_id",
+        "throttle",
+    ]
+
+
+def test_open_sync_store_round_trip(sqlite_url: str, no_leaked_threads: None) -> None:
+    with open_sync_store(sqlite_url) as store:
+        assert store.is_open
+        assert len(_loop_threads()) == 1
+        assert store.load_creds("s1") is None
+        store.save_creds("s1", CREDS)
+        store.set_keys("s1", {"pre-key": {"1": b"k", "2": {"x": 1}}})
+        assert store.load_creds("s1") == CREDS
+        assert store.get_keys("s1", "pre-key", ["1", 2, "3"]) == {
+            "1": b"k",
+            "2": {"x": 1},
+            "3": None,
+        }
+        assert [s.session_id for s in store.list_sessions()] == ["s1"]
+        assert "SQLiteStore" in repr(store)
+    assert not store.is_open
+    assert _loop_threads() == []
+    with open_sync_store(sqlite_url) as again:  # persisted, and the loop thread restarts
+        assert again.load_creds("s1") == CREDS
+
+
+def test_closing_stops_the_loop_thread_only_after_the_last_facade(
+    sqlite_url: str, no_leaked_threads: None
+) -> None:
+    first = open_sync_store(sqlite_url)
+    second = SyncStore(MemoryStore())
+    first.open()
+    second.open()
+    assert len(_loop_threads()) == 1  # one loop thread serves every open facade
+    first.close()
+    second.save_creds("s1", CREDS)  # still served
+    assert len(_loop_threads()) == 1
+    second.close()
+    assert _loop_threads() == []
+    first.close()  # closing twice does nothing
+    # SQLiteStore's own I/O thread is gone too (checked by no_leaked_threads).
+
+
+def test_exceptions_reach_the_caller_with_their_types(sqlite_url: str) -> None:
+    store = open_sync_store(sqlite_url)
+    with pytest.raises(StoreClosedError, match="not open"):
+        store.load_creds("s1")  # not opened: the core says so, not the facade
+    with store:
+        with pytest.raises(InvalidTypeError) as caught:
+            store.set_keys("s1", {"pre-key": {"1": {1, 2}}})
+        assert isinstance(caught.value, TypeError)  # InvalidTypeError is a TypeError too
+        with pytest.raises(InvalidInputError, match="session"):
+            store.load_creds("")
+        store.import_session("s1", CREDS, {})
+        with pytest.raises(SessionExistsError, match="overwrite=True"):
+            store.import_session("s1", CREDS, {})
+        with pytest.raises(InvalidInputError, match="cipher"):
+            store.reencrypt()
+    with pytest.raises(StoreClosedError):
+        store.save_creds("s1", CREDS)
+    with pytest.raises(InvalidTypeError, match="AuthStateStore"):
+        SyncStore("sqlite:///x.db")  # type: ignore[arg-type]
+
+
+def test_driver_errors_keep_their_cause(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    with SyncStore(SQLiteStore(path)) as store:
+        store.save_creds("s1", CREDS)
+        import sqlite3
+
+        with sqlite3.connect(path) as conn:
+            conn.execute("DROP TABLE wa_keys")
+        with pytest.raises(StoreOperationError) as caught:
+            store.get_keys("s1", "pre-key", ["1"])
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+
+
+async def test_a_blocking_call_in_a_running_loop_is_refused(sqlite_url: str) -> None:
+    store = open_sync_store(sqlite_url)
+    await asyncio.to_thread(store.open)
+    try:
+        with pytest.raises(BlockingCallInLoopError, match=r"load_creds\(\).*to_thread") as caught:
+            store.load_creds("s1")
+        assert isinstance(caught.value, RuntimeError)
+        assert isinstance(caught.value, SessionStoreError)
+        with pytest.raises(BlockingCallInLoopError):
+            store.close()
+        assert await asyncio.to_thread(store.load_creds, "s1") is None  # the way out
+    finally:
+        await asyncio.to_thread(store.close)
+
+
+def test_a_hook_calling_back_into_the_facade_is_refused_not_deadlocked(tmp_path: Path) -> None:
+    from wa_session_store import AESGCMCipher
+
+    pytest.importorskip("cryptography")
+    errors: list[BaseException] = []
+    facades: list[SyncStore] = []
+
+    def progress(_: object) -> None:  # runs on the loop thread
+        try:
+            facades[0].list_sessions()
+        except BaseException as exc:
+            errors.append(exc)
+
+    cipher = AESGCMCipher({"k1": AESGCMCipher.generate_key()}, active="k1")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with open_sync_store(url) as plain:
+        plain.save_creds("s1", CREDS)
+    with open_sync_store(url, cipher=cipher, allow_plaintext=True) as facade:
+        facades.append(facade)
+        counts = facade.reencrypt(progress=progress)
+    assert counts.rewritten == 1
+    assert errors
+    assert all(type(e) is BlockingCallInLoopError for e in errors)
+
+
+def test_calls_from_many_threads_at_once(sqlite_url: str) -> None:
+    with open_sync_store(sqlite_url) as store:
+
+        def writer(n: int) -> None:
+            for i in range(20):
+                store.set_keys("shared", {"pre-key": {f"{n}-{i}": i}})
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ids = [f"{n}-{i}" for n in range(8) for i in range(20)]
+        assert store.get_keys("shared", "pre-key", ids) == {
+            f"{n}-{i}": i for n in range(8) for i in range(20)
+        }
+
+
+# -- the sync auth state ------------------------------------------------------------
+
+
+def test_sync_auth_state_round_trip(sqlite_url: str, no_leaked_threads: None) -> None:
+    with open_sync_store(sqlite_url) as store:
+        with sync.use_sync_auth_state(store, "bot", backup_interval=None) as auth:
+            assert auth.creds is None
+            assert isinstance(auth.keys, SyncAuthKeys)
+            auth.save_creds(dict(CREDS))
+            assert auth.creds == CREDS
+            auth.keys.set({"pre-key": {"1": b"k"}, "session": {"a": b"s"}})
+            assert auth.keys.get("pre-key", ["1", "2"]) == {"1": b"k", "2": None}
+            auth.keys.clear()
+            assert auth.keys.get("session", ["a"]) == {"a": None}
+        assert auth.closed
+        assert store.load_creds("bot") == CREDS
+        with pytest.raises(StoreClosedError):
+            auth.save_creds()
+        again = sync.use_sync_auth_state(store, "bot")
+        assert again.creds == CREDS
+
+
+def test_creds_updated_from_foreign_threads_is_saved_on_the_loop(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen_threads: set[str] = set()
+    original = AuthState.creds_updated
+
+    def spy(self: AuthState, creds: Any = None) -> None:
+        seen_threads.add(threading.current_thread().name)
+        original(self, creds)
+
+    monkeypatch.setattr(AuthState, "creds_updated", spy)
+    with open_sync_store(sqlite_url) as store:
+        auth = sync.use_sync_auth_state(store, "bot", throttle=0.05, backup_interval=None)
+        auth.save_creds(dict(CREDS))
+        counter = 0
+        lock = threading.Lock()
+
+        def client_thread() -> None:
+            nonlocal counter
+            for _ in range(200):
+                with lock:
+                    counter += 1
+                    auth.creds_updated({**CREDS, "accountSyncCounter": counter})
+
+        threads = [threading.Thread(target=client_thread) for _ in range(4)]
+        started = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        hooked = time.perf_counter() - started
+        auth.flush()
+        assert not auth.pending
+        assert store.load_creds("bot") == {**CREDS, "accountSyncCounter": 800}
+        assert auth.state.throttler.runs < 100  # throttled, not one save per update
+        assert hooked < 2.0  # 800 non-blocking calls
+    assert seen_threads == {THREAD_NAME}
+
+
+def test_creds_updated_in_place_and_never_raising(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with open_sync_store(sqlite_url) as store:
+        auth = sync.use_sync_auth_state(store, "bot", throttle=0, backup_interval=None)
+        auth.creds_updated()  # no creds yet: logged, not raised
+        auth.save_creds(dict(CREDS))
+        assert auth.creds is not None
+        auth.creds["accountSyncCounter"] = 5  # changed in place by the client
+        auth.creds_updated()
+        auth.creds["accountSyncCounter"] = 6  # the loop saves its own copy, taken above
+        auth.flush()
+        assert store.load_creds("bot") == {**CREDS, "accountSyncCounter": 5}
+        with caplog.at_level(logging.ERROR, logger="wa_session_store"):
+            auth.creds_updated(42)  # type: ignore[arg-type]  # refused on the loop, logged
+            auth.flush()
+        assert any("must be a mapping" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="wa_session_store"):
+        auth.creds_updated({**CREDS, "accountSyncCounter": 7})  # the store is closed
+    assert any("not saved" in r.getMessage() for r in caplog.records)
+
+
+def test_save_creds_refused_puts_the_previous_document_back(sqlite_url: str) -> None:
+    with open_sync_store(sqlite_url) as store:
+        auth = sync.use_sync_auth_state(store, "bot", backup_interval=None)
+        auth.save_creds(dict(CREDS))
+        with pytest.raises(InvalidTypeError):
+            auth.save_creds({"bad": {1, 2}})
+        assert auth.creds == CREDS
+        assert store.load_creds("bot") == CREDS
+        with pytest.raises(InvalidTypeError):
+            sync.use_sync_auth_state(store.store, "bot")  # type: ignore[arg-type]
+
+
+def test_closing_the_store_saves_pending_creds_of_its_auth_states(sqlite_url: str) -> None:
+    with open_sync_store(sqlite_url) as store:
+        auth = sync.use_sync_auth_state(
+            store, "bot", throttle=60, backup_interval=None, urgent=None
+        )
+        auth.save_creds(dict(CREDS))
+        auth.creds_updated({**CREDS, "accountSyncCounter": 99})  # held back by the throttle
+        deadline = time.monotonic() + 5
+        while not auth.pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert auth.pending
+    assert auth.closed
+    with open_sync_store(sqlite_url) as store:
+        assert (store.load_creds("bot") or {})["accountSyncCounter"] == 99
+
+
+def test_an_unclosed_auth_state_does_not_outlive_the_loop(
+    sqlite_url: str, no_leaked_threads: None
+) -> None:
+    store = open_sync_store(sqlite_url)
+    store.open()
+    sync.use_sync_auth_state(store, "bot", backup_interval=0.05, initial_delay=0.01)
+    time.sleep(0.1)
+    store.close()
+    gc.collect()
+    assert _loop_threads() == []
+
+
+def test_a_store_left_open_is_closed_at_exit_saving_pending_creds(sqlite_url: str) -> None:
+    script = f"""
+from wa_session_store.sync import open_sync_store, use_sync_auth_state
+
+store = open_sync_store({sqlite_url!r})
+store.open()
+
+def bot():
+    auth = use_sync_auth_state(store, "bot", throttle=60, backup_interval=None, urgent=None)
+    auth.save_creds({{"n": 0}})
+    auth.creds_updated({{"n": 1}})  # held back by the throttle
+
+bot()  # the facade of the auth state is gone, its pending save is not; no close()
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    with open_sync_store(sqlite_url) as store:
+        assert store.load_creds("bot") == {"n": 1}
+
+
+async def test_the_contract_suite_here_runs_through_the_facade(store: Any) -> None:
+    assert isinstance(store, ThreadedSyncStore)
+    assert store.sync.is_open
+    assert len(_loop_threads()) == 1
+
+
+# -- the generated methods ----------------------------------------------------------
+#
+# The thin blocking methods of wa_session_store/sync.py are generated from the
+# coroutines they mirror, psycopg-style: `python -m tests.test_sync --write`
+# rewrites the regions between "# -- generated from X" and "# -- end of
+# generated code" markers; the test below fails when they are stale.
+
+SOURCES: dict[str, tuple[str, str]] = {
+    # source (class or function): (where its calls go, its public path for docstrings)
+    "BaseStore": ("self._store", "wa_session_store.store.BaseStore"),
+    "AuthKeys": ("self._keys", "wa_session_store.AuthKeys"),
+    "AuthState": ("self.state", "wa_session_store.AuthState"),
+    "use_auth_state": ("", "wa_session_store.use_auth_state"),
+}
+# Twins whose name differs from their coroutine's.
+RENAMES = {"aclose": "close", "use_auth_state": "use_sync_auth_state"}
+SYNC_PY = Path(__file__).resolve().parents[1] / "src" / "wa_session_store" / "sync.py"
+MARKER = re.compile(r"^(?P<indent> *)# -- generated from (?P<source>\w+)\b.*$", re.MULTILINE)
+END = "# -- end of generated code"
+
+
+def _source_nodes() -> dict[str, ast.ClassDef | ast.AsyncFunctionDef]:
+    nodes: dict[str, ast.ClassDef | ast.AsyncFunctionDef] = {}
+    for module in ("store.py", "auth_state.py"):
+        for node in ast.parse((SYNC_PY.parent / module).read_text()).body:
+            if isinstance(node, (ast.ClassDef, ast.AsyncFunctionDef)):
+                nodes[node.name] = node
+    return nodes
+
+
+def _call_arguments(args: ast.arguments) -> str:
+    """``a, b, *rest, c=c, **options`` for the parameters after the first."""
+    positional = [*args.posonlyargs, *args.args][1:]
+    parts = [a.arg for a in positional]
+    if args.vararg:
+        parts.append(f"*{args.vararg.arg}")
+    parts += [f"{a.arg}={a.arg}" for a in args.kwonlyargs]
+    if args.kwarg:
+        parts.append(f"**{args.kwarg.arg}")
+    return ", ".join(parts)
+
+
+def _twin(node: ast.AsyncFunctionDef, *, indent: str, pointer: str, body: str) -> str:
+    header = ast.FunctionDef(**{field: getattr(node, field) for field in node._fields})
+    header.name = RENAMES.get(node.name, node.name)
+    header.body = [ast.Pass()]
+    header.decorator_list = []
+    if node.name == "use_auth_state":  # takes a SyncStore, returns a SyncAuthState
+        header.args = copy.deepcopy(node.args)
+        header.args.args[0].annotation = ast.Name("SyncStore")
+        header.returns = ast.Name("SyncAuthState")
+    signature = ast.unparse(ast.fix_missing_locations(header)).rsplit("\n", 1)[0]
+    summary = (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
+    inner = indent + "    "
+    doc = "\n".join(
+        [
+            textwrap.fill(summary, 96, initial_indent=f'{inner}"""', subsequent_indent=inner),
+            "",
+            textwrap.fill(pointer, 96, initial_indent=inner, subsequent_indent=inner),
+            f'{inner}"""',
+        ]
+    )
+    return f"{indent}{signature}\n{doc}\n{inner}{body}\n"
+
+
+def _generate(text: str) -> str:
+    """``text`` (sync.py) with every generated region produced again."""
+    nodes = _source_nodes()
+    protocol = {n.name for n in ast.walk(nodes["AuthStateStore"]) if hasattr(n, "name")}
+    out: list[str] = []
+    position = 0
+    for marker in MARKER.finditer(text):
+        end = text.index(END, marker.end())
+        end = text.rindex("\n", 0, end) + 1
+        indent, source = marker["indent"], marker["source"]
+        target, path = SOURCES[source]
+        out.append(text[position : marker.end() + 1])
+        node = nodes[source]
+        twins: list[str] = []
+        if isinstance(node, ast.AsyncFunctionDef):  # a function: use_auth_state
+            twins.append(
+                _twin(
+                    node,
+                    indent=indent,
+                    pointer=f"Blocking twin of :func:`~{path}` (the same arguments and errors, "
+                    "``store`` a SyncStore). The auth state runs on the store's loop "
+                    "thread and is closed, saving what is pending, by its close() or "
+                    "the store's.",
+                    body=f"return _sync_auth_state(store, lambda async_store: "
+                    f"{node.name}(async_store, {_call_arguments(node.args)}))",
+                )
+            )
+        else:
+            facade = text[: marker.start()].rsplit("\nclass ", 1)[1]
+            written = set(re.findall(r"^    def (\w+)\(", facade, re.MULTILINE))
+            for method in node.body:
+                if not isinstance(method, ast.AsyncFunctionDef) or method.name.startswith("_"):
+                    continue
+                name = RENAMES.get(method.name, method.name)
+                if name in written:
+                    continue  # the facade's own (life cycle, thread hops)
+                on = target
+                if source == "BaseStore" and method.name not in protocol:
+                    on = "self._base_store()"
+                twins.append(
+                    _twin(
+                        method,
+                        indent=indent,
+                        pointer=f"Blocking twin of :meth:`~{path}.{method.name}`: the same "
+                        "arguments, result and errors.",
+                        body=f"return self._run({name!r}, lambda: "
+                        f"{on}.{method.name}({_call_arguments(method.args)}))",
+                    )
+                )
+        out.append("\n".join(twins))
+        position = end
+    out.append(text[position:])
+    return _ruff_format("".join(out))
+
+
+def _ruff_format(text: str) -> str:
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (pip install -e '.[lint]')")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(SYNC_PY), "-"],
+        input=text,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+    )
+    return done.stdout
+
+
+def test_generated_methods_are_current() -> None:
+    current = SYNC_PY.read_text()
+    expected = _generate(current)
+    assert current == expected, (
+        "src/wa_session_store/sync.py is stale: run `python -m tests.test_sync --write`"
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] not in (["--write"], ["--check"]):
+        sys.exit("usage: python -m tests.test_sync --write | --check")
+    text = SYNC_PY.read_text()
+    generated = _generate(text)
+    if sys.argv[1] == "--write":
+        SYNC_PY.write_text(generated)
+    elif generated != text:
+        sys.exit(f"{SYNC_PY} is stale: run python -m tests.test_sync --write")
