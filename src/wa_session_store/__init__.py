@@ -8,6 +8,7 @@ from ._open import open_store
 from .auth_state import (
     AuthKeys,
     AuthState,
+    AuthStateOptions,
     RestoreResult,
     close_all,
     install_shutdown_handler,
@@ -48,6 +49,7 @@ __all__ = [
     "AttemptTimeoutError",
     "AuthKeys",
     "AuthState",
+    "AuthStateOptions",
     "AuthStateStore",
     "BackupScheduler",
     "Cipher",

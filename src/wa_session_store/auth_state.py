@@ -17,7 +17,9 @@ import signal
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
+
+from typing_extensions import Unpack
 
 from .errors import (
     InvalidInputError,
@@ -33,6 +35,7 @@ from .throttle import BackupScheduler, Throttler
 __all__ = [
     "AuthKeys",
     "AuthState",
+    "AuthStateOptions",
     "RestoreResult",
     "UrgentPredicate",
     "close_all",
@@ -439,21 +442,26 @@ class RestoreResult:
     failed: dict[str, Exception] = field(default_factory=dict)
 
 
+class AuthStateOptions(TypedDict, total=False):
+    """The per-session options of :func:`use_auth_state` (for functions that pass them on)."""
+
+    throttle: float
+    backup_interval: float | None
+    initial_delay: float
+    backup_jitter: float
+    urgent: UrgentPredicate | None
+
+
 async def restore_all(
-    store: AuthStateStore,
-    *,
-    concurrency: int = 16,
-    throttle: float = 30.0,
-    backup_interval: float | None = 300.0,
-    initial_delay: float = 10.0,
-    backup_jitter: float = 0.0,
-    urgent: UrgentPredicate | None = prekey_counters_changed,
+    store: AuthStateStore, *, concurrency: int = 16, **options: Unpack[AuthStateOptions]
 ) -> RestoreResult:
     """Bring back every stored session at start-up.
 
-    Sessions load ``concurrency`` at a time (each with the store's retries);
-    a session that fails is reported in ``failed`` and logged, and the others
-    go on. The other arguments are those of :func:`use_auth_state`.
+    Sessions load ``concurrency`` (default 16) at a time, each with the
+    store's retries; a session that fails is reported in ``failed`` and
+    logged, and the others go on. ``options`` are those of
+    :func:`use_auth_state` (``throttle``, ``backup_interval``,
+    ``initial_delay``, ``backup_jitter``, ``urgent``), applied to every session.
 
     Raises:
         InvalidInputError: ``concurrency`` is not a positive int.
@@ -468,15 +476,7 @@ async def restore_all(
     async def restore(session_id: str) -> None:
         async with gate:
             try:
-                result.states[session_id] = await use_auth_state(
-                    store,
-                    session_id,
-                    throttle=throttle,
-                    backup_interval=backup_interval,
-                    initial_delay=initial_delay,
-                    backup_jitter=backup_jitter,
-                    urgent=urgent,
-                )
+                result.states[session_id] = await use_auth_state(store, session_id, **options)
             except Exception as exc:
                 result.failed[session_id] = exc
                 logger.error(

@@ -34,7 +34,7 @@ import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, TypeAlias, TypedDict
+from typing import Any, Final, TypeAlias
 
 from typing_extensions import Self, Unpack
 
@@ -57,7 +57,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'wa-session-store[pyaileys]'"
     ) from exc
 
-from ..auth_state import AuthKeys, AuthState, UrgentPredicate, use_auth_state
+from ..auth_state import AuthKeys, AuthState, AuthStateOptions, use_auth_state
 from ..errors import InvalidInputError, InvalidTypeError, describe_error
 from ..store import AuthStateStore
 
@@ -542,16 +542,6 @@ def creds_from_document(doc: Mapping[str, Any]) -> AuthenticationCreds:
 
 
 # -- the auth state -----------------------------------------------------------
-
-
-class AuthStateOptions(TypedDict, total=False):
-    """The options of :func:`~wa_session_store.use_auth_state`."""
-
-    throttle: float
-    backup_interval: float | None
-    initial_delay: float
-    backup_jitter: float
-    urgent: UrgentPredicate | None
 
 
 Attachable: TypeAlias = WhatsAppClient | WASocket | AsyncEventEmitter
