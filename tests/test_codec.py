@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from wa_session_store import InvalidInputError, InvalidTypeError
 from wa_session_store._codec import (
+    _encode_text,
+    _flat_buffers,
     check_category,
     check_key_id,
     check_session_id,
@@ -168,3 +170,14 @@ def test_corrupt_stored_data_is_a_decode_error() -> None:
     for data in (b"\xff\xfe", b"{not json", b'{"type":"Buffer","data":"!!"}'):
         with pytest.raises(DecodeError):
             decode_value(data, what="v")
+
+
+@given(st.dictionaries(text, st.binary(), min_size=1, max_size=6))
+def test_key_pair_fast_path_writes_what_the_encoder_writes(value: dict[str, bytes]) -> None:
+    assert _flat_buffers(value) == _encode_text(value)
+    assert encode_value(value, what="v") == _encode_text(value).encode()
+
+
+def test_key_pair_fast_path_leaves_other_shapes_to_the_encoder() -> None:
+    for value in ({"a": b"x", "n": 1}, {"a": bytearray(b"x")}, {1: b"x"}, {}, [b"x"], b"x"):
+        assert _flat_buffers(value) is None

@@ -13,7 +13,8 @@ import binascii
 import json
 import re
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any, Final
 
 from .errors import DecodeError, InvalidInputError, InvalidTypeError
@@ -85,59 +86,112 @@ def check_key_ids(ids: object) -> list[str]:
     return list(dict.fromkeys(check_key_id(key_id) for key_id in ids))
 
 
+_b2a = binascii.b2a_base64
+
+if sys.version_info >= (3, 11):
+
+    def _a2b(text: str) -> bytes:
+        return binascii.a2b_base64(text, strict_mode=True)
+
+else:  # pragma: no cover - Python 3.10
+
+    def _a2b(text: str) -> bytes:
+        return base64.b64decode(text, validate=True)
+
+
 def _default(obj: object) -> Any:
     if isinstance(obj, (bytes, bytearray, memoryview)):
-        return {"type": "Buffer", "data": base64.b64encode(obj).decode("ascii")}
+        return {"type": "Buffer", "data": _b2a(obj, newline=False).decode("ascii")}
     raise TypeError(type(obj).__name__)
 
 
-_encoder = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
-)
+def _make_encoder() -> Callable[[object], str]:
+    """The C JSON encoder, built once (``JSONEncoder.encode`` builds one per call).
+
+    Without circular-reference markers: a value that refers to itself recurses
+    until the interpreter's limit, which is reported as too deep.
+    """
+    maker = getattr(json.encoder, "c_make_encoder", None)
+    if maker is not None:
+        try:
+            iterencode = maker(
+                None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+            )
+            if "".join(iterencode({"k": b"\x00"}, 0)) == '{"k":{"type":"Buffer","data":"AA=="}}':
+                return lambda value: "".join(iterencode(value, 0))
+        except (TypeError, ValueError):  # pragma: no cover - another interpreter's encoder
+            pass
+    fallback = json.JSONEncoder(  # pragma: no cover - interpreters without the C encoder
+        ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
+    )
+    return fallback.encode  # pragma: no cover
 
 
-def encode_value(value: object, *, what: str, max_size: int = DEFAULT_MAX_VALUE_SIZE) -> bytes:
+_encode_text = _make_encoder()
+_encode_str = json.encoder.encode_basestring
+
+
+def _flat_buffers(value: object) -> str | None:
+    """The JSON of a ``{str: bytes}`` dict — a key pair, the commonest value — or None.
+
+    The same text the general encoder writes, built without a Python call
+    back per bytes object: most of a first pairing's 812 pre-keys go this way.
+    """
+    if type(value) is not dict or not value:
+        return None
+    parts = []
+    for key, item in value.items():
+        if type(key) is not str or type(item) is not bytes:
+            return None
+        data = _b2a(item, newline=False).decode("ascii")
+        parts.append(f'{_encode_str(key)}:{{"type":"Buffer","data":"{data}"}}')
+    return "{" + ",".join(parts) + "}"
+
+
+def _named(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
+
+
+def encode_value(
+    value: object, *, what: str | Callable[[], str], max_size: int = DEFAULT_MAX_VALUE_SIZE
+) -> bytes:
     """Encode one value as UTF-8 BufferJSON.
 
-    ``what`` names the value in error messages (e.g. ``"value of pre-key 7"``);
-    it must not contain the value itself.
+    ``what`` names the value in error messages (e.g. ``"value of pre-key 7"``),
+    or is a callable returning that name; it must not contain the value itself.
 
     Raises:
         InvalidTypeError: a type JSON cannot hold (set, arbitrary object, ...).
-        InvalidInputError: NaN or infinity, a circular reference, nesting
+        InvalidInputError: NaN or infinity, a circular reference or nesting
             deeper than the interpreter's recursion limit, a lone surrogate,
             or an encoded size over ``max_size`` bytes.
     """
     try:
-        text = _encoder.encode(value)
+        text = _flat_buffers(value) or _encode_text(value)
     except TypeError as exc:
         raise InvalidTypeError(
-            f"{what} holds a {exc.args[0] if exc.args else 'value'} object; allowed are "
+            f"{_named(what)} holds a {exc.args[0] if exc.args else 'value'} object; allowed are "
             "dict (str keys), list, tuple, str, int, float, bool, None and bytes-like objects"
         ) from None
     except RecursionError:
         raise InvalidInputError(
-            f"{what} is nested too deeply to encode; nesting must stay well below "
-            f"Python's recursion limit ({sys.getrecursionlimit()})"
+            f"{_named(what)} is nested too deeply, or refers to itself; values must be trees "
+            f"nested well below Python's recursion limit ({sys.getrecursionlimit()})"
         ) from None
-    except ValueError as exc:
-        if "ircular" in str(exc):
-            raise InvalidInputError(
-                f"{what} contains a circular reference; values must be trees of JSON types"
-            ) from None
+    except ValueError:
         raise InvalidInputError(
-            f"{what} holds NaN or infinity, which JSON cannot represent; use finite numbers"
+            f"{_named(what)} holds NaN or infinity, which JSON cannot represent; use finite numbers"
         ) from None
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InvalidInputError(
-            f"{what} contains a lone surrogate (U+{ord(text[exc.start]):04X}), "
+            f"{_named(what)} contains a lone surrogate (U+{ord(text[exc.start]):04X}), "
             "which UTF-8 cannot store; strings must be valid Unicode"
         ) from None
     if len(data) > max_size:
         raise InvalidInputError(
-            f"{what} encodes to {len(data):,} bytes; the limit is {max_size:,} "
+            f"{_named(what)} encodes to {len(data):,} bytes; the limit is {max_size:,} "
             "(raise max_value_size to allow more)"
         )
     return data
@@ -149,22 +203,27 @@ def _buffer_hook(obj: dict[str, Any]) -> Any:
     if obj.get("type") == "Buffer" or obj.get("buffer") is True:
         data = obj["data"] if "data" in obj else obj.get("value")
         if isinstance(data, str):
-            return base64.b64decode(data, validate=True)
+            return _a2b(data)
         if isinstance(data, list):
             return bytes(data)
     return obj
 
 
-def decode_value(data: bytes | bytearray | memoryview, *, what: str) -> Any:
+_decoder = json.JSONDecoder(object_hook=_buffer_hook)
+
+
+def decode_value(data: bytes | bytearray | memoryview, *, what: str | Callable[[], str]) -> Any:
     """Decode a stored value; Buffer objects come back as ``bytes``.
 
     Raises:
         DecodeError: the data is not UTF-8 BufferJSON.
     """
     try:
-        return json.loads(bytes(data), object_hook=_buffer_hook)
+        return _decoder.decode(bytes(data).decode("utf-8"))
     except (ValueError, TypeError, RecursionError, binascii.Error) as exc:
-        raise DecodeError(f"{what} is not valid BufferJSON ({type(exc).__name__})") from None
+        raise DecodeError(
+            f"{_named(what)} is not valid BufferJSON ({type(exc).__name__})"
+        ) from None
 
 
 def encode_creds(creds: object, *, session_id: str, max_size: int) -> bytes:
@@ -174,6 +233,10 @@ def encode_creds(creds: object, *, session_id: str, max_size: int) -> bytes:
             f"creds for session {session_id!r} must be a mapping (dict), not {type(creds).__name__}"
         )
     return encode_value(creds, what=f"creds of session {session_id!r}", max_size=max_size)
+
+
+def _key_value_name(category: str, key_id: str) -> str:
+    return f"value of {category} key {key_id!r}"
 
 
 KeyRow = tuple[str, str, "bytes | None"]
@@ -209,7 +272,9 @@ def encode_key_batch(data: object, *, max_size: int) -> list[KeyRow]:
                 None
                 if value is None
                 else encode_value(
-                    value, what=f"value of {category} key {key_id!r}", max_size=max_size
+                    value,
+                    what=partial(_key_value_name, category, key_id),
+                    max_size=max_size,
                 )
             )
     return [(category, key_id, blob) for (category, key_id), blob in rows.items()]

@@ -8,12 +8,14 @@ other error fails at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -169,85 +171,169 @@ class RetryPolicy:
             Exception: a non-transient error, as ``attempt`` raised it.
         """
         started = time.monotonic()
-        target = session_id if session_id is not None else "the store"
-        fields = {"session_id": session_id, "op": operation, "attempts": self.attempts}
+        run = _Run(self, operation, session_id, started, is_transient, on_retry, on_giveup)
+        # The first attempt runs bare: nearly every call succeeds at once, and
+        # tenacity's machinery would cost tens of microseconds on each one.
+        try:
+            result = await attempt(self._attempt_timeout(started))
+        except Exception as exc:
+            if not run.transient(exc):
+                raise
+            failure = exc
+        else:
+            run.succeeded(1)
+            return result
+        return await self._retry(run, attempt, failure)
 
-        def transient(exc: BaseException) -> bool:
-            return isinstance(exc, AttemptTimeoutError) or is_transient(exc)
+    def _attempt_timeout(self, started: float) -> float:
+        if self.deadline is None:
+            return self.timeout
+        return max(0.001, min(self.timeout, self.deadline - (time.monotonic() - started)))
+
+    async def _retry(
+        self, run: _Run, attempt: Callable[[float], Awaitable[T]], failure: Exception
+    ) -> T:
+        """Attempts 2 and later, on tenacity, after the first one failed with ``failure``."""
+        wait = self.wait_before(1) + random.uniform(0, self.jitter)
+        elapsed = time.monotonic() - run.started
+        if self.attempts == 1 or (self.deadline is not None and elapsed + wait >= self.deadline):
+            run.give_up(1, failure)
+        run.retrying(1, failure, wait)
+        await asyncio.sleep(wait)
 
         def before_sleep(state: RetryCallState) -> None:
             assert state.outcome is not None
             cause = state.outcome.exception()
             assert cause is not None
-            wait = state.upcoming_sleep
-            details = RetryDetails(
-                operation,
-                session_id,
-                state.attempt_number,
-                self.attempts,
-                time.monotonic() - started,
-                wait,
-                cause,
-            )
-            logger.warning(
-                "attempt %d/%d failed for %s: %s: %s; retrying in %.1fs",
-                state.attempt_number,
-                self.attempts,
-                target,
-                operation,
-                describe_error(cause),
-                wait,
-                extra={**fields, "attempt": state.attempt_number, "elapsed": details.elapsed},
-            )
-            _call_hook(on_retry, details)
+            run.retrying(state.attempt_number + 1, cause, state.upcoming_sleep)
 
-        stop: stop_base = stop_after_attempt(self.attempts)
+        stop: stop_base = stop_after_attempt(self.attempts - 1)
         if self.deadline is not None:
-            stop = stop | stop_before_delay(self.deadline)
+            stop = stop | stop_before_delay(self.deadline - (time.monotonic() - run.started))
         retrying = AsyncRetrying(
             stop=stop,
-            wait=wait_incrementing(self.backoff, self.backoff, self.max_backoff)
+            # Tenacity counts from 1 again: its attempt n is the policy's n + 1.
+            wait=wait_incrementing(2 * self.backoff, self.backoff, self.max_backoff)
             + wait_random(0, self.jitter),
-            retry=retry_if_exception(transient),
+            retry=retry_if_exception(run.transient),
             before_sleep=before_sleep,
             reraise=True,
         )
-        number = 0
+        number = 1
         try:
             async for try_ in retrying:
                 with try_:
-                    number = try_.retry_state.attempt_number
-                    timeout = self.timeout
-                    if self.deadline is not None:
-                        timeout = max(
-                            0.001, min(timeout, self.deadline - (time.monotonic() - started))
-                        )
-                    result = await attempt(timeout)
+                    number = try_.retry_state.attempt_number + 1
+                    result = await attempt(self._attempt_timeout(run.started))
         except Exception as exc:
-            if not transient(exc):
+            if not run.transient(exc):
                 raise
-            elapsed = time.monotonic() - started
-            logger.error(
-                "giving up on %s after %d attempts: %s: %s",
-                target,
-                number,
-                operation,
-                describe_error(exc),
-                extra={**fields, "attempt": number, "elapsed": elapsed},
-            )
-            _call_hook(
-                on_giveup,
-                RetryDetails(operation, session_id, number, self.attempts, elapsed, 0.0, exc),
-            )
-            raise StoreUnavailableError(operation, session_id, number, elapsed, exc) from exc
-        logger.debug(
-            "%s %s (attempt %d)",
-            f"session {session_id}" if session_id is not None else "store",
-            _PAST.get(operation, "done"),
-            number,
-            extra={**fields, "attempt": number, "elapsed": time.monotonic() - started},
-        )
+            run.give_up(number, exc)
+        run.succeeded(number)
         return result
+
+
+class _Run:
+    """One call under a policy: classification, logging and hooks of its attempts."""
+
+    __slots__ = (
+        "_is_transient",
+        "on_giveup",
+        "on_retry",
+        "operation",
+        "policy",
+        "session_id",
+        "started",
+    )
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        operation: str,
+        session_id: str | None,
+        started: float,
+        is_transient: Callable[[BaseException], bool],
+        on_retry: RetryHook | None,
+        on_giveup: RetryHook | None,
+    ) -> None:
+        self.policy = policy
+        self.operation = operation
+        self.session_id = session_id
+        self.started = started
+        self._is_transient = is_transient
+        self.on_retry = on_retry
+        self.on_giveup = on_giveup
+
+    def transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, AttemptTimeoutError) or self._is_transient(exc)
+
+    @property
+    def target(self) -> str:
+        return self.session_id if self.session_id is not None else "the store"
+
+    def fields(self, attempt: int, elapsed: float) -> dict[str, object]:
+        return {
+            "session_id": self.session_id,
+            "op": self.operation,
+            "attempt": attempt,
+            "attempts": self.policy.attempts,
+            "elapsed": elapsed,
+        }
+
+    def succeeded(self, attempt: int) -> None:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s %s (attempt %d)",
+                f"session {self.session_id}" if self.session_id is not None else "store",
+                _PAST.get(self.operation, "done"),
+                attempt,
+                extra=self.fields(attempt, time.monotonic() - self.started),
+            )
+
+    def retrying(self, attempt: int, cause: BaseException, wait: float) -> None:
+        elapsed = time.monotonic() - self.started
+        logger.warning(
+            "attempt %d/%d failed for %s: %s: %s; retrying in %.1fs",
+            attempt,
+            self.policy.attempts,
+            self.target,
+            self.operation,
+            describe_error(cause),
+            wait,
+            extra=self.fields(attempt, elapsed),
+        )
+        _call_hook(
+            self.on_retry,
+            RetryDetails(
+                self.operation,
+                self.session_id,
+                attempt,
+                self.policy.attempts,
+                elapsed,
+                wait,
+                cause,
+            ),
+        )
+
+    def give_up(self, attempt: int, cause: BaseException) -> NoReturn:
+        elapsed = time.monotonic() - self.started
+        logger.error(
+            "giving up on %s after %d attempts: %s: %s",
+            self.target,
+            attempt,
+            self.operation,
+            describe_error(cause),
+            extra=self.fields(attempt, elapsed),
+        )
+        _call_hook(
+            self.on_giveup,
+            RetryDetails(
+                self.operation, self.session_id, attempt, self.policy.attempts, elapsed, 0.0, cause
+            ),
+        )
+        raise StoreUnavailableError(
+            self.operation, self.session_id, attempt, elapsed, cause
+        ) from cause
 
 
 def _call_hook(hook: RetryHook | None, details: RetryDetails) -> None:

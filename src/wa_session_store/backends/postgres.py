@@ -461,9 +461,12 @@ class PostgresStore(BaseStore):
             }
             await self._fenced(self.schema.write_keys_fenced, params, timeout)
             return
-        await self._query(
-            timeout, self.schema.write_keys, (categories, key_ids, values, session_id, session_id)
-        )
+        if None in values:
+            batch = (categories, key_ids, values, session_id, session_id)
+            await self._query(timeout, self.schema.write_keys, batch)
+        else:
+            upserts = (session_id, categories, key_ids, values)
+            await self._query(timeout, self.schema.upsert_keys, upserts)
 
     async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
         if fence is not None:

@@ -107,6 +107,14 @@ class Schema:
             " ON CONFLICT (session_id, category, key_id)"
             " DO UPDATE SET value = excluded.value, updated_at = now()"
         ).format(keys=keys)
+        # A batch without deletions (a first pairing's pre-keys) skips the delete part.
+        self.upsert_keys = sql.SQL(
+            "INSERT INTO {keys} (session_id, category, key_id, value)"
+            " SELECT %s, category, key_id, value FROM"
+            " unnest(%b::text[], %b::text[], %b::bytea[]) AS b(category, key_id, value)"
+            " ON CONFLICT (session_id, category, key_id)"
+            " DO UPDATE SET value = excluded.value, updated_at = now()"
+        ).format(keys=keys)
         self.clear_keys = sql.SQL("DELETE FROM {keys} WHERE session_id = %s").format(keys=keys)
         self.delete_session = sql.SQL(
             "WITH k AS (DELETE FROM {keys} WHERE session_id = %s RETURNING 1),"
