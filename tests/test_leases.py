@@ -288,3 +288,16 @@ async def test_lease_arguments_are_checked(pg: PostgresStore) -> None:
             await pg.acquire_lease("s1", **kwargs)
     with pytest.raises(InvalidInputError, match="limit"):
         await pg.claim_sessions("a", limit=0)
+
+
+async def test_closing_after_a_loss_mid_save_drops_instead_of_raising(pg: PostgresStore) -> None:
+    a = await pg.acquire_lease("s1", owner="a")
+    auth = await use_auth_state(pg, "s1", lease=a, throttle=30.0, backup_interval=None)
+    await auth.save_creds({"counter": 0})
+    await _expire(pg, "s1")
+    await pg.acquire_lease("s1", owner="b")
+    auth.creds_updated({"counter": 1})  # urgent? no: the throttle holds it
+    assert auth.pending
+    await auth.aclose()  # the final save meets the new owner's token: dropped, not raised
+    assert auth.lost
+    assert await pg.load_creds("s1") == {"counter": 0}

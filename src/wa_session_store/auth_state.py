@@ -332,6 +332,9 @@ class AuthState:
         Args:
             deadline: seconds the final save may take (default 10.0).
 
+        When the lease was lost, what is pending belongs to a replaced owner
+        and is dropped (logged at ERROR), not raised.
+
         Raises:
             TimeoutError: the final save did not finish within ``deadline``.
             StoreUnavailableError, StoreOperationError: it failed. Either way
@@ -342,6 +345,11 @@ class AuthState:
             if self._scheduler is not None:
                 await self._scheduler.stop()
             await asyncio.wait_for(self._throttler.aclose(), deadline)
+        except LeaseLostError:
+            # A save that was already running when the lease was lost: its
+            # creds were dropped and the loss reported (see _lease_lost).
+            if not self.lost:
+                raise
         except BaseException as exc:
             if self.pending:
                 logger.error(
