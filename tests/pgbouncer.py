@@ -31,9 +31,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pgbouncer_dsn() -> Iterator[str]:
-    """The test DSN routed through a PgBouncer (transaction mode) started for the run."""
+    """The test DSN routed through a PgBouncer (transaction mode) of the test's own.
+
+    One per test: a test that breaks the server (a restart, terminated
+    backends) or leaves clients behind cannot leave a later test a PgBouncer
+    whose pools are stuck; starting one takes a few milliseconds.
+    """
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.path.exists(binary):
         message = "pgbouncer is not installed (apt-get install pgbouncer)"
