@@ -90,7 +90,96 @@ def jittered_delay(delay: float, jitter: float, rng: random.Random | None = None
     return max(0.0, delay + offset)
 
 
-class Throttler:
+class _Runner:
+    """What :class:`Throttler` and :class:`BackupScheduler` share: the function,
+    its counters, and running it once with one log line for the outcome."""
+
+    __slots__ = ("_failures", "_func", "_interval", "_name", "_runs", "_task", "_timer")
+
+    #: The ``op`` of log records, and the ``extra`` key holding the name.
+    _op = "run"
+    _op_key = "runner"
+
+    def __init__(
+        self, func: Callable[[], object], interval: float, name: str | None, *, zero: bool
+    ) -> None:
+        _check_func(func)
+        _check_name(name)
+        self._interval = _check_seconds("interval", interval, allow_zero=zero)
+        self._func = func
+        self._name = name
+        self._runs = 0
+        self._failures = 0
+        self._task: asyncio.Task[Exception | None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def name(self) -> str | None:
+        """The label given at construction (used in log lines)."""
+        return self._name
+
+    @property
+    def runs(self) -> int:
+        """How many runs completed successfully."""
+        return self._runs
+
+    @property
+    def failures(self) -> int:
+        """How many runs failed in a row (reset to 0 by a successful run)."""
+        return self._failures
+
+    @property
+    def running(self) -> bool:
+        """True while a run is in progress (or about to start)."""
+        return self._task is not None
+
+    def _label(self) -> str:
+        return f" {self._name!r}" if self._name is not None else ""
+
+    def _fields(self) -> dict[str, object]:
+        # Not "name": that key belongs to LogRecord and logging refuses it in extra.
+        return {"op": self._op, self._op_key: self._name}
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _call(
+        self, what: str, *, after_failure: str = "", **fields: object
+    ) -> Exception | None:
+        """Run ``func`` once; count and log the outcome; return its exception, or None.
+
+        Cancellation and other BaseExceptions propagate, with no run counted.
+        """
+        try:
+            await _invoke(self._func)
+        except Exception as exc:
+            self._failures += 1
+            logger.error(
+                "%s%s failed (%d in a row)%s: %s",
+                what,
+                self._label(),
+                self._failures,
+                after_failure,
+                describe_error(exc),
+                exc_info=_exc_info(exc),
+                extra={**self._fields(), **fields, "failures": self._failures},
+            )
+            return exc
+        self._runs += 1
+        self._failures = 0
+        logger.debug(
+            "%s%s done (%d runs)",
+            what,
+            self._label(),
+            self._runs,
+            extra={**self._fields(), **fields, "runs": self._runs},
+        )
+        return None
+
+
+class Throttler(_Runner):
     """Run ``func`` at most once per ``interval`` without losing the last update.
 
     Call :meth:`trigger` each time the data changed (for example from a
@@ -129,36 +218,18 @@ class Throttler:
     thread). Close it with :meth:`aclose`, which saves what is still owed.
     """
 
-    __slots__ = (
-        "_closed",
-        "_failures",
-        "_func",
-        "_interval",
-        "_last_start",
-        "_name",
-        "_pending",
-        "_runs",
-        "_task",
-        "_timer",
-        "_urgent",
-    )
+    __slots__ = ("_closed", "_last_start", "_pending", "_urgent")
+    _op = "throttle"
+    _op_key = "throttle"
 
     def __init__(
         self, func: Callable[[], object], interval: float = 30.0, *, name: str | None = None
     ) -> None:
-        _check_func(func)
-        _check_name(name)
-        self._interval = _check_seconds("interval", interval, allow_zero=True)
-        self._func = func
-        self._name = name
+        super().__init__(func, interval, name, zero=True)
         self._pending = False
         self._urgent = False
         self._closed = False
-        self._runs = 0
-        self._failures = 0
         self._last_start: float | None = None
-        self._task: asyncio.Task[Exception | None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._task else "idle"
@@ -170,11 +241,6 @@ class Throttler:
     # -- properties ---------------------------------------------------------
 
     @property
-    def name(self) -> str | None:
-        """The label given at construction (used in log lines)."""
-        return self._name
-
-    @property
     def interval(self) -> float:
         """The least number of seconds between the starts of two runs."""
         return self._interval
@@ -183,21 +249,6 @@ class Throttler:
     def pending(self) -> bool:
         """True while a run is owed: triggered (or failed) and not yet done."""
         return self._pending
-
-    @property
-    def running(self) -> bool:
-        """True while a run is scheduled to start now or in progress."""
-        return self._task is not None
-
-    @property
-    def runs(self) -> int:
-        """How many runs completed successfully."""
-        return self._runs
-
-    @property
-    def failures(self) -> int:
-        """How many runs failed in a row (reset to 0 by a successful run)."""
-        return self._failures
 
     @property
     def closed(self) -> bool:
@@ -308,18 +359,6 @@ class Throttler:
 
     # -- internals ----------------------------------------------------------
 
-    def _label(self) -> str:
-        return f" {self._name!r}" if self._name is not None else ""
-
-    def _fields(self) -> dict[str, object]:
-        # Not "name": that key belongs to LogRecord and logging refuses it in extra.
-        return {"op": "throttle", "throttle": self._name}
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _arm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         timer = self._timer
         if timer is not None:
@@ -348,23 +387,8 @@ class Throttler:
         # must leave a run owed.
         self._pending = False
         self._urgent = False
-        failed = retriggered = False
-        error: Exception | None = None
         try:
-            await _invoke(self._func)
-        except Exception as exc:
-            failed, error = True, exc
-            retriggered = self._pending
-            self._pending = True
-            self._failures += 1
-            logger.error(
-                "throttled run%s failed (%d in a row), will retry: %s",
-                self._label(),
-                self._failures,
-                describe_error(exc),
-                exc_info=_exc_info(exc),
-                extra={**self._fields(), "failures": self._failures},
-            )
+            error = await self._call("throttled run", after_failure=", will retry")
         except BaseException:
             # Cancelled (loop shutdown) or KeyboardInterrupt/SystemExit: it is
             # unknown whether the save landed, so it stays owed; nothing is
@@ -372,17 +396,11 @@ class Throttler:
             self._pending = True
             self._task = None
             raise
-        else:
-            self._runs += 1
-            self._failures = 0
-            logger.debug(
-                "throttled run%s done (%d runs)",
-                self._label(),
-                self._runs,
-                extra={**self._fields(), "runs": self._runs},
-            )
+        retriggered = self._pending
+        if error is not None:
+            self._pending = True
         self._task = None
-        self._after_run(failed=failed, retriggered=retriggered)
+        self._after_run(failed=error is not None, retriggered=retriggered)
         return error
 
     def _after_run(self, *, failed: bool, retriggered: bool) -> None:
@@ -403,7 +421,7 @@ class Throttler:
             self._arm(loop, due)
 
 
-class BackupScheduler:
+class BackupScheduler(_Runner):
     """Run ``func`` periodically, with jitter, never two runs at once.
 
     After :meth:`start`, the first run is due ``initial_delay`` seconds later,
@@ -441,22 +459,9 @@ class BackupScheduler:
             or ``name`` is not a str.
     """
 
-    __slots__ = (
-        "_failures",
-        "_func",
-        "_initial_delay",
-        "_interval",
-        "_jitter",
-        "_loop",
-        "_name",
-        "_rng",
-        "_runs",
-        "_slot",
-        "_started",
-        "_stopped",
-        "_task",
-        "_timer",
-    )
+    __slots__ = ("_initial_delay", "_jitter", "_loop", "_rng", "_slot", "_started", "_stopped")
+    _op = "backup"
+    _op_key = "scheduler"
 
     def __init__(
         self,
@@ -468,9 +473,7 @@ class BackupScheduler:
         name: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        _check_func(func)
-        _check_name(name)
-        self._interval = _check_seconds("interval", interval, allow_zero=False)
+        super().__init__(func, interval, name, zero=False)
         self._initial_delay = _check_seconds("initial_delay", initial_delay, allow_zero=True)
         self._jitter = _check_seconds("jitter", jitter, allow_zero=True)
         if self._jitter >= self._interval:
@@ -479,17 +482,11 @@ class BackupScheduler:
             )
         if rng is not None and not isinstance(rng, random.Random):
             raise InvalidTypeError(f"rng must be a random.Random or None, not {type(rng).__name__}")
-        self._func = func
-        self._name = name
         self._rng = rng
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._runs = 0
-        self._failures = 0
         self._slot = 0.0
         self._started = False
         self._stopped = False
-        self._task: asyncio.Task[Exception | None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped else "started" if self._started else "new"
@@ -499,11 +496,6 @@ class BackupScheduler:
         )
 
     # -- properties ---------------------------------------------------------
-
-    @property
-    def name(self) -> str | None:
-        """The label given at construction (used in log lines)."""
-        return self._name
 
     @property
     def interval(self) -> float:
@@ -519,21 +511,6 @@ class BackupScheduler:
     def jitter(self) -> float:
         """The largest random offset of each start, in seconds."""
         return self._jitter
-
-    @property
-    def runs(self) -> int:
-        """How many runs (scheduled or :meth:`run_now`) completed successfully."""
-        return self._runs
-
-    @property
-    def failures(self) -> int:
-        """How many runs failed in a row (reset to 0 by a successful run)."""
-        return self._failures
-
-    @property
-    def running(self) -> bool:
-        """True while a run is in progress."""
-        return self._task is not None
 
     @property
     def started(self) -> bool:
@@ -631,13 +608,6 @@ class BackupScheduler:
 
     # -- internals ----------------------------------------------------------
 
-    def _label(self) -> str:
-        return f" {self._name!r}" if self._name is not None else ""
-
-    def _fields(self) -> dict[str, object]:
-        # Not "name": that key belongs to LogRecord and logging refuses it in extra.
-        return {"op": "backup", "scheduler": self._name}
-
     def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
         delay = jittered_delay(self._slot - loop.time(), self._jitter, self._rng)
         self._timer = loop.call_later(delay, self._on_timer)
@@ -683,36 +653,13 @@ class BackupScheduler:
 
     async def _run(self, *, scheduled: bool) -> Exception | None:
         kind = "scheduled" if scheduled else "manual"
-        error: Exception | None = None
         try:
-            await _invoke(self._func)
-        except Exception as exc:
-            error = exc
-            self._failures += 1
-            logger.error(
-                "%s backup%s failed (%d in a row): %s",
-                kind,
-                self._label(),
-                self._failures,
-                describe_error(exc),
-                exc_info=_exc_info(exc),
-                extra={**self._fields(), "kind": kind, "failures": self._failures},
-            )
+            error = await self._call(f"{kind} backup", kind=kind)
         except BaseException:
             # Cancelled (loop shutdown) or KeyboardInterrupt/SystemExit: stop
             # scheduling rather than re-arm on a dying loop.
             self._task = None
             raise
-        else:
-            self._runs += 1
-            self._failures = 0
-            logger.debug(
-                "%s backup%s done (%d runs)",
-                kind,
-                self._label(),
-                self._runs,
-                extra={**self._fields(), "kind": kind, "runs": self._runs},
-            )
         self._task = None
         if scheduled and not self._stopped:
             loop = asyncio.get_running_loop()
