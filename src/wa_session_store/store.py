@@ -58,6 +58,19 @@ RowKey = tuple[str, str, str]
 """A row's key: (session id, category, key id); creds rows use ("", "") for the last two."""
 
 
+def split_session_rows(
+    rows: list[tuple[str | None, str | None, bytes]],
+) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
+    """Split one session's rows, as backends read them in one statement for
+    :meth:`BaseStore.export_session`: the creds (the row without a category) and
+    the key rows; None when there are no rows."""
+    if not rows:
+        return None
+    creds = next((value for category, _, value in rows if category is None), None)
+    keys = [(c, k, v) for c, k, v in rows if c is not None and k is not None]
+    return creds, keys
+
+
 @dataclass(slots=True)
 class ReencryptProgress:
     """Counts of :meth:`BaseStore.reencrypt`: rows looked at, and rows sealed again."""

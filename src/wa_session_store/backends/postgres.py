@@ -35,9 +35,8 @@ from .._codec import KeyRow, check_session_id
 from ..errors import InvalidInputError, InvalidTypeError, LeaseLostError, LeaseUnavailableError
 from ..leases import Lease, check_lease_args
 from ..retry import AttemptTimeoutError
-from ..store import BaseStore, RowKey, SessionInfo, StoreOptions
+from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
 from .postgres_schema import Schema
-from .sqlite import _split_session
 
 __all__ = ["PostgresStore"]
 
@@ -536,7 +535,7 @@ class PostgresStore(BaseStore):
         rows = await self._query(
             timeout, self.schema.read_session, (session_id, session_id), fetch="all", binary=True
         )
-        return _split_session(rows)
+        return split_session_rows(rows)
 
     async def _scan(
         self, table: str, after: RowKey | None, limit: int, timeout: float

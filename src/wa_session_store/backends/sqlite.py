@@ -26,7 +26,7 @@ from typing_extensions import Unpack
 from .._codec import KeyRow
 from ..errors import InvalidInputError, SchemaVersionError, StoreOperationError, describe_error
 from ..retry import AttemptTimeoutError
-from ..store import BaseStore, RowKey, SessionInfo, StoreOptions
+from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
 
 __all__ = ["SQLiteStore"]
 
@@ -364,7 +364,7 @@ class SQLiteStore(BaseStore):
                 " SELECT category, key_id, value FROM wa_keys WHERE session_id = ?",
                 (session_id, session_id),
             ).fetchall()
-            return _split_session(rows)
+            return split_session_rows(rows)
 
         return await self._in_thread(read, timeout)
 
@@ -411,14 +411,3 @@ class SQLiteStore(BaseStore):
             return conn.total_changes - before
 
         return await self._in_thread(lambda conn: self._write(conn, write), timeout)
-
-
-def _split_session(
-    rows: list[tuple[str | None, str | None, bytes]],
-) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
-    """Creds (the row without a category) and key rows, or None when there are no rows."""
-    if not rows:
-        return None
-    creds = next((value for category, _, value in rows if category is None), None)
-    keys = [(c, k, v) for c, k, v in rows if c is not None and k is not None]
-    return creds, keys
