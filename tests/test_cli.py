@@ -126,8 +126,8 @@ async def test_list_show_and_delete(tmp_path: Path) -> None:
 def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     for args, code, message in (
         (["show", "nope"], 2, "no session 'nope'"),
-        (["list", "--dsn", "mysql://x/y"], 1, "unknown store URL scheme"),
-        (["list", "--dsn", "postgresql://u:pw-secret@[::1/db"], 1, "malformed PostgreSQL"),
+        (["list", "--dsn", "mysql://x/y"], 2, "unknown store URL scheme"),
+        (["list", "--dsn", "postgresql://u:pw-secret@[::1/db"], 2, "malformed PostgreSQL"),
         (["list", "--dsn", "sqlite:////no/such/folder/x.db"], 1, "cannot open SQLite database"),
         (["delete", "nope", "--yes"], 2, "no session 'nope'"),
         (["reencrypt"], 2, "WA_SESSION_STORE_KEYS"),

@@ -31,6 +31,7 @@ from .errors import (
     SessionExistsError,
     SessionStoreError,
     StoreClosedError,
+    StoreConfigurationError,
     StoreOperationError,
     StoreUnavailableError,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "SessionStoreError",
     "SessionWorker",
     "StoreClosedError",
+    "StoreConfigurationError",
     "StoreOperationError",
     "StoreUnavailableError",
     "Throttler",

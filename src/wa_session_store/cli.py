@@ -3,8 +3,10 @@
 Every subcommand accepts ``--dsn URL`` (before or after its own arguments);
 without it the ``WA_SESSION_STORE_DSN`` environment variable is used, and
 without that the embedded SQLite file ``wa_sessions.db`` in the current folder.
-User errors print one line to stderr and exit with status 2 (bad usage) or 1
-(the store failed); no traceback.
+Every error prints one line to stderr, never a traceback and never a secret.
+Exit status: 0 done, 1 the operation failed, 2 bad usage (the command line,
+the DSN or the key variables), 130 interrupted (Ctrl-C). All of it is handled
+in one place, :func:`main`, so that every subcommand behaves the same.
 """
 
 from __future__ import annotations
@@ -13,19 +15,22 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
-from ._open import DEFAULT_URL, open_store, redact_url
+from ._open import DEFAULT_URL, open_store, redact_text, redact_url
 from .backends.postgres import PostgresStore
 from .crypto import Cipher
-from .errors import SessionStoreError
+from .errors import InvalidInputError, SessionStoreError, StoreConfigurationError
 from .store import BaseStore
 
 __all__ = ["main"]
@@ -67,22 +72,42 @@ def _cipher_from_env() -> Cipher | None:
     """The cipher described by ``WA_SESSION_STORE_KEYS`` (``id=base64,id=base64``), if set.
 
     The first key is the active one unless ``WA_SESSION_STORE_ACTIVE_KEY`` names another.
+    Messages name entries by their position, never by what they hold: a
+    malformed entry may be a bare key.
     """
     spec = os.environ.get("WA_SESSION_STORE_KEYS", "").strip()
     if not spec:
         return None
-    keys: dict[str, bytes] = {}
-    for item in spec.split(","):
-        key_id, sep, encoded = item.strip().partition("=")
-        if not sep:
-            raise UsageError("WA_SESSION_STORE_KEYS must look like 'id=BASE64KEY,id2=BASE64KEY'")
-        try:
-            keys[key_id] = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise UsageError(f"key {key_id!r} in WA_SESSION_STORE_KEYS is not base64") from None
     from .crypto import AESGCMCipher
 
+    keys: dict[str, bytes] = {}
+    shape = "WA_SESSION_STORE_KEYS must look like 'id=BASE64KEY,id2=BASE64KEY'"
+    for number, item in enumerate(spec.split(","), 1):
+        key_id, sep, encoded = item.strip().partition("=")
+        entry = f"entry {number} of WA_SESSION_STORE_KEYS"
+        if not sep or not key_id or not encoded:
+            raise UsageError(
+                f"{entry} is not id=BASE64KEY (it is not shown: it may be a key); {shape}"
+            )
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise UsageError(f"{entry}: the key is not valid base64; {shape}") from None
+        if len(key) != 32:
+            raise UsageError(f"{entry}: the key is {len(key)} bytes, not 32 (AES-256); {shape}")
+        try:
+            AESGCMCipher({key_id: key}, key_id)
+        except InvalidInputError:
+            raise UsageError(
+                f"{entry}: the id is not allowed (use 1 to 64 of A-Z a-z 0-9 . _ : -); {shape}"
+            ) from None
+        keys[key_id] = key
     active = os.environ.get("WA_SESSION_STORE_ACTIVE_KEY") or next(iter(keys))
+    if active not in keys:
+        raise UsageError(
+            "WA_SESSION_STORE_ACTIVE_KEY must be the id of one of the keys of "
+            f"WA_SESSION_STORE_KEYS ({', '.join(keys)}); its value is not, and is not shown"
+        )
     return AESGCMCipher(keys, active)
 
 
@@ -90,7 +115,10 @@ def _store(args: argparse.Namespace, **options: Any) -> BaseStore:
     cipher = _cipher_from_env()
     if cipher is not None:
         options.setdefault("cipher", cipher)
-    return open_store(args.dsn, **options)
+    try:
+        return open_store(args.dsn, **options)
+    except InvalidInputError as exc:  # the --dsn (or $WA_SESSION_STORE_DSN) given
+        raise UsageError(f"--dsn: {exc}") from None
 
 
 def _ago(moment: datetime) -> str:
@@ -234,14 +262,54 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _import(args: argparse.Namespace) -> int:
-    """Import a Baileys multi-file auth folder as one session, atomically."""
+    """Import a Baileys multi-file auth folder as one session, atomically.
+
+    A Ctrl-C while the folder is read imports nothing. Once every file is read
+    the session is written in one transaction: a Ctrl-C then lets that
+    transaction finish and says that it landed (a second Ctrl-C abandons it,
+    and says that it may or may not have landed).
+    """
     from .interop.baileys import import_baileys_folder
 
     progress = Progress(f"reading {args.folder}")
+    read_all = False
+
+    def track(done: int, total: int) -> None:
+        nonlocal read_all
+        read_all = done >= total
+        progress(done, total)
+
     async with _store(args) as store:
-        report = await import_baileys_folder(
-            store, args.session, args.folder, overwrite=args.overwrite, progress=progress
+        task = asyncio.ensure_future(
+            import_baileys_folder(
+                store, args.session, args.folder, overwrite=args.overwrite, progress=track
+            )
         )
+        try:
+            report = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            progress.done()
+            if not read_all:
+                task.cancel()
+                await asyncio.wait([task])
+                _INTERRUPT.note = "nothing was imported"
+                raise
+            _say(
+                f"interrupted while session {args.session!r} was being written: letting the "
+                "write finish (it is all-or-nothing; Ctrl-C again to abandon it)"
+            )
+            try:
+                report = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.wait([task])
+                _INTERRUPT.note = (
+                    f"the write was abandoned: session {args.session!r} may or may not have "
+                    "been imported; check with 'wa-session-store show'"
+                )
+                raise
+            _INTERRUPT.note = f"the import had landed: {report.summary()}"
+            raise
     progress.done()
     print(report.summary())
     return 0
@@ -266,16 +334,20 @@ async def _delete(args: argparse.Namespace) -> int:
         if info is None:
             raise UsageError(f"no session {args.session!r} in {redact_url(args.dsn)}")
         if not args.yes:
-            if not sys.stdin.isatty():
+            if sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty():
                 raise UsageError("refusing to delete without confirmation: pass --yes")
-            answer = await asyncio.to_thread(
-                input,
+            _INTERRUPT.note = "nothing deleted"
+            answer = await _ask(
                 f"Delete session {args.session!r} ({'creds and ' if info.has_creds else ''}"
                 f"{info.key_count:,} keys)? This cannot be undone. [y/N] ",
             )
+            if answer is None:
+                print()
+                raise UsageError("no answer (end of input): nothing deleted")
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return 1
+            _INTERRUPT.note = ""
         await store.delete_session(args.session)
     print(f"deleted session {args.session!r}")
     return 0
@@ -315,9 +387,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     # --dsn is accepted before the subcommand and after its arguments; the
     # subcommand's copy has no default so it does not undo the first one.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--dsn", default=argparse.SUPPRESS, metavar="URL", help=dsn_help)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wa-session-store",
         description="Keep WhatsApp multi-device sessions in PostgreSQL or SQLite.",
     )
@@ -442,17 +514,109 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupt:
+    """What a command says if it is interrupted (set as it goes; printed by :func:`main`)."""
+
+    note = ""
+
+
+_INTERRUPT = _Interrupt()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _ask(question: str) -> str | None:
+    """Ask on the terminal; the line typed, or None at end of input.
+
+    The line is read on a daemon thread with ``os.read``: a Ctrl-C cancels the
+    wait at once (``input()`` in a worker thread would hold the exit until
+    Enter), and the thread is left to end with the process.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str | None] = loop.create_future()
+
+    def settle(line: str | None) -> None:
+        if not answer.done():
+            answer.set_result(line)
+
+    def read() -> None:
+        try:
+            data = os.read(sys.stdin.fileno(), 4096)
+        except (OSError, ValueError):
+            data = b""
+        line = data.decode("utf-8", "replace") if data else None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: interrupted
+            loop.call_soon_threadsafe(settle, line)
+
+    sys.stdout.write(question)
+    sys.stdout.flush()
+    threading.Thread(target=read, name="wa-session-store-prompt", daemon=True).start()
+    return await answer
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its error messages never repeat a secret.
+
+    A key=value ``--dsn`` left unquoted reaches argparse as several words, and
+    argparse would echo ``password=...`` back as an unrecognized argument.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            words = message[len(prefix) :].split()
+            shown = [w for w in words if w.startswith("-") and "=" not in w]
+            hidden = len(words) - len(shown)
+            message = prefix + " ".join(shown)
+            if hidden:
+                message += (
+                    f"{' and ' if shown else ''}{hidden} other word(s), not shown as they may "
+                    "hold a secret (quote a key=value --dsn as one argument)"
+                )
+        super().error(redact_text(message))
+
+
+async def _run(run: Command, args: argparse.Namespace) -> int:
+    """Run a command; Ctrl-C cancels it (each time), on every Python version."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    no_signals = (NotImplementedError, RuntimeError, ValueError)  # Windows, a non-main thread
+    with contextlib.suppress(*no_signals):
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    try:
+        return await run(args)
+    finally:
+        with contextlib.suppress(*no_signals):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    Exit status: 0 done; 1 the operation failed (the store, a folder, a
+    refused or unconfirmed deletion); 2 bad usage (an unknown command or
+    option, a bad ``--dsn`` or key variable, a DSN the server refuses (role,
+    password, database, port, sslmode, host), a missing session, ``delete``
+    without confirmation); 130 interrupted by Ctrl-C. Errors print one line
+    to stderr, never a traceback and never a secret.
+    """
+    _INTERRUPT.note = ""
     args = _parser().parse_args(argv)
     run: Command = args.run
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(_run(run, args))
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
+        return 2
+    except StoreConfigurationError as exc:  # the DSN must change: as much a usage error
+        _say(f"error: {redact_text(str(exc))}")
         return 2
     except SessionStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {redact_text(str(exc))}")
         return 1
     except BrokenPipeError:
         # The reader went away (`| head`): not an error; keep Python from
@@ -460,7 +624,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
     except OSError as exc:  # a folder that cannot be read or written
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        _say(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _say(f"\ninterrupted{': ' + _INTERRUPT.note if _INTERRUPT.note else ''}")
         return 130
+    except Exception as exc:  # a bug: still one line, and no secret
+        _say(
+            f"error: unexpected {type(exc).__name__}: "
+            f"{redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else '')} "
+            "(please report this)"
+        )
+        return 1

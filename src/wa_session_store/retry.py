@@ -28,12 +28,28 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from .errors import InvalidInputError, StoreUnavailableError, describe_error
+from .errors import InvalidInputError, StoreUnavailableError, describe_error, shown
 
 __all__ = ["AttemptTimeoutError", "RetryDetails", "RetryHook", "RetryPolicy"]
 
 logger = logging.getLogger("wa_session_store")
 T = TypeVar("T")
+
+
+#: The most attempts a policy may make; more would only hide an outage.
+MAX_ATTEMPTS = 1000
+
+
+def finite(value: float) -> bool:
+    """Whether ``value`` (an int or a float) is a finite float; never raises.
+
+    An int too big for a float (``10**400``) is not finite: it cannot be used
+    as seconds, and ``math.isfinite`` would raise ``OverflowError`` on it.
+    """
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 class AttemptTimeoutError(TimeoutError):
@@ -119,24 +135,29 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise InvalidInputError(f"attempts must be an int >= 1, not {self.attempts!r}")
-        if self.attempts < 1:
-            raise InvalidInputError(f"attempts must be >= 1, not {self.attempts}")
+            raise InvalidInputError(f"attempts must be an int >= 1, not {shown(self.attempts)}")
+        if not 1 <= self.attempts <= MAX_ATTEMPTS:
+            raise InvalidInputError(
+                f"attempts must be from 1 to {MAX_ATTEMPTS:,}, not {shown(self.attempts)}"
+            )
         for name in ("timeout", "backoff", "max_backoff", "jitter"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise InvalidInputError(f"{name} must be a number, not {value!r}")
-            if not math.isfinite(value) or value < 0 or (name == "timeout" and value == 0):
+                raise InvalidInputError(f"{name} must be a number, not {shown(value)}")
+            if not finite(value) or value < 0 or (name == "timeout" and value == 0):
                 raise InvalidInputError(
                     f"{name} must be a finite number {'> 0' if name == 'timeout' else '>= 0'}, "
-                    f"not {value!r}"
+                    f"not {shown(value)}"
                 )
         if self.deadline is not None and (
-            not isinstance(self.deadline, (int, float))
-            or not math.isfinite(self.deadline)
+            isinstance(self.deadline, bool)
+            or not isinstance(self.deadline, (int, float))
+            or not finite(self.deadline)
             or self.deadline <= 0
         ):
-            raise InvalidInputError(f"deadline must be None or a number > 0, not {self.deadline!r}")
+            raise InvalidInputError(
+                f"deadline must be None or a number > 0, not {shown(self.deadline)}"
+            )
 
     def wait_before(self, attempt: int) -> float:
         """The wait, before jitter, after failed attempt number ``attempt``."""

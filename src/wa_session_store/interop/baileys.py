@@ -819,6 +819,8 @@ def _as_path(path: object) -> Path:
     if not text:
         # Path("") is the current folder: never what an empty argument meant.
         raise InvalidInputError("path must not be empty: name the Baileys folder")
+    if "\x00" in text:
+        raise InvalidInputError("path contains a NUL character, which no folder name can hold")
     return Path(text)
 
 
