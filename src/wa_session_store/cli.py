@@ -343,7 +343,8 @@ async def _delete(args: argparse.Namespace) -> int:
             )
             if answer is None:
                 print()
-                raise UsageError("no answer (end of input): nothing deleted")
+                _say("no answer (end of input): nothing deleted")
+                return 1
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return 1
