@@ -30,7 +30,7 @@ from tenacity.stop import stop_base
 
 from .errors import InvalidInputError, StoreUnavailableError, describe_error, shown
 
-__all__ = ["AttemptTimeoutError", "RetryDetails", "RetryHook", "RetryPolicy"]
+__all__ = ["AttemptTimeoutError", "RetryDetails", "RetryHook", "RetryPolicy", "within"]
 
 logger = logging.getLogger("wa_session_store")
 T = TypeVar("T")
@@ -60,6 +60,52 @@ class AttemptTimeoutError(TimeoutError):
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         super().__init__(f"attempt timed out after {timeout:.1f}s")
+
+
+async def within(awaitable: Awaitable[T], timeout: float) -> T:
+    """Await ``awaitable`` for at most ``timeout`` seconds, else :class:`AttemptTimeoutError`.
+
+    Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation that arrives
+    in the same loop iteration as the result is never swallowed: the caller is
+    cancelled, and the result is dropped. (``wait_for`` returned the result
+    and the cancellation was lost, so a task told to stop went on running.)
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller gets the cancellation
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()
+        raise AttemptTimeoutError(timeout)
+    return task.result()
+
+
+def cancel_swallowed(before: int) -> bool:
+    """Whether the current task was cancelled since it had ``before`` pending
+    cancellations (``Task.cancelling()``), although no CancelledError reached it.
+
+    Some awaits (``asyncio.wait_for`` before 3.12, which psycopg-pool uses)
+    drop a cancellation that arrives together with their result. Always
+    False on Python 3.10, which cannot tell.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > before
+
+
+def cancellations() -> int:
+    """The current task's pending cancellations (0 on Python 3.10); see :func:`cancel_swallowed`."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
 
 
 @dataclass(frozen=True, slots=True)

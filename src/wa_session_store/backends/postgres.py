@@ -43,7 +43,7 @@ from ..errors import (
     shown,
 )
 from ..leases import Lease, check_lease_args
-from ..retry import AttemptTimeoutError
+from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
 from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
 from .postgres_schema import Schema
 
@@ -225,11 +225,7 @@ class PostgresStore(BaseStore):
         kwargs = dict(pool.kwargs) if isinstance(pool.kwargs, dict) else {}
         kwargs["connect_timeout"] = max(2, math.ceil(timeout))
         try:
-            conn = await asyncio.wait_for(
-                pool.connection_class.connect(pool.conninfo, **kwargs), timeout
-            )
-        except asyncio.TimeoutError:
-            raise AttemptTimeoutError(timeout) from None
+            conn = await within(pool.connection_class.connect(pool.conninfo, **kwargs), timeout)
         except psycopg.Error as exc:
             problem = permanent_connect_failure(exc)
             if problem is not None:
@@ -473,7 +469,15 @@ class PostgresStore(BaseStore):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise AttemptTimeoutError(deadline - loop.time())
+            before = cancellations()
             conn: psycopg.AsyncConnection[Any] = await self.pool.getconn(timeout=remaining)
+            if cancel_swallowed(before):
+                # psycopg-pool waits with asyncio.wait_for, which before Python
+                # 3.12 drops a cancellation that arrives with the connection: the
+                # caller (a lease keep-alive told to stop, say) would go on
+                # running. Hand the connection back and be cancelled after all.
+                await self.pool.putconn(conn)
+                raise asyncio.CancelledError
             if not _closed_by_server(conn):
                 return conn
             # The server closed it while idle (restart, pg_terminate_backend):

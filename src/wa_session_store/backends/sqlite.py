@@ -31,7 +31,7 @@ from ..errors import (
     describe_error,
     shown,
 )
-from ..retry import AttemptTimeoutError
+from ..retry import AttemptTimeoutError, within
 from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
 
 __all__ = ["SQLiteStore"]
@@ -153,12 +153,12 @@ class SQLiteStore(BaseStore):
         assert executor is not None
         future = asyncio.get_running_loop().run_in_executor(executor, fn, conn)
         try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            # The thread is not cancelled by wait_for: interrupt the statement
-            # so the next attempt does not queue behind it.
+            return await within(future, timeout)
+        except AttemptTimeoutError:
+            # The thread is not cancelled by the timeout: interrupt the
+            # statement so the next attempt does not queue behind it.
             conn.interrupt()
-            raise AttemptTimeoutError(timeout) from None
+            raise
 
     @staticmethod
     def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
