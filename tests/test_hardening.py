@@ -26,11 +26,14 @@ from wa_session_store import (
     PostgresStore,
     RetryPolicy,
     SessionStoreError,
+    SessionWorker,
     SQLiteStore,
     StoreClosedError,
     StoreConfigurationError,
     StoreUnavailableError,
     open_store,
+    restore_all,
+    use_auth_state,
 )
 from wa_session_store._codec import MAX_KEY_ID_BYTES, MAX_SESSION_ID_LENGTH
 from wa_session_store._open import redact_text, redact_url
@@ -169,6 +172,16 @@ def _constructors() -> list[tuple[str, Any]]:
                 lambda v=value: PostgresStore("host=h", prepare_threshold=v),
             ),
             ("AESGCMCipher(id)", lambda v=value: AESGCMCipher({v: KEY}, "k")),
+            (
+                "SessionWorker(ttl)",
+                lambda v=value: SessionWorker(PostgresStore("host=h"), "w", _handler, ttl=v),
+            ),
+            (
+                "SessionWorker(capacity)",
+                lambda v=-value if value > 0 else value: SessionWorker(
+                    PostgresStore("host=h"), "w", _handler, capacity=v
+                ),
+            ),
             ("AESGCMCipher(active)", lambda v=value: AESGCMCipher({"k": KEY}, v)),
         ]
     calls += [
@@ -184,6 +197,22 @@ def test_constructors_raise_only_library_errors(name: str, call: Any) -> None:
     with pytest.raises(SessionStoreError) as info:
         call()
     assert len(str(info.value)) < 400, name
+
+
+async def _handler(lease: Any) -> None:
+    pass
+
+
+@pytest.mark.parametrize("value", [HUGE, -HUGE], ids=["10**5000", "-10**5000"])
+async def test_auth_state_arguments_raise_only_library_errors(value: int) -> None:
+    async with MemoryStore() as store:
+        for call in (
+            lambda: use_auth_state(store, "s", throttle=value),
+            lambda: use_auth_state(store, "s", backup_interval=value),
+            lambda: restore_all(store, concurrency=-value if value > 0 else value),
+        ):
+            with pytest.raises(SessionStoreError):
+                await call()
 
 
 async def test_store_calls_raise_only_library_errors(make_store: StoreFactory) -> None:

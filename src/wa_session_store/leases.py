@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
@@ -26,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Self
 
 from ._codec import _check_name
-from .errors import InvalidInputError, LeaseLostError, SessionStoreError, describe_error
+from .errors import InvalidInputError, LeaseLostError, SessionStoreError, describe_error, shown
+from .retry import finite
 
 if TYPE_CHECKING:
     from .backends.postgres import PostgresStore
@@ -47,15 +47,15 @@ def check_lease_args(owner: object, ttl: object, wait: object = 0.0) -> tuple[st
     if (
         isinstance(ttl, bool)
         or not isinstance(ttl, (int, float))
-        or not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL)
+        or not (finite(ttl) and 0 < ttl <= MAX_TTL)
     ):
-        raise InvalidInputError(f"ttl must be seconds > 0 and <= {MAX_TTL:.0f}, not {ttl!r}")
+        raise InvalidInputError(f"ttl must be seconds > 0 and <= {MAX_TTL:.0f}, not {shown(ttl)}")
     if wait is not None and (
         isinstance(wait, bool)
         or not isinstance(wait, (int, float))
-        or not (math.isfinite(wait) and wait >= 0)
+        or not (finite(wait) and wait >= 0)
     ):
-        raise InvalidInputError(f"wait must be None (forever) or seconds >= 0, not {wait!r}")
+        raise InvalidInputError(f"wait must be None (forever) or seconds >= 0, not {shown(wait)}")
     return owner, float(ttl)
 
 
@@ -182,7 +182,7 @@ class Lease:
         if self._keeper is None and self._lost is None:
             interval = every if every is not None else self.ttl * self.RENEW_FRACTION
             if not (isinstance(interval, (int, float)) and 0 < interval < self.ttl):
-                raise InvalidInputError(f"every must be seconds in (0, ttl), not {every!r}")
+                raise InvalidInputError(f"every must be seconds in (0, ttl), not {shown(every)}")
             self._keeper = asyncio.get_running_loop().create_task(self._keep(float(interval)))
 
     async def stop_keep_alive(self) -> None:
@@ -305,7 +305,7 @@ class SessionWorker:
         owner, ttl = check_lease_args(owner, ttl)
         for name, value in (("capacity", capacity), ("claim_batch", claim_batch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be an int >= 1, not {value!r}")
+                raise InvalidInputError(f"{name} must be an int >= 1, not {shown(value)}")
         self.claim_batch = claim_batch
         self.store = store
         self.owner = owner
