@@ -19,15 +19,20 @@ SECRET = b"CLI-SECRET-BYTES-0123456789abcde"
 COMMANDS = ["check", "migrate", "list", "show", "import", "export", "delete", "reencrypt", "demo"]
 
 
+def cli_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without WA_SESSION_STORE_* variables, plus ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WA_SESSION_STORE_")}
+    environment.update(env or {})
+    return environment
+
+
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None, input_: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("WA_SESSION_STORE_")}
-    environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "wa_session_store", *args],
         cwd=cwd,
-        env=environment,
+        env=cli_environment(env),
         input=input_,
         capture_output=True,
         text=True,

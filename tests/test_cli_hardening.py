@@ -24,7 +24,7 @@ import pytest
 
 from wa_session_store import PostgresStore, SQLiteStore
 
-from .test_cli import run
+from .test_cli import cli_environment, run
 
 KEY = os.urandom(32)
 KEY_B64 = base64.b64encode(KEY).decode()
@@ -34,6 +34,18 @@ ALNUM_KEY_B64 = next(
     for b64 in (base64.b64encode(os.urandom(30)).decode() for _ in range(10_000))
     if b64.isalnum()
 )
+
+
+def _start(args: list[str], cwd: Path, **streams: Any) -> subprocess.Popen[str]:
+    """The CLI as a running process; ``streams`` default to pipes (text)."""
+    options: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    options.update(streams)
+    return subprocess.Popen(
+        [sys.executable, "-m", "wa_session_store", *args],
+        cwd=cwd,
+        env=cli_environment(),
+        **options,
+    )
 
 
 def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
@@ -146,7 +158,6 @@ async def _seed(path: Path) -> None:
 
 def test_delete_with_stdin_closed(tmp_path: Path) -> None:
     asyncio.run(_seed(tmp_path / "wa_sessions.db"))
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("WA_SESSION_STORE_")}
     result = subprocess.run(
         [
             sys.executable,
@@ -155,7 +166,7 @@ def test_delete_with_stdin_closed(tmp_path: Path) -> None:
             " from wa_session_store.cli import main; sys.exit(main())",
         ],
         cwd=tmp_path,
-        env=environment,
+        env=cli_environment(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -183,15 +194,14 @@ class Terminal:
     """The CLI on a pseudo-terminal: what it writes, and keys typed into it."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("WA_SESSION_STORE_")}
         self.master, slave = pty.openpty()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "wa_session_store", *args],
-            cwd=cwd,
-            env=environment,
+        self.process = _start(
+            args,
+            cwd,
             stdin=slave,
             stdout=slave,
             stderr=slave,
+            text=False,
             preexec_fn=_take_terminal,
         )
         os.close(slave)
@@ -295,15 +305,7 @@ async def _seed_big(path: Path, keys: int = 3000) -> None:
 def test_ctrl_c_during_an_export_leaves_no_folder(tmp_path: Path) -> None:
     asyncio.run(_seed_big(tmp_path / "wa_sessions.db"))
     target = tmp_path / "out"
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("WA_SESSION_STORE_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "wa_session_store", "export", "bot-1", str(target)],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start(["export", "bot-1", str(target)], tmp_path)
     try:
         deadline = time.monotonic() + 30
         while not target.exists():
@@ -359,25 +361,7 @@ def _import_held_at_its_lock(
     dsn = f"{pg_dsn}{joiner}options=-csearch_path%3D{pg_schema}"
     holder = psycopg.connect(pg_dsn)
     holder.execute("SELECT pg_advisory_xact_lock(hashtext('wa_session:' || %s))", ("bot-9",))
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("WA_SESSION_STORE_")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "wa_session_store",
-            "import",
-            str(folder),
-            "--session",
-            "bot-9",
-            "--dsn",
-            dsn,
-        ],
-        cwd=tmp_path,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _start(["import", str(folder), "--session", "bot-9", "--dsn", dsn], tmp_path)
     try:
         with psycopg.connect(pg_dsn, autocommit=True) as watcher:
             deadline = time.monotonic() + 30

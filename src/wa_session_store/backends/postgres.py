@@ -187,8 +187,12 @@ class PostgresStore(BaseStore):
         p = self._params
         if not p and not self._owns_pool:
             return "postgresql (shared pool)"
-        where = f"{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
-        return f"postgresql {where} tables {self.schema.describe()}"
+        return f"postgresql {self._target()} tables {self.schema.describe()}"
+
+    def _target(self) -> str:
+        """``user@host:port/dbname`` of the conninfo (never its password)."""
+        p = self._params
+        return f"{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -237,12 +241,7 @@ class PostgresStore(BaseStore):
         await conn.close()
 
     def _where(self) -> str:
-        p = self._params
-        if not p:
-            return ""
-        return (
-            f" ({p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')})"
-        )
+        return f" ({self._target()})" if self._params else ""
 
     async def _prepare_schema(self, timeout: float) -> None:
         await self._on_connection(timeout, partial(self.schema.prepare, migrate=self.migrate))
