@@ -178,3 +178,11 @@ async def test_a_nul_in_a_folder_path_is_a_library_error(store: BaseStore) -> No
     ):
         with pytest.raises(InvalidInputError, match="NUL"):
             await call()
+
+
+async def test_a_number_of_thousands_of_digits_is_named(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    (folder / "pre-key-1.json").write_text('{"n": ' + "9" * 5000 + "}")
+    async with MemoryStore() as store:
+        with pytest.raises(InvalidInputError, match="number of more than"):
+            await import_baileys_folder(store, "bot", folder)

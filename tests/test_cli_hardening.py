@@ -410,3 +410,32 @@ def test_a_second_ctrl_c_abandons_the_write_and_says_so(
     assert "may or may not have been imported" in err
     assert not landed  # abandoned while it waited for the lock: rolled back
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["reencrypt", "--batch-size", "-3"],
+        ["reencrypt", "--batch-size", "1" + "0" * 5000],
+        ["demo", "--duration", "nan", "--dsn", "sqlite:///x.db"],
+        ["demo", "--updates", "-1", "--dsn", "sqlite:///x.db"],
+        ["show", ""],
+        ["show", "bad\x7fid"],
+        ["export", "a\udcffb", "out"],
+    ],
+    ids=[
+        "batch -3",
+        "batch 10**5000",
+        "duration nan",
+        "updates -1",
+        "empty id",
+        "DEL",
+        "surrogate",
+    ],
+)
+def test_bad_arguments_are_usage_errors(tmp_path: Path, argv: list[str]) -> None:
+    env = {"WA_SESSION_STORE_KEYS": f"k1={KEY_B64}"}
+    result = run(*argv, cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    _no_traceback(result)
+    assert not (tmp_path / "x.db").exists()

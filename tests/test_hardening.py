@@ -398,3 +398,29 @@ async def test_a_key_id_over_the_byte_limit_is_refused_before_writing(store: Bas
     with pytest.raises(InvalidInputError, match="bytes long in UTF-8"):
         await store.import_session("s", None, {"pre-key": {too_long: {"v": 2}}})
     assert await store.list_sessions() == []
+
+
+async def test_one_write_carries_the_same_most_bytes_everywhere(
+    make_store: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BaseStore, "MAX_WRITE_SIZE", 10_000)
+    async with make_store() as store:
+        big = {str(n): {"v": "x" * 1000} for n in range(12)}  # 12 values of ~1 KB
+        with pytest.raises(InvalidInputError, match="split the batch"):
+            await store.set_keys("s", {"session": big})
+        with pytest.raises(InvalidInputError, match="split the batch"):
+            await store.import_session(
+                "s", {"c": "x" * 9_000}, {"session": {"1": {"v": "y" * 2000}}}
+            )
+        assert await store.list_sessions() == []
+        await store.set_keys("s", {"session": dict(list(big.items())[:8])})  # under the limit
+
+
+def test_max_value_size_is_capped_the_same_everywhere() -> None:
+    for make in (
+        MemoryStore,
+        lambda **o: SQLiteStore("x.db", **o),
+        lambda **o: PostgresStore("host=h", **o),
+    ):
+        with pytest.raises(InvalidInputError, match="512 MiB"):
+            make(max_value_size=2**30)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timezone
 from typing import Any, NoReturn, TextIO
 
+from ._codec import check_session_id
 from ._open import DEFAULT_URL, open_store, redact_text, redact_url
 from .backends.postgres import PostgresStore
 from .crypto import Cipher
@@ -111,6 +112,32 @@ def _cipher_from_env() -> Cipher | None:
     return AESGCMCipher(keys, active)
 
 
+def _whole(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int >= ``minimum`` (a bad value is a usage error, status 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text[:20]!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {text[:20]}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text[:20]!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text[:20]!r}")
+    return value
+
+
 def _store(args: argparse.Namespace, **options: Any) -> BaseStore:
     cipher = _cipher_from_env()
     if cipher is not None:
@@ -187,6 +214,7 @@ async def _check(args: argparse.Namespace) -> int:
 
 async def _migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the schema (run it as the owner role)."""
+    _INTERRUPT.note = "each schema step is one transaction; run migrate again to finish"
     async with _store(args, migrate=True) as store:
         version = await store.schema_version()
     print(f"schema of {redact_url(args.dsn)} is at version {version}")
@@ -320,6 +348,7 @@ async def _export(args: argparse.Namespace) -> int:
     from .interop.baileys import export_baileys_folder
 
     progress = Progress(f"writing {args.folder}")
+    _INTERRUPT.note = f"what was written to {args.folder} has been removed"
     async with _store(args) as store:
         report = await export_baileys_folder(store, args.session, args.folder, progress=progress)
     progress.done()
@@ -362,6 +391,7 @@ async def _reencrypt(args: argparse.Namespace) -> int:
             "(the first, or WA_SESSION_STORE_ACTIVE_KEY, is the active key)"
         )
     progress = Progress("rows checked")
+    _INTERRUPT.note = "every batch sealed so far stays sealed; run reencrypt again to resume"
     async with _store(args, allow_plaintext=args.allow_plaintext) as store:
         result = await store.reencrypt(
             batch_size=args.batch_size, progress=lambda p: progress(p.scanned)
@@ -477,7 +507,11 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-plaintext", action="store_true", help="also seal rows stored unencrypted"
     )
     reencrypting.add_argument(
-        "--batch-size", type=int, default=500, metavar="N", help="rows per batch (default 500)"
+        "--batch-size",
+        type=_whole(1),
+        default=500,
+        metavar="N",
+        help="rows per batch (default 500)",
     )
     demo = commands.add_parser(
         "demo",
@@ -492,21 +526,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--updates",
-        type=int,
+        type=_whole(0),
         default=5000,
         metavar="N",
         help="creds updates during the storm (default: %(default)s)",
     )
     demo.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=3.0,
         metavar="SECONDS",
         help="seconds the storm is spread over (default: %(default)s)",
     )
     demo.add_argument(
         "--throttle",
-        type=float,
+        type=_seconds,
         default=1.0,
         metavar="SECONDS",
         help="at most one creds save per this many seconds (default: %(default)s)",
@@ -585,6 +619,12 @@ async def _run(run: Command, args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     assert task is not None
 
+    session = getattr(args, "session", None)
+    if session is not None:
+        try:
+            check_session_id(session)
+        except InvalidInputError as exc:
+            raise UsageError(str(exc)) from None
     no_signals = (NotImplementedError, RuntimeError, ValueError)  # Windows, a non-main thread
     with contextlib.suppress(*no_signals):
         loop.add_signal_handler(signal.SIGINT, task.cancel)

@@ -606,6 +606,11 @@ def _diagnose(data: bytes) -> str:
         return f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
     except RecursionError:
         return "is nested too deeply to decode"
+    except ValueError:  # Python's int-to-str limit: a number of thousands of digits
+        return (
+            f"holds a number of more than {sys.get_int_max_str_digits():,} digits, "
+            "which no Baileys file holds"
+        )
     return "holds a malformed Buffer (data is neither valid base64 nor a list of bytes 0..255)"
 
 
