@@ -494,7 +494,7 @@ END = "# -- end of generated code"
 
 def _source_nodes() -> dict[str, ast.ClassDef | ast.AsyncFunctionDef]:
     nodes: dict[str, ast.ClassDef | ast.AsyncFunctionDef] = {}
-    for module in ("store.py", "auth_state.py"):
+    for module in ("store.py", "keys.py", "auth_state.py"):
         for node in ast.parse((SYNC_PY.parent / module).read_text()).body:
             if isinstance(node, (ast.ClassDef, ast.AsyncFunctionDef)):
                 nodes[node.name] = node

@@ -34,6 +34,7 @@ from .errors import (
     StoreOperationError,
     StoreUnavailableError,
 )
+from .keys import KeyTransaction, KeyWrites
 from .leases import Lease, SessionWorker
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
 from .store import AuthStateStore, ReencryptProgress, SessionExport, SessionInfo
@@ -57,6 +58,8 @@ __all__ = [
     "DecryptionError",
     "InvalidInputError",
     "InvalidTypeError",
+    "KeyTransaction",
+    "KeyWrites",
     "Lease",
     "LeaseLostError",
     "LeaseUnavailableError",
