@@ -41,14 +41,13 @@ from typing import Any, Final, Literal
 from ._codec import (
     DEFAULT_MAX_VALUE_SIZE,
     check_category,
-    check_key_id,
     check_key_ids,
     decode_value,
     encode_value,
+    key_batch_entries,
 )
 from .errors import (
     InvalidInputError,
-    InvalidTypeError,
     LeaseLostError,
     describe_error,
 )
@@ -538,23 +537,10 @@ class AuthKeys:
     # -- writes -----------------------------------------------------------------
 
     def _freeze_batch(self, data: object) -> dict[_Key, _Entry]:
-        if not isinstance(data, Mapping):
-            raise InvalidTypeError(
-                "key data must be a mapping {category: {key_id: value or None}}, "
-                f"not {type(data).__name__}"
-            )
-        batch: dict[_Key, _Entry] = {}
-        for category, entries in data.items():
-            cat = check_category(category)
-            if not isinstance(entries, Mapping):
-                raise InvalidTypeError(
-                    f"keys of category {cat!r} must be a mapping {{key_id: value or None}}, "
-                    f"not {type(entries).__name__}"
-                )
-            for key_id, value in entries.items():
-                kid = check_key_id(key_id)
-                batch[cat, kid] = _freeze(value, cat, kid, self._max_size)
-        return batch
+        return {
+            (category, key_id): _freeze(value, category, key_id, self._max_size)
+            for category, key_id, value in key_batch_entries(data)
+        }
 
     async def _set(self, data: Mapping[str, Mapping[Any, Any]], txn: KeyTransaction | None) -> None:
         batch = self._freeze_batch(data)
