@@ -15,11 +15,12 @@ import subprocess
 import sys
 import tracemalloc
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from wa_session_store import (
     AuthKeys,
@@ -47,6 +48,9 @@ from wa_session_store.integrations.pyaileys import use_pyaileys_auth_state
 from .fanout import device_jids, fan_out, make_bundles, open_sessions, wire
 
 SID = "keys-bot"
+
+Route = tuple[Proxy, str, dict[str, Any]]
+"""A counting proxy, the DSN through it, and the store options that path needs."""
 
 
 class Counted:
@@ -391,10 +395,11 @@ async def test_a_lost_lease_empties_the_cache_and_drops_pending_writes(
 
 
 async def test_a_frame_is_refused_during_an_outage_and_its_writes_land_after(
-    proxy: Proxy, pg_dsn: str, pg_schema: str, no_timer: None
+    path: Route, pg_schema: str, no_timer: None
 ) -> None:
+    proxy, dsn, options = path
     retry = RetryPolicy(attempts=2, timeout=1.0, backoff=0.1)
-    async with PostgresStore(proxy.dsn(pg_dsn), schema=pg_schema, retry=retry) as store:
+    async with PostgresStore(dsn, schema=pg_schema, retry=retry, **options) as store:
         auth = await use_pyaileys_auth_state(store, SID, backup_interval=None)
         client = WhatsAppClient(auth=auth.state)
         auth.attach(client)
@@ -415,15 +420,39 @@ async def test_a_frame_is_refused_during_an_outage_and_its_writes_land_after(
 # -- pyaileys: round trips of a fan-out, counted at the proxy --------------------------
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.proxy),
+        pytest.param("pgbouncer", marks=[pytest.mark.proxy, pytest.mark.pgbouncer]),
+    ]
+)
+def path(request: pytest.FixtureRequest, pg_dsn: str) -> Iterator[Route]:
+    """A counting proxy in front of PostgreSQL, or of a PgBouncer in front of it:
+    the proxy, the DSN through it, and the store options the path needs."""
+    if request.param == "postgres":
+        target, options = pg_dsn, {}
+    else:
+        target, options = request.getfixturevalue("pgbouncer_dsn"), {"prepare_threshold": None}
+    params = conninfo_to_dict(target)
+    counting = Proxy(str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
+    counting.start()
+    try:
+        yield counting, counting.dsn(target), options
+    finally:
+        counting.stop()
+
+
 @pytest.fixture
-async def proxied(proxy: Proxy, pg_dsn: str, pg_schema: str) -> AsyncIterator[PostgresStore]:
-    async with PostgresStore(proxy.dsn(pg_dsn), schema=pg_schema) as store:
+async def proxied(path: Route, pg_schema: str) -> AsyncIterator[PostgresStore]:
+    _, dsn, options = path
+    async with PostgresStore(dsn, schema=pg_schema, **options) as store:
         yield store
 
 
 async def test_a_fan_out_send_costs_one_round_trip_however_many_devices(
-    proxied: PostgresStore, proxy: Proxy, no_timer: None
+    proxied: PostgresStore, path: Route, no_timer: None
 ) -> None:
+    proxy = path[0]
     jids = device_jids(150)
     auth = await use_pyaileys_auth_state(proxied, SID, backup_interval=None)
     client = WhatsAppClient(auth=auth.state)
@@ -465,8 +494,9 @@ async def test_a_fan_out_send_costs_one_round_trip_however_many_devices(
 
 
 async def test_write_through_is_still_one_round_trip_per_set(
-    proxied: PostgresStore, proxy: Proxy
+    proxied: PostgresStore, path: Route
 ) -> None:
+    proxy = path[0]
     auth = await use_auth_state(proxied, SID, backup_interval=None)
     assert auth.keys.mode == "write-through"
     for _ in range(20):  # past psycopg's prepare threshold (an extra round trip, once)
