@@ -372,8 +372,14 @@ class AuthKeys:
         await self._set(data, self._current())
 
     async def clear(self) -> None:
-        """Delete every key of the session (its creds stay), pending writes included."""
-        txn = self._current()
+        """Delete every key of the session (its creds stay), pending writes included.
+
+        Not part of a transaction: it is stored at once, and it empties the
+        open transactions' writes too.
+        """
+        await self._clear(self._current())
+
+    async def _clear(self, txn: KeyTransaction | None) -> None:
         while txn is not None:
             txn.writes.clear()
             txn = txn.parent

@@ -527,6 +527,15 @@ class SyncAuthKeys(_Facade):
         txn = self._transaction()
         return self._run("set", lambda: self._keys._set(data, txn))
 
+    def clear(self) -> None:
+        """Delete every key of the session (its creds stay), pending writes included.
+
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.clear`, emptying
+        this thread's open transactions too.
+        """
+        txn = self._transaction()
+        return self._run("clear", lambda: self._keys._clear(txn))
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """``with keys.transaction():`` — the blocking twin of
@@ -549,14 +558,6 @@ class SyncAuthKeys(_Facade):
         self._run("transaction", txn.commit)
 
     # -- generated from AuthKeys by `python -m tests.test_sync --write`: do not edit ---------------
-    def clear(self) -> None:
-        """Delete every key of the session (its creds stay), pending writes included.
-
-        Blocking twin of :meth:`~wa_session_store.AuthKeys.clear`: the same arguments, result
-        and errors.
-        """
-        return self._run("clear", lambda: self._keys.clear())
-
     def flush(self) -> None:
         """Store every write made before this call, in one batch; wait for it.
 
