@@ -15,7 +15,7 @@ about the target's batch writes, not a sum of round trips per session.
 Resuming is decided by content: a session the target already holds is read
 back and compared with the source; if it is identical, it is reported as
 skipped (a copy that was interrupted after it), otherwise as a conflict, left
-alone unless ``overwrite``. A session is written in one transaction, so an
+alone unless ``overwrite`` (which replaces it). A session is written in one transaction, so an
 interruption never leaves half a session on the target.
 """
 
@@ -261,7 +261,8 @@ async def copy_sessions(
         target: the store to write to.
         sessions: the ids to copy (default None: every session of the source).
         overwrite: replace a session the target holds with different contents
-            (default False: report it as a ``conflict`` and leave it).
+            (default False: report it as a ``conflict`` and leave it). Identical
+            ones are skipped either way.
         force: copy a session held by a live lease on the source (default
             False: ``refused``; its owner is still writing, so the copy would be
             stale at once).
@@ -340,7 +341,7 @@ async def copy_sessions(
                         "or pass force to copy anyway)",
                     )
                     return read
-            if verify_only or (sid in on_target and not overwrite):
+            if verify_only or sid in on_target:
                 difference = describe_difference(read.exported, await target.export_session(sid))
                 if verify_only:
                     read.outcome = outcome(
@@ -348,7 +349,7 @@ async def copy_sessions(
                     )
                 elif difference is None:
                     read.outcome = outcome(read, "skipped", "already on the target")
-                else:
+                elif not overwrite:
                     read.outcome = outcome(
                         read,
                         "conflict",
