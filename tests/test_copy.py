@@ -274,7 +274,7 @@ async def test_verification_catches_a_row_corrupted_on_write(
     statuses = {s.session_id: s for s in report.sessions}
     assert statuses["bot-1"].status == "failed"
     assert statuses["bot-1"].detail == (
-        "the target's copy differs from the source: 1 key differ (pre-key '7')"
+        "the target's copy differs from the source: 1 key differs (pre-key '7')"
     )
     assert [s.status for s in report.sessions if s.session_id != "bot-1"] == ["copied"] * 3
     assert not report.ok

@@ -218,18 +218,17 @@ def describe_difference(expected: SessionExport, actual: SessionExport | None) -
             elif have[key_id] != value:
                 differ.append((category, key_id))
         extra += [(category, key_id) for key_id in have if key_id not in want]
-    for found, label in (
-        (differ, "differ"),
-        (missing, "missing on the target"),
-        (extra, "on the target only"),
+    for found, one_label, many_label in (
+        (differ, "differs", "differ"),
+        (missing, "missing on the target", "missing on the target"),
+        (extra, "on the target only", "on the target only"),
     ):
         if found:
             category, key_id = found[0]
-            one = len(found) == 1
-            problems.append(
-                f"{len(found):,} key{'' if one else 's'} {label}"
-                f" ({'' if one else 'first: '}{category} {key_id!r})"
-            )
+            if len(found) == 1:
+                problems.append(f"1 key {one_label} ({category} {key_id!r})")
+            else:
+                problems.append(f"{len(found):,} keys {many_label} (first: {category} {key_id!r})")
     return "; ".join(problems) or None
 
 
@@ -337,8 +336,8 @@ async def copy_sessions(
                     read.outcome = outcome(
                         read,
                         "refused",
-                        f"held by a live lease of {holder[0]!r} on the source (stop that owner, "
-                        "or pass force to copy anyway)",
+                        f"held by a live lease of {holder[0]!r} on the source: stop that owner, "
+                        "or pass force=True (--force) to copy it anyway",
                     )
                     return read
             if verify_only or sid in on_target:
@@ -353,8 +352,8 @@ async def copy_sessions(
                     read.outcome = outcome(
                         read,
                         "conflict",
-                        f"the target holds a different session of this id ({difference}); "
-                        "pass overwrite to replace it",
+                        f"the target holds a different session of this id: {difference}; "
+                        "pass overwrite=True (--overwrite) to replace it",
                     )
         except _FATAL:
             raise
@@ -374,7 +373,9 @@ async def copy_sessions(
         except SessionExistsError:
             # Created on the target since the listing; never replaced without overwrite.
             read.outcome = outcome(
-                read, "conflict", "stored on the target meanwhile; pass overwrite to replace it"
+                read,
+                "conflict",
+                "stored on the target meanwhile; pass overwrite=True (--overwrite) to replace it",
             )
         except SessionStoreError as exc:
             read.outcome = outcome(read, "failed", str(exc), exc)
