@@ -128,46 +128,45 @@ async def run(cfg: Config) -> list[Row]:
     rate = Stat([total_keys / v for v in times["ours"]], "keys/s")
     setup = f"SQLite -> {NET.name}, {sessions} sessions x {keys:,} keys"
     million = 1_000_000 / rate.median
+    against = ratios(times["ours"], times["sequential"])
+    comparisons = [
+        (
+            "folders",
+            "export + import through Baileys folders",
+            ratios(times["folders"], times["ours"], "x faster"),
+            ("", None),
+            f"ratio = folders / ours; ours {rate.fmt()}, so 1,000 x 1,000 keys in about "
+            f"{million / 60:.0f} min",
+        ),
+        (
+            "sequential",
+            "the same steps one after another (read, write, read back, compare)",
+            against,
+            ("< 1x", against.median < 1.0),
+            "the pipeline: reading n+1 and verifying n-1 overlap with writing n",
+        ),
+        (
+            "writes",
+            "the target's batch writes alone (import_session of sessions held in memory)",
+            ratios(times["ours"], times["writes"]),
+            ("reported", None),
+            "the rest is codec CPU in one process: decoding the source, decoding the "
+            "target's copy to verify it",
+        ),
+    ]
     return [
         Row(
             WORKLOAD,
             setup,
             "copy_sessions (verified)",
             ours_s,
-            Stat(times["folders"], "s"),
-            "export + import through Baileys folders",
-            ratios(times["folders"], times["ours"], "x faster"),
-            "",
-            None,
-            f"ratio = folders / ours; ours {rate.fmt()}, so 1,000 x 1,000 keys in about "
-            f"{million / 60:.0f} min",
-            extra={"kind": "copy_folders"},
-        ),
-        Row(
-            WORKLOAD,
-            setup,
-            "copy_sessions (verified)",
-            ours_s,
-            Stat(times["sequential"], "s"),
-            "the same steps one after another (read, write, read back, compare)",
-            ratios(times["ours"], times["sequential"]),
-            "< 1x",
-            ratios(times["ours"], times["sequential"]).median < 1.0,
-            "the pipeline: reading n+1 and verifying n-1 overlap with writing n",
-            extra={"kind": "copy_sequential"},
-        ),
-        Row(
-            WORKLOAD,
-            setup,
-            "copy_sessions (verified)",
-            ours_s,
-            Stat(times["writes"], "s"),
-            "the target's batch writes alone (import_session of sessions held in memory)",
-            ratios(times["ours"], times["writes"]),
-            "reported",
-            None,
-            "the rest is codec CPU in one process: decoding the source, decoding the "
-            "target's copy to verify it",
-            extra={"kind": "copy_writes"},
-        ),
+            Stat(times[name], "s"),
+            label,
+            ratio,
+            target,
+            ok,
+            note,
+            extra={"kind": f"copy_{name}"},
+        )
+        for name, label, ratio, (target, ok), note in comparisons
     ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -316,87 +316,95 @@ async def copy_sessions(
         name = "" if error is None else type(error).__name__
         return SessionCopy(info.session_id, status, info.key_count, info.size, detail, name)
 
-    async def read_one(sid: str) -> _Read:
-        info = on_source.get(sid)
-        if info is None:
-            empty = _Read(SessionInfo(sid, datetime.now(timezone.utc), 0, False))
-            empty.outcome = outcome(empty, "failed", "not stored in the source")
-            return empty
-        read = _Read(info)
+    async def settle(
+        read: _Read, step: Awaitable[SessionCopy | None], context: str = ""
+    ) -> SessionCopy | None:
+        """``step``'s outcome (None: go on); an error of this session fails only it."""
         try:
-            read.exported = await source.export_session(sid)
-            if read.exported is None:  # deleted since the listing
-                read.outcome = outcome(read, "failed", "not stored in the source")
-                return read
-            # Checked after the read: a lease taken before or during it means
-            # an owner that may have written after the snapshot.
-            if leases is not None:
-                holder = await leases.lease_holder(sid)
-                if holder is not None and holder[2] > datetime.now(timezone.utc):
-                    read.outcome = outcome(
-                        read,
-                        "refused",
-                        f"held by a live lease of {holder[0]!r} on the source: stop that owner, "
-                        "or pass force=True (--force) to copy it anyway",
-                    )
-                    return read
-            if verify_only or sid in on_target:
-                difference = describe_difference(read.exported, await target.export_session(sid))
-                if verify_only:
-                    read.outcome = outcome(
-                        read, "failed" if difference else "verified", difference or ""
-                    )
-                elif difference is None:
-                    read.outcome = outcome(read, "skipped", "already on the target")
-                elif not overwrite:
-                    read.outcome = outcome(
-                        read,
-                        "conflict",
-                        f"the target holds a different session of this id: {difference}; "
-                        "pass overwrite=True (--overwrite) to replace it",
-                    )
+            return await step
         except _FATAL:
             raise
         except SessionStoreError as exc:
-            read.outcome = outcome(read, "failed", str(exc), exc)
-        return read
+            return outcome(read, "failed", f"{context}{exc}", exc)
 
-    async def write_one(read: _Read) -> _Read:
+    async def check(read: _Read) -> SessionCopy | None:
+        sid = read.info.session_id
+        read.exported = await source.export_session(sid)
+        if read.exported is None:  # deleted since the listing
+            return outcome(read, "failed", "not stored in the source")
+        # Checked after the read: a lease taken before or during it means an
+        # owner that may have written after the snapshot.
+        if leases is not None:
+            holder = await leases.lease_holder(sid)
+            if holder is not None and holder[2] > datetime.now(timezone.utc):
+                return outcome(
+                    read,
+                    "refused",
+                    f"held by a live lease of {holder[0]!r} on the source: stop that owner, "
+                    "or pass force=True (--force) to copy it anyway",
+                )
+        if not (verify_only or sid in on_target):
+            return None
+        difference = describe_difference(read.exported, await target.export_session(sid))
+        if verify_only:
+            return outcome(read, "failed" if difference else "verified", difference or "")
+        if difference is None:
+            return outcome(read, "skipped", "already on the target")
+        if not overwrite:
+            return outcome(
+                read,
+                "conflict",
+                f"the target holds a different session of this id: {difference}; "
+                "pass overwrite=True (--overwrite) to replace it",
+            )
+        return None
+
+    async def write(read: _Read) -> SessionCopy | None:
         exported = read.exported
         assert exported is not None
         try:
             await target.import_session(
                 read.info.session_id, exported.creds, exported.keys, overwrite=overwrite
             )
-        except _FATAL:
-            raise
         except SessionExistsError:
             # Created on the target since the listing; never replaced without overwrite.
-            read.outcome = outcome(
+            return outcome(
                 read,
                 "conflict",
                 "stored on the target meanwhile; pass overwrite=True (--overwrite) to replace it",
             )
-        except SessionStoreError as exc:
-            read.outcome = outcome(read, "failed", str(exc), exc)
-        return read
+        return None
 
-    async def verify_one(read: _Read) -> SessionCopy:
+    async def verify(read: _Read) -> SessionCopy:
         exported = read.exported
         assert exported is not None
-        try:
-            difference = describe_difference(
-                exported, await target.export_session(read.info.session_id)
-            )
-        except _FATAL:
-            raise
-        except SessionStoreError as exc:
-            return outcome(read, "failed", f"reading it back from the target: {exc}", exc)
+        difference = describe_difference(
+            exported, await target.export_session(read.info.session_id)
+        )
         if difference is not None:
             return outcome(
                 read, "failed", f"the target's copy differs from the source: {difference}"
             )
         return outcome(read, "copied")
+
+    async def read_one(sid: str) -> _Read:
+        info = on_source.get(sid)
+        if info is None:
+            missing = _Read(SessionInfo(sid, datetime.now(timezone.utc), 0, False))
+            missing.outcome = outcome(missing, "failed", "not stored in the source")
+            return missing
+        read = _Read(info)
+        read.outcome = await settle(read, check(read))
+        return read
+
+    async def write_one(read: _Read) -> _Read:
+        read.outcome = await settle(read, write(read))
+        return read
+
+    async def verify_one(read: _Read) -> SessionCopy:
+        verified = await settle(read, verify(read), "reading it back from the target: ")
+        assert verified is not None
+        return verified
 
     # Three stages joined by queues of one: reading n+1, writing n, verifying n-1.
     to_write: asyncio.Queue[_Read | None] = asyncio.Queue(maxsize=1)
