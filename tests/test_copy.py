@@ -445,8 +445,9 @@ async def _same_stores(path: Path, url: str) -> bool:
 
 
 @pytest.mark.postgres
-def test_a_copy_killed_halfway_resumes(
-    tmp_path: Path, pg_dsn: str, pg_schemas: Callable[[], str], proxy: Proxy
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_copy_stopped_halfway_resumes(
+    tmp_path: Path, pg_dsn: str, pg_schemas: Callable[[], str], proxy: Proxy, signum: int
 ) -> None:
     sessions = 40
     asyncio.run(_seed_file(tmp_path / "a.db", sessions, 200))
@@ -482,11 +483,16 @@ def test_a_copy_killed_halfway_resumes(
                 time.sleep(0.02)
         assert child.poll() is None, "the copy finished before it could be killed"
         assert count >= 3
-        child.send_signal(signal.SIGKILL)
+        child.send_signal(signum)
+        _, stderr = child.communicate(timeout=60)
     finally:
         child.kill()
-        child.communicate(timeout=30)
-    assert child.returncode == -signal.SIGKILL
+        child.wait(timeout=30)
+    if signum == signal.SIGKILL:
+        assert child.returncode == -signal.SIGKILL
+    else:  # Ctrl-C: the status of the CLI, and how to go on
+        assert child.returncode == 130, stderr
+        assert "run the same command again" in stderr
     proxy.delay(0)
 
     resumed = cli("--from", "sqlite:///a.db", "--to", url, "--json", cwd=tmp_path)

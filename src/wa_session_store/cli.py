@@ -334,7 +334,9 @@ async def _copy(args: argparse.Namespace) -> int:
     progress = Progress("verifying" if args.verify_only else "copying")
 
     def show(p: CopyProgress) -> None:
-        progress(p.sessions_done, p.sessions_total, f" sessions, {p.keys_done:,} keys")
+        progress(
+            p.sessions_done, p.sessions_total, f" sessions, {p.keys_done:,}/{p.keys_total:,} keys"
+        )
 
     async with source, target:
         try:
