@@ -1,4 +1,4 @@
-"""Workload 8: moving to production, SQLite to PostgreSQL at 1 ms one-way.
+"""Workload 9: moving to production, SQLite to PostgreSQL at 1 ms one-way.
 
 A SQLite file holds ``SESSIONS`` sessions, each with a creds document (~2.5 KB)
 and ``KEYS`` keys (pre-keys and ~1 KB session records, half and half), as a
@@ -39,7 +39,7 @@ from wa_session_store.interop.baileys import export_baileys_folder, import_baile
 from ._env import Config, Net, make_creds, make_prekeys, make_session_record, scratch_schema
 from ._harness import Row, Stat, Timer, interleaved, ratios
 
-WORKLOAD = "8 Moving to production"
+WORKLOAD = "9 Moving to production"
 NET = Net(0.001)
 Copier = Callable[[PostgresStore], Awaitable[None]]
 Contender = Callable[[int], Awaitable[float]]
