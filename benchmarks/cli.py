@@ -29,6 +29,7 @@ from . import (
     w6_memory,
     w7_sqlite,
     w8_client_fanout,
+    w9_copy,
 )
 from ._env import DEFAULT_DSN, ROOT, Config, Net, ProxyProcess
 from ._harness import Row, fmt
@@ -42,6 +43,7 @@ WORKLOADS: dict[str, tuple[str, Callable[[Config], Awaitable[list[Row]]]]] = {
     "6": ("memory per AuthState", w6_memory.run),
     "7": ("SQLite default", w7_sqlite.run),
     "8": ("client fan-out through pyaileys", w8_client_fanout.run),
+    "9": ("moving to production: copy SQLite to PostgreSQL", w9_copy.run),
 }
 
 

@@ -39,6 +39,7 @@ from .leases import Lease, SessionWorker
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
 from .store import AuthStateStore, ReencryptProgress, SessionExport, SessionInfo
 from .throttle import BackupScheduler, Throttler
+from .transfer import CopyProgress, CopyReport, SessionCopy, copy_sessions
 
 try:
     __version__ = version("wa-session-store")
@@ -54,6 +55,8 @@ __all__ = [
     "AuthStateStore",
     "BackupScheduler",
     "Cipher",
+    "CopyProgress",
+    "CopyReport",
     "DecodeError",
     "DecryptionError",
     "InvalidInputError",
@@ -72,6 +75,7 @@ __all__ = [
     "RetryPolicy",
     "SQLiteStore",
     "SchemaVersionError",
+    "SessionCopy",
     "SessionExistsError",
     "SessionExport",
     "SessionInfo",
@@ -83,6 +87,7 @@ __all__ = [
     "Throttler",
     "__version__",
     "close_all",
+    "copy_sessions",
     "install_shutdown_handler",
     "open_store",
     "prekey_counters_changed",

@@ -24,8 +24,9 @@ from typing import Any, TextIO
 
 from ._open import DEFAULT_URL, open_store, redact_url
 from .backends.postgres import PostgresStore
+from .backends.sqlite import SQLiteStore
 from .crypto import Cipher
-from .errors import SessionStoreError
+from .errors import SessionStoreError, StoreUnavailableError
 from .store import BaseStore
 
 __all__ = ["main"]
@@ -46,7 +47,7 @@ class Progress:
         self.enabled = self.stream.isatty()
         self._last = 0.0
 
-    def __call__(self, done: int, total: int | None = None) -> None:
+    def __call__(self, done: int, total: int | None = None, detail: str = "") -> None:
         if not self.enabled:
             return
         now = time.monotonic()
@@ -54,7 +55,7 @@ class Progress:
             return  # a terminal needs no more than ten updates a second
         self._last = now
         of = f"/{total:,}" if total is not None else ""
-        self.stream.write(f"\r{self.label} {done:,}{of}")
+        self.stream.write(f"\r{self.label} {done:,}{of}{detail}")
         self.stream.flush()
 
     def done(self) -> None:
@@ -63,34 +64,55 @@ class Progress:
             self.stream.flush()
 
 
-def _cipher_from_env() -> Cipher | None:
-    """The cipher described by ``WA_SESSION_STORE_KEYS`` (``id=base64,id=base64``), if set.
+#: The environment variable holding the target's keys (and every other subcommand's).
+KEYS_ENV = "WA_SESSION_STORE_KEYS"
+#: The environment variable holding the keys of ``copy``'s source store.
+SOURCE_KEYS_ENV = "WA_SESSION_STORE_SOURCE_KEYS"
 
-    The first key is the active one unless ``WA_SESSION_STORE_ACTIVE_KEY`` names another.
+
+def _cipher_from_env(variable: str = KEYS_ENV) -> Cipher | None:
+    """The cipher described by ``variable`` (``id=base64,id=base64``), if set.
+
+    The first key is the active one unless ``WA_SESSION_STORE_ACTIVE_KEY`` names
+    another (for ``WA_SESSION_STORE_KEYS``; a source store only reads, so any key
+    of ``WA_SESSION_STORE_SOURCE_KEYS`` will do as its active one).
     """
-    spec = os.environ.get("WA_SESSION_STORE_KEYS", "").strip()
+    spec = os.environ.get(variable, "").strip()
     if not spec:
         return None
     keys: dict[str, bytes] = {}
     for item in spec.split(","):
         key_id, sep, encoded = item.strip().partition("=")
         if not sep:
-            raise UsageError("WA_SESSION_STORE_KEYS must look like 'id=BASE64KEY,id2=BASE64KEY'")
+            raise UsageError(f"{variable} must look like 'id=BASE64KEY,id2=BASE64KEY'")
         try:
             keys[key_id] = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
-            raise UsageError(f"key {key_id!r} in WA_SESSION_STORE_KEYS is not base64") from None
+            raise UsageError(f"key {key_id!r} in {variable} is not base64") from None
     from .crypto import AESGCMCipher
 
-    active = os.environ.get("WA_SESSION_STORE_ACTIVE_KEY") or next(iter(keys))
-    return AESGCMCipher(keys, active)
+    chosen = os.environ.get("WA_SESSION_STORE_ACTIVE_KEY") if variable == KEYS_ENV else None
+    return AESGCMCipher(keys, chosen or next(iter(keys)))
 
 
-def _store(args: argparse.Namespace, **options: Any) -> BaseStore:
-    cipher = _cipher_from_env()
+def _store(
+    args: argparse.Namespace, *, url: str | None = None, keys_env: str = KEYS_ENV, **options: Any
+) -> BaseStore:
+    """The store of ``url`` (default ``--dsn``), sealed with the keys of ``keys_env`` if set."""
+    cipher = _cipher_from_env(keys_env)
     if cipher is not None:
         options.setdefault("cipher", cipher)
-    return open_store(args.dsn, **options)
+    return open_store(args.dsn if url is None else url, **options)
+
+
+def _existing_store(args: argparse.Namespace, url: str, keys_env: str) -> BaseStore:
+    """The store of ``url``, which must exist already: opening it never creates or migrates it."""
+    store = _store(args, url=url, keys_env=keys_env)
+    if isinstance(store, SQLiteStore) and not store.path.exists():
+        raise UsageError(f"no SQLite database at {str(store.path)!r} ({redact_url(url)})")
+    if isinstance(store, (SQLiteStore, PostgresStore)):
+        store.migrate = False
+    return store
 
 
 def _ago(moment: datetime) -> str:
@@ -298,6 +320,59 @@ async def _reencrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _copy(args: argparse.Namespace) -> int:
+    """Copy sessions from --from to --to, verifying each; resumable. 1 unless all are there."""
+    from .transfer import CopyProgress, copy_sessions
+
+    if args.source == args.target:
+        raise UsageError("--from and --to name the same store")
+    source = _existing_store(args, args.source, SOURCE_KEYS_ENV)
+    if args.verify_only:
+        target = _existing_store(args, args.target, KEYS_ENV)
+    else:
+        target = _store(args, url=args.target)
+    progress = Progress("verifying" if args.verify_only else "copying")
+
+    def show(p: CopyProgress) -> None:
+        progress(
+            p.sessions_done, p.sessions_total, f" sessions, {p.keys_done:,}/{p.keys_total:,} keys"
+        )
+
+    async with source, target:
+        try:
+            report = await copy_sessions(
+                source,
+                target,
+                args.sessions or None,
+                overwrite=args.overwrite,
+                force=args.force,
+                verify_only=args.verify_only,
+                progress=show,
+            )
+        except (asyncio.CancelledError, StoreUnavailableError):
+            progress.done()
+            print(
+                "the copy stopped: run the same command again to finish it "
+                "(sessions already on the target are compared and skipped)",
+                file=sys.stderr,
+            )
+            raise
+    progress.done()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for outcome in report.sessions:
+            if outcome.detail and outcome.status != "skipped":
+                print(f"{outcome.session_id}: {outcome.status}: {outcome.detail}")
+        print(report.summary())
+    if any(o.error == "DecryptionError" for o in report.sessions):
+        print(
+            f"hint: the source's keys come from {SOURCE_KEYS_ENV}, the target's from {KEYS_ENV}",
+            file=sys.stderr,
+        )
+    return 0 if report.ok else 1
+
+
 async def _demo(args: argparse.Namespace) -> int:
     """Run the demo (see :mod:`wa_session_store.demo`); 0 if nothing was lost, else 1."""
     from .demo import run_demo
@@ -406,6 +481,44 @@ def _parser() -> argparse.ArgumentParser:
     reencrypting.add_argument(
         "--batch-size", type=int, default=500, metavar="N", help="rows per batch (default 500)"
     )
+    copying = commands.add_parser(
+        "copy",
+        help="copy sessions between stores, verified and resumable",
+        description="Copy sessions (every session of the source when none is named) from one "
+        "store to another, each in one transaction on the target, then read each back and "
+        "compare it with the source, creds and every key. A session the target holds already "
+        "is compared: identical, it is skipped (so an interrupted copy just runs again); "
+        "different, it is reported and left alone unless --overwrite. A session held by a "
+        "live lease on the source is refused unless --force: stop the bot, copy, then point "
+        f"the bot at the target. Keys: the source's from {SOURCE_KEYS_ENV}, the target's from "
+        f"{KEYS_ENV} ('id=BASE64,id2=BASE64'), never from the command line. The source is "
+        "never written. Exit status 0 when every session is on the target as on the source, "
+        "1 otherwise.",
+    )
+    copying.add_argument(
+        "sessions", nargs="*", metavar="SESSION", help="the sessions to copy (default: all)"
+    )
+    copying.add_argument(
+        "--from", dest="source", required=True, metavar="URL", help="the store to copy from"
+    )
+    copying.add_argument(
+        "--to", dest="target", required=True, metavar="URL", help="the store to copy to"
+    )
+    copying.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace sessions the target holds with different contents",
+    )
+    copying.add_argument(
+        "--force", action="store_true", help="copy sessions held by a live lease on the source"
+    )
+    copying.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="write nothing: compare every session with the target's copy",
+    )
+    copying.add_argument("--json", action="store_true", help="print the report as JSON")
+    copying.set_defaults(run=_copy)
     demo = commands.add_parser(
         "demo",
         parents=[common],
