@@ -116,15 +116,21 @@ class ProxyProcess:
         self._send(f"delay {seconds!r}")
         self._delay = seconds
 
-    def _send(self, command: str) -> None:
+    def round_trips(self) -> int:
+        """Round trips forwarded so far (``tests.proxy.Proxy.round_trips``)."""
+        return int(self._send("count"))
+
+    def _send(self, command: str) -> str:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.stdout is None:
             raise RuntimeError("proxy not running")
         proc.stdin.write(command + "\n")
         proc.stdin.flush()
         answer = proc.stdout.readline().strip()
-        if answer != "ok":
+        status, _, rest = answer.partition(" ")
+        if status != "ok":
             raise RuntimeError(f"proxy answered {answer!r} to {command!r}")
+        return rest
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

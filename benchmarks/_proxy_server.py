@@ -7,7 +7,9 @@ has. In a separate process it only competes for a CPU core, like a real
 network hop would not either, but much less.
 
 Protocol: prints the listening port on the first line, then answers each
-``delay SECONDS`` line with ``ok``; ``stop`` (or EOF) stops it.
+``delay SECONDS`` line with ``ok`` and each ``count`` line with ``ok N``, N the
+round trips forwarded so far (see ``Proxy.round_trips``); ``stop`` (or EOF)
+stops it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def main(argv: list[str]) -> int:
             if command == "delay":
                 proxy.delay(float(arg))
                 print("ok", flush=True)
+            elif command == "count":
+                print(f"ok {proxy.round_trips}", flush=True)
             elif command == "stop":
                 break
             else:

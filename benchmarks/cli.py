@@ -19,7 +19,18 @@ from psycopg.conninfo import conninfo_to_dict
 
 from wa_session_store import SessionStoreError
 
-from . import report, w1_pairing, w2_traffic, w3_fanout, w4_storm, w5_restore, w6_memory, w7_sqlite
+from . import (
+    report,
+    w1_pairing,
+    w2_traffic,
+    w3_fanout,
+    w4_storm,
+    w5_restore,
+    w6_memory,
+    w7_sqlite,
+    w8_client_fanout,
+    w9_copy,
+)
 from ._env import DEFAULT_DSN, ROOT, Config, Net, ProxyProcess
 from ._harness import Row, fmt
 
@@ -31,6 +42,8 @@ WORKLOADS: dict[str, tuple[str, Callable[[Config], Awaitable[list[Row]]]]] = {
     "5": ("restore after deploy (PostgreSQL)", w5_restore.run),
     "6": ("memory per AuthState", w6_memory.run),
     "7": ("SQLite default", w7_sqlite.run),
+    "8": ("client fan-out through pyaileys", w8_client_fanout.run),
+    "9": ("moving to production: copy SQLite to PostgreSQL", w9_copy.run),
 }
 
 

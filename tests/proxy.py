@@ -103,6 +103,9 @@ class _Link:
         self.writing: list[bool] = [False, False]
         self.timers: list[asyncio.TimerHandle | None] = [None, None]
         self.connect_timer: asyncio.TimerHandle | None = None
+        # The side that last sent data: a client burst after the server spoke
+        # (or the first one) starts a new request, i.e. one round trip.
+        self.last_sender = _SERVER
 
     # -- upstream connect -------------------------------------------------
 
@@ -203,6 +206,9 @@ class _Link:
             return
         due = self.loop.time() + self.owner.delay_s
         if data:
+            if side == _CLIENT and self.last_sender == _SERVER:
+                self.owner.counters[2] += 1
+            self.last_sender = side
             self.queue[side].append((due, data))
             self.queued[side] += len(data)
         else:
@@ -329,7 +335,7 @@ class _Engine:
         self.loop = loop
         self.target_family, self.target_addr = target
         self.listen_family, self.listen_addr = listen
-        self.counters = counters  # [total, open], shared with the Proxy
+        self.counters = counters  # [total, open, round trips], shared with the Proxy
         self.listener: socket.socket | None = None
         self.listener_fd = -1
         self.accepting = False
@@ -471,7 +477,7 @@ class Proxy:
         self.target_port = target_port
         self.listen_host = listen_host
         self.port = listen_port
-        self._counters = [0, 0]
+        self._counters = [0, 0, 0]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._engine: _Engine | None = None
@@ -604,6 +610,17 @@ class Proxy:
     def connections_open(self) -> int:
         """Proxied connections currently open (client side accepted)."""
         return self._counters[1]
+
+    @property
+    def round_trips(self) -> int:
+        """Requests forwarded since this object was created.
+
+        A request is a burst of client bytes that follows the server's answer
+        (or opens the connection): a statement sent in one write and answered
+        counts once however many packets either side splits it into, so the
+        difference of two readings is the round trips a piece of code made.
+        """
+        return self._counters[2]
 
     @property
     def running(self) -> bool:

@@ -488,7 +488,9 @@ async def test_signal_conversation_survives_a_restart(
     first = await alice.send(BOB, "hello Bob")
     assert first[0] == "pkmsg"
     assert await bob.receive(ALICE, first) == "hello Bob"
-    # The one-time pre-key is used up, in the database.
+    # The one-time pre-key is used up, in the database once a barrier passed
+    # (the frame acknowledging the message would wait for it).
+    await bob.auth.auth_state.barrier()
     assert (await store.get_keys("bob", "pre-key", [3]))["3"] is None
 
     reply = await bob.send(ALICE, "hi Alice")
@@ -505,6 +507,8 @@ async def test_signal_conversation_survives_a_restart(
     a4, a5 = await alice.send(BOB, "six"), await alice.send(BOB, "seven")
     assert await bob.receive(ALICE, a5) == "seven"
     b6 = await bob.send(ALICE, "eight")
+    for party in (alice, bob):  # what sending those frames would have waited for
+        await party.auth.auth_state.barrier()
     sessions = {
         "alice": await store.get_keys("alice", "session", ["15550000002.0", "15550000001.0"]),
         "bob": await store.get_keys("bob", "session", ["15550000001.0", "15550000002.0"]),

@@ -344,6 +344,47 @@ def test_sync_auth_state_round_trip(sqlite_url: str, no_leaked_threads: None) ->
         assert again.creds == CREDS
 
 
+def test_barrier_mode_and_transactions_through_the_facade(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, no_leaked_threads: None
+) -> None:
+    from wa_session_store import AuthKeys
+
+    monkeypatch.setattr(AuthKeys, "FLUSH_DELAY", 3600.0)  # only barriers store
+    with open_sync_store(sqlite_url) as store:
+        store.set_keys("bot", {"session": {"old": b"0"}})
+        auth = sync.use_sync_auth_state(
+            store, "bot", key_writes="barrier", preload=True, backup_interval=None
+        )
+        auth.keys.set({"session": {"a": b"1"}})
+        assert auth.keys.get("session", ["a", "old"]) == {"a": b"1", "old": b"0"}
+        assert store.get_keys("bot", "session", ["a"]) == {"a": None}  # pending
+        auth.keys.flush()
+        assert store.get_keys("bot", "session", ["a"]) == {"a": b"1"}
+
+        with auth.keys.transaction():
+            auth.keys.set({"session": {"b": b"2"}})
+            with auth.keys.transaction():  # joins the outer one
+                auth.keys.set({"session": {"c": b"3"}})
+            assert auth.keys.get("session", ["b", "c"]) == {"b": b"2", "c": b"3"}
+            assert store.get_keys("bot", "session", ["b"]) == {"b": None}
+        assert store.get_keys("bot", "session", ["b", "c"]) == {"b": b"2", "c": b"3"}
+
+        def abandoned() -> None:
+            with auth.keys.transaction():
+                auth.keys.set({"session": {"a": b"discarded"}})
+                raise RuntimeError("abandon")
+
+        with pytest.raises(RuntimeError, match="abandon"):
+            abandoned()
+        assert auth.keys.get("session", ["a"]) == {"a": b"1"}
+        auth.keys.set({"session": {"d": b"4"}})
+        auth.creds_updated({"nextPreKeyId": 2})  # urgent: the barrier waits for it
+        auth.barrier()
+        assert store.get_keys("bot", "session", ["d"]) == {"d": b"4"}
+        auth.close()
+        assert store.load_creds("bot") == {"nextPreKeyId": 2}
+
+
 def test_creds_updated_from_foreign_threads_is_saved_on_the_loop(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -494,7 +535,7 @@ END = "# -- end of generated code"
 
 def _source_nodes() -> dict[str, ast.ClassDef | ast.AsyncFunctionDef]:
     nodes: dict[str, ast.ClassDef | ast.AsyncFunctionDef] = {}
-    for module in ("store.py", "auth_state.py"):
+    for module in ("store.py", "keys.py", "auth_state.py"):
         for node in ast.parse((SYNC_PY.parent / module).read_text()).body:
             if isinstance(node, (ast.ClassDef, ast.AsyncFunctionDef)):
                 nodes[node.name] = node

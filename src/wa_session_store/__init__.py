@@ -35,10 +35,12 @@ from .errors import (
     StoreOperationError,
     StoreUnavailableError,
 )
+from .keys import KeyTransaction, KeyWrites
 from .leases import Lease, SessionWorker
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
 from .store import AuthStateStore, ReencryptProgress, SessionExport, SessionInfo
 from .throttle import BackupScheduler, Throttler
+from .transfer import CopyProgress, CopyReport, SessionCopy, copy_sessions
 
 try:
     __version__ = version("wa-session-store")
@@ -54,10 +56,14 @@ __all__ = [
     "AuthStateStore",
     "BackupScheduler",
     "Cipher",
+    "CopyProgress",
+    "CopyReport",
     "DecodeError",
     "DecryptionError",
     "InvalidInputError",
     "InvalidTypeError",
+    "KeyTransaction",
+    "KeyWrites",
     "Lease",
     "LeaseLostError",
     "LeaseUnavailableError",
@@ -70,6 +76,7 @@ __all__ = [
     "RetryPolicy",
     "SQLiteStore",
     "SchemaVersionError",
+    "SessionCopy",
     "SessionExistsError",
     "SessionExport",
     "SessionInfo",
@@ -82,6 +89,7 @@ __all__ = [
     "Throttler",
     "__version__",
     "close_all",
+    "copy_sessions",
     "install_shutdown_handler",
     "open_store",
     "prekey_counters_changed",

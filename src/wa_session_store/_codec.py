@@ -13,7 +13,7 @@ import binascii
 import json
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any, Final
 
@@ -326,6 +326,29 @@ KeyRow = tuple[str, str, "bytes | None"]
 """One entry of a key batch: (category, key id, encoded value or None to delete)."""
 
 
+def key_batch_entries(data: object) -> Iterator[tuple[str, str, object]]:
+    """``(category, key_id, value)`` for every entry of ``{category: {key_id: value}}``,
+    the category and id validated (an int id becomes its ``str()``).
+
+    Raises:
+        InvalidTypeError / InvalidInputError: the first problem found.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidTypeError(
+            "key data must be a mapping {category: {key_id: value or None}}, "
+            f"not {type(data).__name__}"
+        )
+    for category, entries in data.items():
+        category = check_category(category)
+        if not isinstance(entries, Mapping):
+            raise InvalidTypeError(
+                f"keys of category {category!r} must be a mapping {{key_id: value or None}}, "
+                f"not {type(entries).__name__}"
+            )
+        for key_id, value in entries.items():
+            yield category, check_key_id(key_id), value
+
+
 def encode_key_batch(data: object, *, max_size: int) -> list[KeyRow]:
     """Validate and encode a whole ``set_keys`` batch before anything is written.
 
@@ -337,34 +360,19 @@ def encode_key_batch(data: object, *, max_size: int) -> list[KeyRow]:
         InvalidTypeError / InvalidInputError: the first problem found; nothing
             of the batch may be written then.
     """
-    if not isinstance(data, Mapping):
-        raise InvalidTypeError(
-            "key data must be a mapping {category: {key_id: value or None}}, "
-            f"not {type(data).__name__}"
-        )
     rows: dict[tuple[str, str], bytes | None] = {}
-    for category, entries in data.items():
-        category = check_category(category)
-        if not isinstance(entries, Mapping):
-            raise InvalidTypeError(
-                f"keys of category {category!r} must be a mapping {{key_id: value or None}}, "
-                f"not {type(entries).__name__}"
+    for category, key_id, value in key_batch_entries(data):
+        blob = (
+            None
+            if value is None
+            else encode_value(
+                value, what=partial(_key_value_name, category, key_id), max_size=max_size
             )
-        for key_id, value in entries.items():
-            key_id = check_key_id(key_id)
-            blob = (
-                None
-                if value is None
-                else encode_value(
-                    value,
-                    what=partial(_key_value_name, category, key_id),
-                    max_size=max_size,
-                )
+        )
+        if (category, key_id) in rows and rows[category, key_id] != blob:
+            raise InvalidInputError(
+                f"{category} key {key_id!r} is given twice (as an int and as a str) "
+                "with different values; give each key once"
             )
-            if (category, key_id) in rows and rows[category, key_id] != blob:
-                raise InvalidInputError(
-                    f"{category} key {key_id!r} is given twice (as an int and as a str) "
-                    "with different values; give each key once"
-                )
-            rows[category, key_id] = blob
+        rows[category, key_id] = blob
     return [(category, key_id, blob) for (category, key_id), blob in rows.items()]

@@ -1,11 +1,11 @@
 """What a bot author touches: an auth state bound to a store and a session.
 
 :func:`use_auth_state` is the counterpart of Baileys' ``useMultiFileAuthState``
-over any :class:`~wa_session_store.AuthStateStore`. Signal keys are written
-through on every ``keys.set`` (a ratchet that is not persisted breaks
-decryption after a restart); the creds document is saved through a
-:class:`~wa_session_store.Throttler` (at most one save per ``throttle``
-seconds, the last update always saved) and re-saved by a
+over any :class:`~wa_session_store.AuthStateStore`. Signal keys go through
+:class:`~wa_session_store.AuthKeys` (a read cache; writes stored at once, or
+at the next barrier that the client's outgoing frames wait for); the creds
+document is saved through a :class:`~wa_session_store.Throttler` (at most one
+save per ``throttle`` seconds, the last update always saved) and re-saved by a
 :class:`~wa_session_store.BackupScheduler` while a change is unsaved.
 """
 
@@ -15,7 +15,7 @@ import asyncio
 import logging
 import signal
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -29,6 +29,7 @@ from .errors import (
     describe_error,
     shown,
 )
+from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .leases import Lease
 from .store import AuthStateStore
 from .throttle import BackupScheduler, Throttler
@@ -74,59 +75,13 @@ def prekey_counters_changed(previous: Mapping[str, Any] | None, current: Mapping
     return any(previous.get(name) != current.get(name) for name in _PREKEY_COUNTERS)
 
 
-class AuthKeys:
-    """The Signal key store a client is handed: async ``get``, ``set``, ``clear``.
-
-    Every call goes straight to the store (write-through), in one round trip.
-    The shape matches pyaileys' ``SignalKeyStore`` and Baileys' ``keys``.
-    With a lease, writes are fenced by it: a replaced owner's writes raise
-    :class:`LeaseLostError` and do not land.
-    """
-
-    __slots__ = ("_lease", "_session_id", "_store")
-
-    def __init__(self, store: AuthStateStore, session_id: str, lease: Lease | None = None) -> None:
-        self._store = store
-        self._session_id = session_id
-        self._lease = lease
-
-    async def get(self, category: str, ids: Iterable[str | int]) -> dict[str, Any]:
-        """``{id: value or None}`` for every id asked for."""
-        return await self._store.get_keys(self._session_id, category, ids)
-
-    async def set(self, data: Mapping[str, Mapping[Any, Any]]) -> None:
-        """Write ``{category: {id: value or None}}`` atomically; ``None`` deletes."""
-        if self._lease is None:
-            await self._store.set_keys(self._session_id, data)
-            return
-        try:
-            await self._store.set_keys(self._session_id, data, fence=self._lease)
-        except LeaseLostError as exc:
-            self._lease.mark_lost(exc)
-            raise
-
-    async def clear(self) -> None:
-        """Delete every key of the session (its creds stay)."""
-        if self._lease is None:
-            await self._store.clear_keys(self._session_id)
-            return
-        try:
-            await self._store.clear_keys(self._session_id, fence=self._lease)
-        except LeaseLostError as exc:
-            self._lease.mark_lost(exc)
-            raise
-
-    def __repr__(self) -> str:
-        return f"<AuthKeys session={self._session_id!r}>"
-
-
 class AuthState:
     """One session's auth state; build it with :func:`use_auth_state`.
 
     Attributes:
         session_id: the session.
         creds: the current creds document, or ``None`` until the client pairs.
-        keys: the write-through :class:`AuthKeys`.
+        keys: the Signal key store, :class:`AuthKeys`.
     """
 
     __slots__ = (
@@ -140,6 +95,7 @@ class AuthState:
         "_store",
         "_throttler",
         "_urgent",
+        "_urgent_generation",
         "creds",
         "keys",
         "session_id",
@@ -158,6 +114,8 @@ class AuthState:
         urgent: UrgentPredicate | None = prekey_counters_changed,
         lease: Lease | None = None,
         on_lost: Callable[[AuthState], None] | None = None,
+        key_writes: KeyWrites = "write-through",
+        key_cache_bytes: int = DEFAULT_KEY_CACHE_BYTES,
     ) -> None:
         if urgent is not None and not callable(urgent):
             raise InvalidTypeError(
@@ -170,7 +128,9 @@ class AuthState:
         self._store = store
         self.session_id = session_id
         self.creds = creds
-        self.keys = AuthKeys(store, session_id, lease)
+        self.keys = AuthKeys(
+            store, session_id, lease, key_writes=key_writes, cache_bytes=key_cache_bytes
+        )
         self._lease = lease
         self._on_lost = on_lost
         self._urgent = urgent
@@ -179,6 +139,8 @@ class AuthState:
         # is ahead of the one the last successful save captured.
         self._generation = 0
         self._saved_generation = 0
+        # The generation of the last urgent change: what a barrier waits for.
+        self._urgent_generation = 0
         self._throttler = Throttler(self._save, throttle, name=session_id)
         self._scheduler = (
             BackupScheduler(
@@ -225,6 +187,7 @@ class AuthState:
             )
         # They belong to a replaced owner: saving them would break the new one.
         self._saved_generation = self._generation
+        self.keys._drop()
         if self._on_lost is not None:
             try:
                 self._on_lost(self)
@@ -269,6 +232,8 @@ class AuthState:
             self._generation += 1
             urgent = self._urgent is not None and self._urgent(self._previous, self.creds)
             self._previous = dict(self.creds)
+            if urgent:
+                self._urgent_generation = self._generation
             self._throttler.trigger(urgent=urgent)
         except StoreClosedError:
             logger.error(
@@ -320,12 +285,43 @@ class AuthState:
             raise
 
     async def flush(self) -> None:
-        """Save the pending change now, if any, and wait for it.
+        """Store the pending key writes and save the pending creds change now; wait for both.
 
         Raises:
-            StoreUnavailableError, StoreOperationError: the save failed (it stays pending).
+            LeaseLostError: the lease was lost.
+            StoreUnavailableError, StoreOperationError: a write failed (it stays pending).
         """
-        await self._throttler.flush()
+        await self._both(self._throttler.flush())
+
+    async def barrier(self) -> None:
+        """Wait until what an outgoing frame may depend on is stored.
+
+        That is every key write made before the call (:meth:`AuthKeys.flush`)
+        and an urgent creds save that is owed or in flight (the pre-key
+        counters, which must be stored before the frame that uploads the
+        pre-keys they count). Non-urgent creds changes stay throttled. Both
+        are written at once, so a barrier costs one round trip. Returns at
+        once when nothing is pending. The pyaileys integration makes every
+        outgoing frame wait for this; a frame whose barrier raises must not
+        be sent.
+
+        Raises:
+            LeaseLostError: the lease was lost: this process no longer owns the session.
+            StoreUnavailableError, StoreOperationError: a write failed after
+                its retries; it stays pending for the next barrier.
+        """
+        owed = self._saved_generation < self._urgent_generation and not self.lost
+        await self._both(self._throttler.flush() if owed else None)
+
+    async def _both(self, creds: Awaitable[None] | None) -> None:
+        """Flush the keys and, concurrently, ``creds``; raise the first error."""
+        if creds is None:
+            await self.keys.flush()
+            return
+        outcomes = await asyncio.gather(self.keys.flush(), creds, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def aclose(self, deadline: float = 10.0) -> None:
         """Stop the backups, save what is pending, refuse further saves.
@@ -345,21 +341,30 @@ class AuthState:
         try:
             if self._scheduler is not None:
                 await self._scheduler.stop()
-            await asyncio.wait_for(self._throttler.aclose(), deadline)
+            await asyncio.wait_for(self._close_both(), deadline)
         except LeaseLostError:
             # A save that was already running when the lease was lost: its
             # creds were dropped and the loss reported (see _lease_lost).
             if not self.lost:
                 raise
         except BaseException as exc:
-            if self.pending:
+            if self.pending or self.keys.pending:
                 logger.error(
-                    "closing %s with unsaved creds: %s",
+                    "closing %s with unsaved %s: %s",
                     self.session_id,
+                    "creds" if self.pending else f"key writes ({self.keys.pending})",
                     describe_error(exc),
                     extra={"session_id": self.session_id, "op": "aclose"},
                 )
             raise
+
+    async def _close_both(self) -> None:
+        outcomes = await asyncio.gather(
+            self.keys._close(), self._throttler.aclose(), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _save(self) -> None:
         creds, generation = self.creds, self._generation
@@ -391,6 +396,9 @@ async def use_auth_state(
     urgent: UrgentPredicate | None = prekey_counters_changed,
     lease: Lease | None = None,
     on_lost: Callable[[AuthState], None] | None = None,
+    key_writes: KeyWrites = "write-through",
+    preload: bool | Iterable[str] = False,
+    key_cache_bytes: int = DEFAULT_KEY_CACHE_BYTES,
 ) -> AuthState:
     """Load a session's auth state from ``store`` and keep it saved.
 
@@ -413,6 +421,22 @@ async def use_auth_state(
             it is lost, unsaved creds are dropped with an ERROR log,
             :attr:`AuthState.lost` turns True and ``on_lost`` is called.
         on_lost: ``on_lost(auth)`` when the lease is lost: disconnect the client.
+        key_writes: ``"write-through"`` (default: each ``keys.set`` is stored
+            before it returns, one round trip each) or ``"barrier"`` (stored
+            in one batch at the next barrier: :meth:`AuthKeys.flush`, a
+            transaction's end, :meth:`AuthState.barrier`, :meth:`AuthState.flush`,
+            :meth:`AuthState.aclose`, or on their own after
+            ``AuthKeys.FLUSH_DELAY`` seconds). Use ``"barrier"`` only when the
+            client's outgoing frames wait for :meth:`AuthState.barrier`, as
+            the pyaileys integration arranges.
+        preload: load the categories a client reads on every send into the
+            key cache before returning, a page of rows per query: True for
+            :data:`~wa_session_store.keys.DEFAULT_PRELOAD` (``session``,
+            ``identity-key``, ``sender-key``, ``sender-key-memory``,
+            ``device-list``, ``lid-mapping``, ``tctoken``), or the categories
+            to load (default False).
+        key_cache_bytes: the key read cache's budget for this auth state, in
+            bytes (default 8 MiB; 0 disables the cache).
 
     Returns:
         The :class:`AuthState`; ``auth.creds`` is None for a new session (pair it).
@@ -421,6 +445,7 @@ async def use_auth_state(
         InvalidInputError: an invalid session id or option.
         StoreUnavailableError, StoreOperationError, DecodeError: loading failed.
     """
+    categories = _preload_categories(preload)
     creds = await store.load_creds(session_id)
     state = AuthState(
         store,
@@ -433,9 +458,30 @@ async def use_auth_state(
         urgent=urgent,
         lease=lease,
         on_lost=on_lost,
+        key_writes=key_writes,
+        key_cache_bytes=key_cache_bytes,
     )
+    if categories:
+        try:
+            await state.keys.preload(categories)
+        except BaseException:
+            await state.aclose(deadline=1.0)
+            raise
     state._start()
     return state
+
+
+def _preload_categories(preload: object) -> list[str]:
+    if preload is True:
+        return list(DEFAULT_PRELOAD)
+    if preload is False or preload is None:
+        return []
+    if isinstance(preload, (str, bytes)) or not isinstance(preload, Iterable):
+        raise InvalidTypeError(
+            f"preload must be True, False or an iterable of key categories, "
+            f"not {type(preload).__name__}"
+        )
+    return list(preload)
 
 
 @dataclass
@@ -459,6 +505,9 @@ class AuthStateOptions(TypedDict, total=False):
     initial_delay: float
     backup_jitter: float
     urgent: UrgentPredicate | None
+    key_writes: KeyWrites
+    preload: bool | Iterable[str]
+    key_cache_bytes: int
 
 
 async def restore_all(

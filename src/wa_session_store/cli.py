@@ -30,8 +30,14 @@ from typing import Any, NoReturn, TextIO
 from ._codec import check_session_id
 from ._open import DEFAULT_URL, open_store, redact_text, redact_url
 from .backends.postgres import PostgresStore
+from .backends.sqlite import SQLiteStore
 from .crypto import Cipher
-from .errors import InvalidInputError, SessionStoreError, StoreConfigurationError
+from .errors import (
+    InvalidInputError,
+    SessionStoreError,
+    StoreConfigurationError,
+    StoreUnavailableError,
+)
 from .store import BaseStore
 
 __all__ = ["main"]
@@ -52,7 +58,7 @@ class Progress:
         self.enabled = self.stream.isatty()
         self._last = 0.0
 
-    def __call__(self, done: int, total: int | None = None) -> None:
+    def __call__(self, done: int, total: int | None = None, detail: str = "") -> None:
         if not self.enabled:
             return
         now = time.monotonic()
@@ -60,7 +66,7 @@ class Progress:
             return  # a terminal needs no more than ten updates a second
         self._last = now
         of = f"/{total:,}" if total is not None else ""
-        self.stream.write(f"\r{self.label} {done:,}{of}")
+        self.stream.write(f"\r{self.label} {done:,}{of}{detail}")
         self.stream.flush()
 
     def done(self) -> None:
@@ -69,23 +75,31 @@ class Progress:
             self.stream.flush()
 
 
-def _cipher_from_env() -> Cipher | None:
-    """The cipher described by ``WA_SESSION_STORE_KEYS`` (``id=base64,id=base64``), if set.
+#: The environment variable holding the target's keys (and every other subcommand's).
+KEYS_ENV = "WA_SESSION_STORE_KEYS"
+#: The environment variable holding the keys of ``copy``'s source store.
+SOURCE_KEYS_ENV = "WA_SESSION_STORE_SOURCE_KEYS"
 
-    The first key is the active one unless ``WA_SESSION_STORE_ACTIVE_KEY`` names another.
-    Messages name entries by their position, never by what they hold: a
-    malformed entry may be a bare key.
+
+def _cipher_from_env(variable: str = KEYS_ENV) -> Cipher | None:
+    """The cipher described by ``variable`` (``id=base64,id=base64``), if set.
+
+    The first key is the active one unless ``WA_SESSION_STORE_ACTIVE_KEY`` names
+    another (for ``WA_SESSION_STORE_KEYS``; a source store only reads, so any key
+    of ``WA_SESSION_STORE_SOURCE_KEYS`` will do as its active one). Messages
+    name entries by their position, never by what they hold: a malformed entry
+    may be a bare key.
     """
-    spec = os.environ.get("WA_SESSION_STORE_KEYS", "").strip()
+    spec = os.environ.get(variable, "").strip()
     if not spec:
         return None
     from .crypto import AESGCMCipher
 
     keys: dict[str, bytes] = {}
-    shape = "WA_SESSION_STORE_KEYS must look like 'id=BASE64KEY,id2=BASE64KEY'"
+    shape = f"{variable} must look like 'id=BASE64KEY,id2=BASE64KEY'"
     for number, item in enumerate(spec.split(","), 1):
         key_id, sep, encoded = item.strip().partition("=")
-        entry = f"entry {number} of WA_SESSION_STORE_KEYS"
+        entry = f"entry {number} of {variable}"
         if not sep or not key_id or not encoded:
             raise UsageError(
                 f"{entry} is not id=BASE64KEY (it is not shown: it may be a key); {shape}"
@@ -103,11 +117,12 @@ def _cipher_from_env() -> Cipher | None:
                 f"{entry}: the id is not allowed (use 1 to 64 of A-Z a-z 0-9 . _ : -); {shape}"
             ) from None
         keys[key_id] = key
-    active = os.environ.get("WA_SESSION_STORE_ACTIVE_KEY") or next(iter(keys))
+    chosen = os.environ.get("WA_SESSION_STORE_ACTIVE_KEY") if variable == KEYS_ENV else None
+    active = chosen or next(iter(keys))
     if active not in keys:
         raise UsageError(
-            "WA_SESSION_STORE_ACTIVE_KEY must be the id of one of the keys of "
-            f"WA_SESSION_STORE_KEYS ({', '.join(keys)}); its value is not, and is not shown"
+            f"WA_SESSION_STORE_ACTIVE_KEY must be the id of one of the keys of {variable} "
+            f"({', '.join(keys)}); its value is not, and is not shown"
         )
     return AESGCMCipher(keys, active)
 
@@ -138,14 +153,30 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _store(args: argparse.Namespace, **options: Any) -> BaseStore:
-    cipher = _cipher_from_env()
+def _store(
+    args: argparse.Namespace, *, url: str | None = None, keys_env: str = KEYS_ENV, **options: Any
+) -> BaseStore:
+    """The store of ``url`` (default ``--dsn``), sealed with the keys of ``keys_env`` if set.
+
+    A URL the library refuses is a usage error (status 2).
+    """
+    cipher = _cipher_from_env(keys_env)
     if cipher is not None:
         options.setdefault("cipher", cipher)
     try:
-        return open_store(args.dsn, **options)
-    except InvalidInputError as exc:  # the --dsn (or $WA_SESSION_STORE_DSN) given
-        raise UsageError(f"--dsn: {exc}") from None
+        return open_store(args.dsn if url is None else url, **options)
+    except InvalidInputError as exc:  # the URL given on the command line or in the environment
+        raise UsageError(f"{'--dsn' if url is None else 'store URL'}: {exc}") from None
+
+
+def _existing_store(args: argparse.Namespace, url: str, keys_env: str) -> BaseStore:
+    """The store of ``url``, which must exist already: opening it never creates or migrates it."""
+    store = _store(args, url=url, keys_env=keys_env)
+    if isinstance(store, SQLiteStore) and not store.path.exists():
+        raise UsageError(f"no SQLite database at {str(store.path)!r} ({redact_url(url)})")
+    if isinstance(store, (SQLiteStore, PostgresStore)):
+        store.migrate = False
+    return store
 
 
 def _ago(moment: datetime) -> str:
@@ -401,6 +432,59 @@ async def _reencrypt(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _copy(args: argparse.Namespace) -> int:
+    """Copy sessions from --from to --to, verifying each; resumable. 1 unless all are there."""
+    from .transfer import CopyProgress, copy_sessions
+
+    if args.source == args.target:
+        raise UsageError("--from and --to name the same store")
+    source = _existing_store(args, args.source, SOURCE_KEYS_ENV)
+    if args.verify_only:
+        target = _existing_store(args, args.target, KEYS_ENV)
+    else:
+        target = _store(args, url=args.target)
+    progress = Progress("verifying" if args.verify_only else "copying")
+
+    def show(p: CopyProgress) -> None:
+        progress(
+            p.sessions_done, p.sessions_total, f" sessions, {p.keys_done:,}/{p.keys_total:,} keys"
+        )
+
+    async with source, target:
+        try:
+            report = await copy_sessions(
+                source,
+                target,
+                args.sessions or None,
+                overwrite=args.overwrite,
+                force=args.force,
+                verify_only=args.verify_only,
+                progress=show,
+            )
+        except (asyncio.CancelledError, StoreUnavailableError):
+            progress.done()
+            print(
+                "the copy stopped: run the same command again to finish it "
+                "(sessions already on the target are compared and skipped)",
+                file=sys.stderr,
+            )
+            raise
+    progress.done()
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        for outcome in report.sessions:
+            if outcome.detail and outcome.status != "skipped":
+                print(f"{outcome.session_id}: {outcome.status}: {outcome.detail}")
+        print(report.summary())
+    if any(o.error == "DecryptionError" for o in report.sessions):
+        print(
+            f"hint: the source's keys come from {SOURCE_KEYS_ENV}, the target's from {KEYS_ENV}",
+            file=sys.stderr,
+        )
+    return 0 if report.ok else 1
+
+
 async def _demo(args: argparse.Namespace) -> int:
     """Run the demo (see :mod:`wa_session_store.demo`); 0 if nothing was lost, else 1."""
     from .demo import run_demo
@@ -513,6 +597,44 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rows per batch (default 500)",
     )
+    copying = commands.add_parser(
+        "copy",
+        help="copy sessions between stores, verified and resumable",
+        description="Copy sessions (every session of the source when none is named) from one "
+        "store to another, each in one transaction on the target, then read each back and "
+        "compare it with the source, creds and every key. A session the target holds already "
+        "is compared: identical, it is skipped (so an interrupted copy just runs again); "
+        "different, it is reported and left alone unless --overwrite. A session held by a "
+        "live lease on the source is refused unless --force: stop the bot, copy, then point "
+        f"the bot at the target. Keys: the source's from {SOURCE_KEYS_ENV}, the target's from "
+        f"{KEYS_ENV} ('id=BASE64,id2=BASE64'), never from the command line. The source is "
+        "never written. Exit status 0 when every session is on the target as on the source, "
+        "1 otherwise.",
+    )
+    copying.add_argument(
+        "sessions", nargs="*", metavar="SESSION", help="the sessions to copy (default: all)"
+    )
+    copying.add_argument(
+        "--from", dest="source", required=True, metavar="URL", help="the store to copy from"
+    )
+    copying.add_argument(
+        "--to", dest="target", required=True, metavar="URL", help="the store to copy to"
+    )
+    copying.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace sessions the target holds with different contents",
+    )
+    copying.add_argument(
+        "--force", action="store_true", help="copy sessions held by a live lease on the source"
+    )
+    copying.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="write nothing: compare every session with the target's copy",
+    )
+    copying.add_argument("--json", action="store_true", help="print the report as JSON")
+    copying.set_defaults(run=_copy)
     demo = commands.add_parser(
         "demo",
         parents=[common],
@@ -619,12 +741,13 @@ async def _run(run: Command, args: argparse.Namespace) -> int:
     task = asyncio.current_task()
     assert task is not None
 
-    session = getattr(args, "session", None)
-    if session is not None:
-        try:
-            check_session_id(session)
-        except InvalidInputError as exc:
-            raise UsageError(str(exc)) from None
+    named = getattr(args, "sessions", None) or []
+    for session in [getattr(args, "session", None), *named]:
+        if session is not None:
+            try:
+                check_session_id(session)
+            except InvalidInputError as exc:
+                raise UsageError(str(exc)) from None
     no_signals = (NotImplementedError, RuntimeError, ValueError)  # Windows, a non-main thread
     with contextlib.suppress(*no_signals):
         loop.add_signal_handler(signal.SIGINT, task.cancel)

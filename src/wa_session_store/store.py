@@ -27,6 +27,7 @@ from ._codec import (
     MAX_WRITE_SIZE,
     KeyRow,
     check_category,
+    check_key_id,
     check_key_ids,
     check_session_id,
     decode_value,
@@ -150,6 +151,17 @@ class AuthStateStore(Protocol):
         self, session_id: str, category: str, ids: Iterable[str | int]
     ) -> dict[str, Any]:
         """Every id asked for, mapped to its value or ``None`` if absent."""
+
+    async def load_categories(
+        self,
+        session_id: str,
+        categories: Iterable[str],
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[tuple[str, str, Any]]:
+        """One page of the session's keys in ``categories``: ``(category, key_id, value)``
+        rows after ``after`` in (category, key id) order; fewer than ``limit`` ends it."""
 
     async def set_keys(
         self,
@@ -461,6 +473,57 @@ class BaseStore(ABC):
             for key_id in wanted
         }
 
+    async def load_categories(
+        self,
+        session_id: str,
+        categories: Iterable[str],
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[tuple[str, str, Any]]:
+        """Return one page of the session's keys in ``categories``, in one query.
+
+        For loading whole categories (an auth state's preload) without a query
+        per key: rows come in (category, key id) order, in the database's
+        collation, starting after ``after`` (the ``(category, key_id)`` of the
+        last row of the previous page; None starts at the beginning). A page
+        shorter than ``limit`` is the last one.
+
+        Args:
+            session_id: the session.
+            categories: the categories to read (e.g. ``["session", "sender-key"]``).
+            after: where the previous page ended (default None: the start).
+            limit: the most rows to return (default 1000; 1 to 100,000).
+
+        Returns:
+            ``[(category, key_id, value), ...]``, values decoded.
+
+        Raises:
+            InvalidInputError: an invalid session id, category, ``after`` or ``limit``.
+            DecodeError, StoreUnavailableError, StoreOperationError.
+        """
+        sid = check_session_id(session_id)
+        if isinstance(categories, (str, bytes)) or not isinstance(categories, Iterable):
+            raise InvalidTypeError(
+                f"categories must be an iterable of str, not {type(categories).__name__}"
+            )
+        cats = sorted({check_category(category) for category in categories})
+        if after is not None:
+            if not isinstance(after, tuple) or len(after) != 2:
+                raise InvalidTypeError(
+                    "after must be None or the (category, key_id) of the last row of a page"
+                )
+            after = (check_category(after[0]), check_key_id(after[1]))
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+            raise InvalidInputError(f"limit must be an int from 1 to 100,000, not {limit!r}")
+        if not cats:
+            self._check_open()
+            return []
+        rows = await self._call(
+            "load_categories", sid, lambda t: self._read_categories(sid, cats, after, limit, t)
+        )
+        return [(c, k, self._decode_key(sid, c, k, v)) for c, k, v in rows]
+
     def _fence_token(self, session_id: str, fence: Fence | None) -> int | None:
         if fence is None:
             return None
@@ -769,6 +832,17 @@ class BaseStore(ABC):
         self, session_id: str, category: str, ids: list[str], timeout: float
     ) -> dict[str, bytes]:
         """The encoded values of the ids that exist."""
+
+    @abstractmethod
+    async def _read_categories(
+        self,
+        session_id: str,
+        categories: list[str],
+        after: tuple[str, str] | None,
+        limit: int,
+        timeout: float,
+    ) -> list[tuple[str, str, bytes]]:
+        """Up to ``limit`` key rows of ``categories`` after ``after``, in key order."""
 
     @abstractmethod
     async def _write_keys(

@@ -31,7 +31,7 @@ import copy
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -53,6 +53,7 @@ from .errors import (
     StoreClosedError,
     describe_error,
 )
+from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, KeyTransaction, KeyWrites
 from .leases import Lease
 from .store import (
     AuthStateStore,
@@ -349,6 +350,24 @@ class SyncStore(_Facade):
         """
         return self._run("get_keys", lambda: self._store.get_keys(session_id, category, ids))
 
+    def load_categories(
+        self,
+        session_id: str,
+        categories: Iterable[str],
+        *,
+        after: tuple[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[tuple[str, str, Any]]:
+        """Return one page of the session's keys in ``categories``, in one query.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.load_categories`: the same
+        arguments, result and errors.
+        """
+        return self._run(
+            "load_categories",
+            lambda: self._store.load_categories(session_id, categories, after=after, limit=limit),
+        )
+
     def set_keys(
         self, session_id: str, data: Mapping[str, Mapping[Any, Any]], *, fence: Fence | None = None
     ) -> None:
@@ -471,42 +490,89 @@ def open_sync_store(url: str = DEFAULT_URL, **options: Any) -> SyncStore:
 class SyncAuthKeys(_Facade):
     """The blocking Signal key store: ``get``, ``set``, ``clear`` without ``await``.
 
-    For synchronous clients whose key store is plain methods. Every call is
-    written through, as with :class:`~wa_session_store.AuthKeys`.
+    For synchronous clients whose key store is plain methods. It behaves as
+    the :class:`~wa_session_store.AuthKeys` it drives, in its mode: the same
+    cache, write-through or barrier, and transactions (``with
+    keys.transaction():``, which belong to the thread that opened them).
     """
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_local")
 
     def __init__(self, keys: AuthKeys) -> None:
         self._keys = keys
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"<SyncAuthKeys of {self._keys!r}>"
 
-    # -- generated from AuthKeys by `python -m tests.test_sync --write`: do not edit ---------------
+    def _transaction(self) -> KeyTransaction | None:
+        txn: KeyTransaction | None = getattr(self._local, "transaction", None)
+        return txn
+
     def get(self, category: str, ids: Iterable[str | int]) -> dict[str, Any]:
         """``{id: value or None}`` for every id asked for.
 
-        Blocking twin of :meth:`~wa_session_store.AuthKeys.get`: the same arguments, result and
-        errors.
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.get`, inside this
+        thread's transaction if one is open.
         """
-        return self._run("get", lambda: self._keys.get(category, ids))
+        txn = self._transaction()
+        return self._run("get", lambda: self._keys._get(category, ids, txn))
 
     def set(self, data: Mapping[str, Mapping[Any, Any]]) -> None:
         """Write ``{category: {id: value or None}}`` atomically; ``None`` deletes.
 
-        Blocking twin of :meth:`~wa_session_store.AuthKeys.set`: the same arguments, result and
-        errors.
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.set`, inside this
+        thread's transaction if one is open.
         """
-        return self._run("set", lambda: self._keys.set(data))
+        txn = self._transaction()
+        return self._run("set", lambda: self._keys._set(data, txn))
 
     def clear(self) -> None:
-        """Delete every key of the session (its creds stay).
+        """Delete every key of the session (its creds stay), pending writes included.
 
-        Blocking twin of :meth:`~wa_session_store.AuthKeys.clear`: the same arguments, result
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.clear`, emptying
+        this thread's open transactions too.
+        """
+        txn = self._transaction()
+        return self._run("clear", lambda: self._keys._clear(txn))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """``with keys.transaction():`` — the blocking twin of
+        :meth:`~wa_session_store.AuthKeys.transaction`.
+
+        The ``get`` and ``set`` calls this thread makes inside the block join
+        the transaction; its writes are stored in one batch when the
+        outermost block ends, and an exception discards the writes of its block.
+        """
+        parent = self._transaction()
+        txn = KeyTransaction(self._keys, parent)
+        self._local.transaction = txn
+        try:
+            yield
+        except BaseException:
+            txn.writes.clear()
+            raise
+        finally:
+            self._local.transaction = parent
+        self._run("transaction", txn.commit)
+
+    # -- generated from AuthKeys by `python -m tests.test_sync --write`: do not edit ---------------
+    def flush(self) -> None:
+        """Store every write made before this call, in one batch; wait for it.
+
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.flush`: the same arguments, result
         and errors.
         """
-        return self._run("clear", lambda: self._keys.clear())
+        return self._run("flush", lambda: self._keys.flush())
+
+    def preload(self, categories: Iterable[str] = DEFAULT_PRELOAD) -> int:
+        """Load whole categories into the cache, a page of rows per query.
+
+        Blocking twin of :meth:`~wa_session_store.AuthKeys.preload`: the same arguments, result
+        and errors.
+        """
+        return self._run("preload", lambda: self._keys.preload(categories))
 
     # -- end of generated code ---------------------------------------------------------------------
 
@@ -620,12 +686,20 @@ class SyncAuthState(_Facade):
 
     # -- generated from AuthState by `python -m tests.test_sync --write`: do not edit --------------
     def flush(self) -> None:
-        """Save the pending change now, if any, and wait for it.
+        """Store the pending key writes and save the pending creds change now; wait for both.
 
         Blocking twin of :meth:`~wa_session_store.AuthState.flush`: the same arguments, result
         and errors.
         """
         return self._run("flush", lambda: self.state.flush())
+
+    def barrier(self) -> None:
+        """Wait until what an outgoing frame may depend on is stored.
+
+        Blocking twin of :meth:`~wa_session_store.AuthState.barrier`: the same arguments, result
+        and errors.
+        """
+        return self._run("barrier", lambda: self.state.barrier())
 
     def close(self, deadline: float = 10.0) -> None:
         """Stop the backups, save what is pending, refuse further saves.
@@ -667,6 +741,9 @@ def use_sync_auth_state(
     urgent: UrgentPredicate | None = prekey_counters_changed,
     lease: Lease | None = None,
     on_lost: Callable[[AuthState], None] | None = None,
+    key_writes: KeyWrites = "write-through",
+    preload: bool | Iterable[str] = False,
+    key_cache_bytes: int = DEFAULT_KEY_CACHE_BYTES,
 ) -> SyncAuthState:
     """Load a session's auth state from ``store`` and keep it saved.
 
@@ -686,6 +763,9 @@ def use_sync_auth_state(
             urgent=urgent,
             lease=lease,
             on_lost=on_lost,
+            key_writes=key_writes,
+            preload=preload,
+            key_cache_bytes=key_cache_bytes,
         ),
     )
 

@@ -80,6 +80,25 @@ class MemoryStore(BaseStore):
         keys = session.keys
         return {key_id: keys[category, key_id] for key_id in ids if (category, key_id) in keys}
 
+    async def _read_categories(
+        self,
+        session_id: str,
+        categories: list[str],
+        after: tuple[str, str] | None,
+        limit: int,
+        timeout: float,
+    ) -> list[tuple[str, str, bytes]]:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return []
+        wanted = set(categories)
+        rows = sorted(
+            (c, k, v)
+            for (c, k), v in session.keys.items()
+            if c in wanted and (after is None or (c, k) > after)
+        )
+        return rows[:limit]
+
     async def _write_keys(
         self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
     ) -> None:

@@ -523,6 +523,20 @@ class PostgresStore(BaseStore):
         )
         return dict(rows)
 
+    async def _read_categories(
+        self,
+        session_id: str,
+        categories: list[str],
+        after: tuple[str, str] | None,
+        limit: int,
+        timeout: float,
+    ) -> list[tuple[str, str, bytes]]:
+        params = (session_id, categories, *(after or ("", "")), limit)
+        rows = await self._query(
+            timeout, self.schema.read_categories, params, fetch="all", binary=True
+        )
+        return [(c, k, v) for c, k, v in rows]
+
     async def _write_keys(
         self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
     ) -> None:

@@ -93,6 +93,13 @@ class Schema:
             "SELECT key_id, value FROM {keys}"
             " WHERE session_id = %s AND category = %s AND key_id = ANY(%s)"
         ).format(keys=keys)
+        # Whole categories, page by page (preload): a range scan of the primary
+        # key; the row comparison and the ORDER BY use the same collation.
+        self.read_categories = sql.SQL(
+            "SELECT category, key_id, value FROM {keys}"
+            " WHERE session_id = %s AND category = ANY(%s) AND (category, key_id) > (%s, %s)"
+            " ORDER BY category, key_id LIMIT %s"
+        ).format(keys=keys)
         # The whole batch in one statement: upserts and deletes travel as arrays.
         # The two parts touch disjoint keys (ids are unique within a batch).
         self.write_keys = sql.SQL(

@@ -291,6 +291,26 @@ class SQLiteStore(BaseStore):
 
         return await self._in_thread(read, timeout)
 
+    async def _read_categories(
+        self,
+        session_id: str,
+        categories: list[str],
+        after: tuple[str, str] | None,
+        limit: int,
+        timeout: float,
+    ) -> list[tuple[str, str, bytes]]:
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
+            # A range of the primary key: (session_id, category, key_id) order.
+            rows = conn.execute(
+                "SELECT category, key_id, value FROM wa_keys WHERE session_id = ?"
+                " AND category IN (SELECT value FROM json_each(?))"
+                " AND (category, key_id) > (?, ?) ORDER BY category, key_id LIMIT ?",
+                (session_id, json.dumps(categories), *(after or ("", "")), limit),
+            )
+            return [(c, k, v) for c, k, v in rows]
+
+        return await self._in_thread(read, timeout)
+
     async def _write_keys(
         self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
     ) -> None:

@@ -4,14 +4,20 @@
 
     auth = await use_pyaileys_auth_state(store, "user_123")
     client = WhatsAppClient(auth=auth.state)
-    auth.attach(client)          # every creds.update: a throttled save
+    auth.attach(client)          # creds.update: a throttled save; frames: a barrier
     ...
-    await auth.aclose()          # detach, save what is pending
+    await auth.aclose()          # detach, store what is pending
 
 ``auth.state`` is a ``pyaileys.auth.state.AuthenticationState``: its creds
 are pyaileys' ``AuthenticationCreds``, converted from the stored document (or
 made by pyaileys' ``init_auth_creds()`` for a new session, and saved at once),
-and its keys are the store's write-through :class:`~wa_session_store.AuthKeys`.
+and its keys are the store's :class:`~wa_session_store.AuthKeys`, in barrier
+mode by default: a ``keys.set`` lands in the cache and a pending batch, and
+:meth:`PyaileysAuthState.attach` makes every outgoing frame (pyaileys sends
+each one through ``WASocket.send_raw``) wait until that batch, and an urgent
+creds save, are stored. A message to 100 devices costs one round trip, not
+200, and no frame that depends on a key change leaves before the change is
+stored; a frame whose barrier fails is not sent (the client's send raises).
 Every value pyaileys puts in its key store (``session``, ``pre-key``,
 ``identity-key``, ``sender-key``, ``sender-key-memory``,
 ``app-state-sync-key``, ``app-state-sync-version``, ``tctoken``) is bytes or a
@@ -27,6 +33,7 @@ two.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import dataclasses
@@ -557,7 +564,7 @@ class PyaileysAuthState:
         is_new: True when the session had no creds and new ones were made.
     """
 
-    __slots__ = ("_attached", "_auth", "_base", "_last", "is_new", "state")
+    __slots__ = ("_attached", "_auth", "_barriers", "_base", "_last", "is_new", "state")
 
     def __init__(
         self,
@@ -571,6 +578,8 @@ class PyaileysAuthState:
         self._base = base
         self._last: dict[str, Any] | None = dict(base) if base is not None else None
         self._attached: list[AsyncEventEmitter] = []
+        # (socket, the send_raw installed on it) for every socket behind a barrier.
+        self._barriers: list[tuple[WASocket, Callable[[bytes], Any]]] = []
         self.is_new = is_new
         self.state = AuthenticationState(creds=creds, keys=auth.keys)
 
@@ -589,7 +598,7 @@ class PyaileysAuthState:
 
     @property
     def keys(self) -> AuthKeys:
-        """The write-through Signal key store (``state.keys``)."""
+        """The Signal key store (``state.keys``)."""
         return self._auth.keys
 
     @property
@@ -639,24 +648,38 @@ class PyaileysAuthState:
             )
 
     def attach(self, client: Attachable) -> Callable[[], None]:
-        """Save the creds on every ``creds.update`` of ``client``; return the detach function.
+        """Save the creds on every ``creds.update`` of ``client``, and make its
+        outgoing frames wait for the write barrier; return the detach function.
+
+        The barrier (:meth:`AuthState.barrier
+        <wa_session_store.AuthState.barrier>`) wraps the socket's
+        ``send_raw``, through which pyaileys sends every frame: a frame
+        leaves only once every key write made before it, and an urgent creds
+        save owed or in flight (the pre-key counters), are stored. If that
+        fails after the store's retries, the frame is not sent: ``send_raw``
+        raises the store's error, and the writes stay pending for the next
+        frame. Frames keep their order.
 
         Args:
             client: a ``WhatsAppClient`` built on :attr:`state`, its
-                ``WASocket``, or an ``AsyncEventEmitter``. Attaching twice
-                to the same client registers one listener.
+                ``WASocket``, or an ``AsyncEventEmitter`` (creds only: no
+                frame waits then, so keys in barrier mode are only flushed by
+                time). Attaching twice to the same client registers once.
 
         Raises:
             InvalidTypeError: ``client`` is none of those.
             InvalidInputError: the client holds other creds than :attr:`state`
                 (its updates would be saved under this session).
         """
+        socket: WASocket | None
         if isinstance(client, WhatsAppClient):
-            events, auth = client.socket.events, client.socket.auth
+            socket = client.socket
+            events, auth = socket.events, socket.auth
         elif isinstance(client, WASocket):
+            socket = client
             events, auth = client.events, client.auth
         elif isinstance(client, AsyncEventEmitter):
-            events, auth = client, None
+            socket, events, auth = None, client, None
         else:
             raise InvalidTypeError(
                 "attach() takes a pyaileys WhatsAppClient, WASocket or AsyncEventEmitter, "
@@ -670,9 +693,41 @@ class PyaileysAuthState:
         if not any(events is attached for attached in self._attached):
             events.on(CREDS_UPDATE_EVENT, self.creds_updated)
             self._attached.append(events)
+        if socket is not None:
+            self._install_barrier(socket)
+        elif self.keys.mode == "barrier":
+            logger.warning(
+                "%s is attached to an event emitter only: no outgoing frame waits for its "
+                "key writes; attach the WhatsAppClient or WASocket",
+                self.session_id,
+                extra={"session_id": self.session_id, "op": "attach"},
+            )
         return lambda: self._detach(events)
 
+    def _install_barrier(self, socket: WASocket) -> None:
+        if any(attached is socket for attached, _ in self._barriers):
+            return
+        send = socket.send_raw
+        # Held across the barrier, so frames leave in the order they were sent.
+        order = asyncio.Lock()
+        barrier = self._auth.barrier
+
+        async def send_raw(payload: bytes) -> None:
+            async with order:
+                await barrier()
+                await send(payload)
+
+        # pyaileys calls self.send_raw, so the instance attribute is what every frame meets.
+        socket.send_raw = send_raw  # type: ignore[method-assign]  # shadowed on this instance only
+        self._barriers.append((socket, send_raw))
+
     def _detach(self, events: AsyncEventEmitter) -> None:
+        for index, (socket, send_raw) in enumerate(self._barriers):
+            if socket.events is events:
+                del self._barriers[index]
+                if vars(socket).get("send_raw") is send_raw:
+                    del socket.send_raw
+                break
         for index, attached in enumerate(self._attached):
             if attached is events:
                 del self._attached[index]
@@ -705,12 +760,13 @@ class PyaileysAuthState:
         await self._auth.save_creds(document)
 
     async def flush(self) -> None:
-        """Save what is pending now, including creds changed without an event."""
+        """Store the pending key writes and save the creds now, including
+        creds changed without an event."""
         self._push()
         await self._auth.flush()
 
     async def aclose(self, deadline: float = 10.0) -> None:
-        """Detach from every client, save what is pending, and close.
+        """Detach from every client, store what is pending (keys and creds), and close.
 
         Raises:
             TimeoutError, StoreUnavailableError, StoreOperationError: as
@@ -756,7 +812,11 @@ async def use_pyaileys_auth_state(
         session_id: the session (one WhatsApp account).
         **options: those of :func:`~wa_session_store.use_auth_state`
             (``throttle``, ``backup_interval``, ``initial_delay``,
-            ``backup_jitter``, ``urgent``).
+            ``backup_jitter``, ``urgent``, ``key_writes``, ``preload``,
+            ``key_cache_bytes``), with two defaults of its own:
+            ``key_writes="barrier"`` (attach the client so that its frames
+            wait for the barrier) and ``preload=True`` (the first send after a
+            restart reads from memory).
 
     Returns:
         The :class:`PyaileysAuthState`: build the client with
@@ -768,6 +828,8 @@ async def use_pyaileys_auth_state(
         StoreUnavailableError, StoreOperationError, DecodeError: loading, or
             saving new creds, failed.
     """
+    options.setdefault("key_writes", "barrier")
+    options.setdefault("preload", True)
     auth = await use_auth_state(store, session_id, **options)
     try:
         if auth.creds is None:
