@@ -210,6 +210,8 @@ async def test_auth_state_arguments_raise_only_library_errors(value: int) -> Non
             lambda: use_auth_state(store, "s", throttle=value),
             lambda: use_auth_state(store, "s", backup_interval=value),
             lambda: restore_all(store, concurrency=-value if value > 0 else value),
+            lambda: use_auth_state(store, "s", key_cache_bytes=-value if value > 0 else value),
+            lambda: store.load_categories("s", ["session"], limit=value),
         ):
             with pytest.raises(SessionStoreError):
                 await call()

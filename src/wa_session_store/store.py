@@ -515,7 +515,7 @@ class BaseStore(ABC):
                 )
             after = (check_category(after[0]), check_key_id(after[1]))
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
-            raise InvalidInputError(f"limit must be an int from 1 to 100,000, not {limit!r}")
+            raise InvalidInputError(f"limit must be an int from 1 to 100,000, not {shown(limit)}")
         if not cats:
             self._check_open()
             return []
