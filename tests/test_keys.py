@@ -74,6 +74,22 @@ class Counted:
         return call
 
 
+class SlowCreds(Counted):
+    """A real store whose creds saves take a while (a slow statement, a busy
+    server): what a barrier must wait for, and a frame must not overtake."""
+
+    def __getattr__(self, name: str) -> Any:
+        attr = super().__getattr__(name)
+        if name != "save_creds":
+            return attr
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.3)
+            return await attr(*args, **kwargs)
+
+        return slow
+
+
 @pytest.fixture
 def no_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pending writes wait for an explicit barrier (no flush on a timer)."""
@@ -264,7 +280,8 @@ async def test_the_sigterm_handler_stores_pending_key_writes(
 
 
 async def test_barrier_waits_for_an_urgent_creds_save(store: BaseStore, no_timer: None) -> None:
-    auth = await use_auth_state(store, SID, key_writes="barrier", backup_interval=None)
+    slow = SlowCreds(store)
+    auth = await use_auth_state(slow, SID, key_writes="barrier", backup_interval=None)  # type: ignore[arg-type]  # a wrapped real store
     await auth.save_creds({"nextPreKeyId": 1, "name": "bot"})
     auth.creds_updated({"nextPreKeyId": 1, "name": "throttled"})  # not urgent: throttled
     await auth.keys.set({"pre-key": {str(i): {"public": b"p"} for i in range(1, 31)}})
@@ -272,6 +289,41 @@ async def test_barrier_waits_for_an_urgent_creds_save(store: BaseStore, no_timer
     await auth.barrier()
     assert (await store.load_creds(SID)) == {"nextPreKeyId": 31, "name": "throttled"}
     assert (await store.get_keys(SID, "pre-key", ["30"]))["30"] == {"public": b"p"}
+    await auth.aclose()
+
+
+async def test_the_pre_key_upload_leaves_after_its_keys_and_counters(
+    store: BaseStore, no_timer: None
+) -> None:
+    """pyaileys' own upload: keys.set(pre-keys), counters moved (urgent creds),
+    then the frame. What the database holds when the frame leaves is checked."""
+    slow = SlowCreds(store)
+    auth = await use_pyaileys_auth_state(slow, SID, backup_interval=None)  # type: ignore[arg-type]  # a wrapped real store
+    client = WhatsAppClient(auth=auth.state)
+    auth.attach(client)
+    first = auth.creds.next_pre_key_id
+    seen: list[tuple[Any, dict[str, Any]]] = []
+
+    class Checking:
+        async def send(self, frame: bytes) -> None:
+            creds = await store.load_creds(SID)
+            ids = [str(first + i) for i in range(5)]
+            seen.append((creds, await store.get_keys(SID, "pre-key", ids)))
+
+    wire(client)
+    client.socket._transport = Checking()  # type: ignore[assignment]  # checks, then drops
+    upload = asyncio.create_task(client.socket._upload_prekeys(5))  # waits for a reply
+    for _ in range(1000):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    upload.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload
+    creds, pre_keys = seen[0]
+    assert creds is not None
+    assert creds["nextPreKeyId"] == first + 5
+    assert all(value is not None for value in pre_keys.values())
     await auth.aclose()
 
 
