@@ -90,8 +90,11 @@ async def worker(config: dict[str, Any]) -> int:
         )
         task = asyncio.ensure_future(runner.run())
         await stop.wait()
+        held = len(runner.sessions)
+        stopping = time.monotonic()
         await runner.stop()
         await task
+        emit("stopped", owner=owner, sessions=held, took=time.monotonic() - stopping)
     return 0
 
 

@@ -64,7 +64,9 @@ BAD_VALUES: dict[str, Any] = {
     "NaN": float("nan"),
     "+Infinity": float("inf"),
     "-Infinity": float("-inf"),
-    "lone surrogate": "\udfff",
+    "non-str dict key": {None: "x", "null": "y"},
+    "int dict key": {"inner": [{1: "x"}]},
+    "int past the digit limit": 2**100_000,
     "deep": _deep(50_000),
     "oversized": "x" * 2048,
 }
@@ -110,7 +112,9 @@ case("get_keys ids a str", InvalidTypeError)(lambda s: s.get_keys("s1", "pre-key
 case("get_keys ids None", InvalidTypeError)(lambda s: s.get_keys("s1", "pre-key", None))
 
 for label, bad in BAD_VALUES.items():
-    err = InvalidTypeError if label in ("set", "object") else InvalidInputError
+    err = (
+        InvalidTypeError if label in ("set", "object") or "dict key" in label else InvalidInputError
+    )
     case(f"save_creds value {label}", err)(lambda s, b=bad: s.save_creds("s1", {"ok": 1, "x": b}))
     case(f"set_keys value {label}", err)(
         lambda s, b=bad: s.set_keys("s1", {"pre-key": {"9": 1}, "session": {"x": b}})

@@ -19,15 +19,20 @@ SECRET = b"CLI-SECRET-BYTES-0123456789abcde"
 COMMANDS = ["check", "migrate", "list", "show", "import", "export", "delete", "reencrypt", "demo"]
 
 
+def cli_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without WA_SESSION_STORE_* variables, plus ``env``."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WA_SESSION_STORE_")}
+    environment.update(env or {})
+    return environment
+
+
 def run(
     *args: str, cwd: Path, env: dict[str, str] | None = None, input_: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("WA_SESSION_STORE_")}
-    environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "wa_session_store", *args],
         cwd=cwd,
-        env=environment,
+        env=cli_environment(env),
         input=input_,
         capture_output=True,
         text=True,
@@ -126,8 +131,8 @@ async def test_list_show_and_delete(tmp_path: Path) -> None:
 def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
     for args, code, message in (
         (["show", "nope"], 2, "no session 'nope'"),
-        (["list", "--dsn", "mysql://x/y"], 1, "unknown store URL scheme"),
-        (["list", "--dsn", "postgresql://u:pw-secret@[::1/db"], 1, "malformed PostgreSQL"),
+        (["list", "--dsn", "mysql://x/y"], 2, "unknown store URL scheme"),
+        (["list", "--dsn", "postgresql://u:pw-secret@[::1/db"], 2, "malformed PostgreSQL"),
         (["list", "--dsn", "sqlite:////no/such/folder/x.db"], 1, "cannot open SQLite database"),
         (["delete", "nope", "--yes"], 2, "no session 'nope'"),
         (["reencrypt"], 2, "WA_SESSION_STORE_KEYS"),

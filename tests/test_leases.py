@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -313,3 +314,64 @@ async def test_closing_after_a_loss_mid_save_drops_instead_of_raising(pg: Postgr
     await auth.aclose()  # the final save meets the new owner's token: dropped, not raised
     assert auth.lost
     assert await pg.load_creds("s1") == {"counter": 0}
+
+
+# -- issue 13, class 9: a worker told to stop exits within a stated bound ------------
+
+
+async def test_a_keep_alive_told_to_stop_stops_even_as_it_gets_a_connection(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    """The root cause of the flaky shutdown: psycopg-pool waits for a connection
+    with asyncio.wait_for, which before Python 3.12 drops a cancellation that
+    arrives together with the connection; the keep-alive then renewed forever
+    and stop_keep_alive() (so SessionWorker.stop()) never returned."""
+    async with PostgresStore(pg_dsn, schema=pg_schema, min_size=1, max_size=1) as store:
+        await store.save_creds("s", {"n": 1})
+        # The window is a loop iteration or two wide: try each offset.
+        for offset in range(8):
+            lease = await store.acquire_lease("s", owner="a", ttl=5.0)
+            held = await store.pool.getconn()  # the only connection: the renewal waits
+            lease.keep_alive(every=0.02)
+            deadline = time.monotonic() + 10
+            while not store.pool.get_stats().get("requests_waiting"):
+                assert time.monotonic() < deadline, "the renewal never waited for the pool"
+                await asyncio.sleep(0.002)
+            await store.pool.putconn(held)  # handed to the waiting renewal ...
+            for _ in range(offset):
+                await asyncio.sleep(0)
+            stopping = asyncio.ensure_future(lease.stop_keep_alive())  # ... as it is stopped
+            # asyncio.wait, not wait_for: wait_for would cancel the stop on its
+            # timeout, and that cancellation reaches the keeper and ends it.
+            done, _ = await asyncio.wait({stopping}, timeout=3.0)
+            assert done, f"stop_keep_alive() still waiting after 3 s (offset {offset})"
+            renewed = lease.expires_at
+            await asyncio.sleep(0.1)
+            assert lease.expires_at == renewed, offset  # no renewal after the stop
+            await lease.release()
+
+
+async def test_stop_returns_within_its_bound_whatever_the_handlers_do(
+    pg_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(SessionWorker, "STOP_TIMEOUT", 0.5)
+    started = asyncio.Event()
+
+    async def stubborn(lease: Lease) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)  # swallows the first cancellation, then takes its time
+
+    async with PostgresStore(pg_dsn, schema=pg_schema) as store:
+        await store.save_creds("s", {"n": 1})
+        worker = SessionWorker(store, "w", stubborn, ttl=2.0, claim_every=0.05)
+        running = asyncio.ensure_future(worker.run())
+        await asyncio.wait_for(started.wait(), 10)
+        begun = time.monotonic()
+        await worker.stop()
+        took = time.monotonic() - begun
+        await asyncio.wait_for(running, 5)
+        assert took < SessionWorker.STOP_TIMEOUT + 1.0, took
+        assert worker.sessions == []

@@ -31,6 +31,7 @@ from .errors import (
     SessionExistsError,
     SessionStoreError,
     StoreClosedError,
+    StoreConfigurationError,
     StoreOperationError,
     StoreUnavailableError,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "SessionStoreError",
     "SessionWorker",
     "StoreClosedError",
+    "StoreConfigurationError",
     "StoreOperationError",
     "StoreUnavailableError",
     "Throttler",

@@ -22,8 +22,16 @@ from .errors import DecodeError, InvalidInputError, InvalidTypeError
 MAX_SESSION_ID_LENGTH: Final = 255
 MAX_CATEGORY_LENGTH: Final = 64
 MAX_KEY_ID_LENGTH: Final = 1024
+#: The most UTF-8 bytes of a key id, on every backend: with the longest session
+#: id and category, the row's key stays within PostgreSQL's btree entry limit
+#: (about 2,700 bytes), so no backend accepts an id that another refuses.
+MAX_KEY_ID_BYTES: Final = 1024
 #: Default limit of one encoded value (creds document or key), in bytes.
 DEFAULT_MAX_VALUE_SIZE: Final = 64 * 1024 * 1024
+#: The highest ``max_value_size`` any store accepts, and the most bytes one
+#: write (a key batch, an imported session) may carry, on every backend: below
+#: PostgreSQL's 1 GB limit of a value and of a message, and SQLite's 1e9 bytes.
+MAX_WRITE_SIZE: Final = 512 * 1024 * 1024
 
 # C0 and C1 control characters, DEL, and lone surrogates (which UTF-8 cannot carry).
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -70,11 +78,35 @@ def check_category(category: object) -> str:
     return _check_name("key category", category, MAX_CATEGORY_LENGTH)
 
 
+# An int key id's str() must fit MAX_KEY_ID_LENGTH digits; checked on its bits
+# first, since str() of an int of more than 4,300 digits raises ValueError.
+_MAX_INT_ID_BITS: Final = int(MAX_KEY_ID_LENGTH * 3.33) + 8
+
+
 def check_key_id(key_id: object) -> str:
-    """Return the key id as stored: a str as is, an int as its ``str()``."""
+    """Return the key id as stored: a str as is, an int as its ``str()``.
+
+    Raises:
+        InvalidTypeError: neither a str nor an int.
+        InvalidInputError: empty, over 1,024 characters or 1,024 UTF-8 bytes,
+            or holding a control character or a lone surrogate.
+    """
     if isinstance(key_id, int) and not isinstance(key_id, bool):
+        if key_id.bit_length() > _MAX_INT_ID_BITS:
+            raise InvalidInputError(
+                f"key id is an int of {key_id.bit_length():,} bits; as a str it may have "
+                f"at most {MAX_KEY_ID_LENGTH} characters"
+            )
         key_id = str(key_id)
-    return _check_name("key id", key_id, MAX_KEY_ID_LENGTH)
+    text = _check_name("key id", key_id, MAX_KEY_ID_LENGTH)
+    if not text.isascii():
+        size = len(text.encode("utf-8"))
+        if size > MAX_KEY_ID_BYTES:
+            raise InvalidInputError(
+                f"key id is {size:,} bytes long in UTF-8 ({len(text)} characters); at most "
+                f"{MAX_KEY_ID_BYTES} bytes are allowed on every backend"
+            )
+    return text
 
 
 def check_key_ids(ids: object) -> list[str]:
@@ -105,29 +137,55 @@ def _default(obj: object) -> Any:
     raise TypeError(type(obj).__name__)
 
 
-def _make_encoder() -> Callable[[object], str]:
+def _make_encoder(ascii_only: bool = False) -> Callable[[object], str]:
     """The C JSON encoder, built once (``JSONEncoder.encode`` builds one per call).
 
     Without circular-reference markers: a value that refers to itself recurses
-    until the interpreter's limit, which is reported as too deep.
+    until the interpreter's limit, which is reported as too deep. With
+    ``ascii_only``, every non-ASCII character is written as a ``\\uXXXX``
+    escape, as ``JSON.stringify`` writes a lone surrogate.
     """
     maker = getattr(json.encoder, "c_make_encoder", None)
+    strings = json.encoder.encode_basestring_ascii if ascii_only else json.encoder.encode_basestring
     if maker is not None:
         try:
-            iterencode = maker(
-                None, _default, json.encoder.encode_basestring, None, ":", ",", False, False, False
-            )
+            iterencode = maker(None, _default, strings, None, ":", ",", False, False, False)
             if "".join(iterencode({"k": b"\x00"}, 0)) == '{"k":{"type":"Buffer","data":"AA=="}}':
                 return lambda value: "".join(iterencode(value, 0))
         except (TypeError, ValueError):  # pragma: no cover - another interpreter's encoder
             pass
     fallback = json.JSONEncoder(  # pragma: no cover - interpreters without the C encoder
-        ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
+        ensure_ascii=ascii_only, allow_nan=False, separators=(",", ":"), default=_default
     )
     return fallback.encode  # pragma: no cover
 
 
 _encode_text = _make_encoder()
+_encode_ascii = _make_encoder(ascii_only=True)
+
+
+def _non_str_key(value: object) -> type | None:
+    """The type of the first dict key anywhere in ``value`` that is not a str, or None.
+
+    JSON object keys are strings: the encoder would turn ``None``, ``1``,
+    ``1.5`` or ``True`` into ``"null"``, ``"1"``, ``"1.5"`` or ``"true"``, so
+    ``{None: a, "null": b}`` would come back with one entry, and ``{1: a}``
+    with a different key.
+    """
+    stack = [value]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        item = pop()
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    return type(key)
+            push(v for v in item.values() if isinstance(v, (dict, list, tuple)))
+        elif isinstance(item, (list, tuple)):
+            push(v for v in item if isinstance(v, (dict, list, tuple)))
+    return None
+
+
 _encode_str = json.encoder.encode_basestring
 
 
@@ -160,14 +218,38 @@ def encode_value(
     ``what`` names the value in error messages (e.g. ``"value of pre-key 7"``),
     or is a callable returning that name; it must not contain the value itself.
 
+    Only what decodes back to an equal value is accepted (except that tuples
+    come back as lists and bytes-like objects as ``bytes``). Strings holding
+    lone surrogates are stored losslessly, as JSON escapes (as Baileys does).
+
     Raises:
-        InvalidTypeError: a type JSON cannot hold (set, arbitrary object, ...).
-        InvalidInputError: NaN or infinity, a circular reference or nesting
-            deeper than the interpreter's recursion limit, a lone surrogate,
-            or an encoded size over ``max_size`` bytes.
+        InvalidTypeError: a type JSON cannot hold (set, arbitrary object, ...),
+            or a dict key that is not a str.
+        InvalidInputError: NaN or infinity, an int of more digits than
+            ``sys.get_int_max_str_digits()``, a circular reference or nesting
+            deeper than the interpreter's recursion limit, or an encoded size
+            over ``max_size`` bytes.
     """
+    text = _flat_buffers(value)
+    if text is None:
+        text = _encode_tree(value, what)
     try:
-        text = _flat_buffers(value) or _encode_text(value)
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate, which UTF-8 cannot carry. Baileys writes one as a
+        # JSON escape ("\\ud83e") and reads it back; so does this, losslessly.
+        data = _encode_ascii(value).encode("ascii")
+    if len(data) > max_size:
+        raise InvalidInputError(
+            f"{_named(what)} encodes to {len(data):,} bytes; the limit is {max_size:,} "
+            "(raise max_value_size to allow more)"
+        )
+    return data
+
+
+def _encode_tree(value: object, what: str | Callable[[], str]) -> str:
+    try:
+        text = _encode_text(value)
     except TypeError as exc:
         raise InvalidTypeError(
             f"{_named(what)} holds a {exc.args[0] if exc.args else 'value'} object; allowed are "
@@ -178,23 +260,24 @@ def encode_value(
             f"{_named(what)} is nested too deeply, or refers to itself; values must be trees "
             f"nested well below Python's recursion limit ({sys.getrecursionlimit()})"
         ) from None
-    except ValueError:
+    except ValueError as exc:
+        if "digits" in str(exc):  # Python's int-to-str limit (sys.get_int_max_str_digits)
+            raise InvalidInputError(
+                f"{_named(what)} holds an int of more than {sys.get_int_max_str_digits():,} "
+                "digits, which could not be read back; ints of up to that many digits are "
+                "allowed: store a bigger number as a str or bytes"
+            ) from None
         raise InvalidInputError(
             f"{_named(what)} holds NaN or infinity, which JSON cannot represent; use finite numbers"
         ) from None
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidInputError(
-            f"{_named(what)} contains a lone surrogate (U+{ord(text[exc.start]):04X}), "
-            "which UTF-8 cannot store; strings must be valid Unicode"
-        ) from None
-    if len(data) > max_size:
-        raise InvalidInputError(
-            f"{_named(what)} encodes to {len(data):,} bytes; the limit is {max_size:,} "
-            "(raise max_value_size to allow more)"
+    key_type = _non_str_key(value)
+    if key_type is not None:
+        raise InvalidTypeError(
+            f"{_named(what)} holds a dict key of type {key_type.__name__}; JSON keys are "
+            "strings, so it would come back as a different key (or merge with another): "
+            "use str keys"
         )
-    return data
+    return text
 
 
 def _buffer_hook(obj: dict[str, Any]) -> Any:
@@ -270,7 +353,8 @@ def encode_key_batch(data: object, *, max_size: int) -> list[KeyRow]:
     """Validate and encode a whole ``set_keys`` batch before anything is written.
 
     ``data`` is ``{category: {key_id: value | None}}``. Ids that normalise to
-    the same stored id (``7`` and ``"7"``) keep the last value given.
+    the same stored id (``7`` and ``"7"``) must carry the same value: if they
+    do not, the batch is refused rather than one of them silently dropped.
 
     Raises:
         InvalidTypeError / InvalidInputError: the first problem found; nothing
@@ -278,11 +362,17 @@ def encode_key_batch(data: object, *, max_size: int) -> list[KeyRow]:
     """
     rows: dict[tuple[str, str], bytes | None] = {}
     for category, key_id, value in key_batch_entries(data):
-        rows[category, key_id] = (
+        blob = (
             None
             if value is None
             else encode_value(
                 value, what=partial(_key_value_name, category, key_id), max_size=max_size
             )
         )
+        if (category, key_id) in rows and rows[category, key_id] != blob:
+            raise InvalidInputError(
+                f"{category} key {key_id!r} is given twice (as an int and as a str) "
+                "with different values; give each key once"
+            )
+        rows[category, key_id] = blob
     return [(category, key_id, blob) for (category, key_id), blob in rows.items()]

@@ -27,6 +27,7 @@ from .errors import (
     LeaseLostError,
     StoreClosedError,
     describe_error,
+    shown,
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .leases import Lease
@@ -525,7 +526,7 @@ async def restore_all(
         StoreUnavailableError, StoreOperationError: listing the sessions failed.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidInputError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        raise InvalidInputError(f"concurrency must be an int >= 1, not {shown(concurrency)}")
     sessions = await store.list_sessions()
     result = RestoreResult()
     gate = asyncio.Semaphore(concurrency)

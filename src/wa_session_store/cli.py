@@ -3,8 +3,10 @@
 Every subcommand accepts ``--dsn URL`` (before or after its own arguments);
 without it the ``WA_SESSION_STORE_DSN`` environment variable is used, and
 without that the embedded SQLite file ``wa_sessions.db`` in the current folder.
-User errors print one line to stderr and exit with status 2 (bad usage) or 1
-(the store failed); no traceback.
+Every error prints one line to stderr, never a traceback and never a secret.
+Exit status: 0 done, 1 the operation failed, 2 bad usage (the command line,
+the DSN or the key variables), 130 interrupted (Ctrl-C). All of it is handled
+in one place, :func:`main`, so that every subcommand behaves the same.
 """
 
 from __future__ import annotations
@@ -13,20 +15,29 @@ import argparse
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timezone
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
-from ._open import DEFAULT_URL, open_store, redact_url
+from ._codec import check_session_id
+from ._open import DEFAULT_URL, open_store, redact_text, redact_url
 from .backends.postgres import PostgresStore
 from .backends.sqlite import SQLiteStore
 from .crypto import Cipher
-from .errors import SessionStoreError, StoreUnavailableError
+from .errors import (
+    InvalidInputError,
+    SessionStoreError,
+    StoreConfigurationError,
+    StoreUnavailableError,
+)
 from .store import BaseStore
 
 __all__ = ["main"]
@@ -75,34 +86,87 @@ def _cipher_from_env(variable: str = KEYS_ENV) -> Cipher | None:
 
     The first key is the active one unless ``WA_SESSION_STORE_ACTIVE_KEY`` names
     another (for ``WA_SESSION_STORE_KEYS``; a source store only reads, so any key
-    of ``WA_SESSION_STORE_SOURCE_KEYS`` will do as its active one).
+    of ``WA_SESSION_STORE_SOURCE_KEYS`` will do as its active one). Messages
+    name entries by their position, never by what they hold: a malformed entry
+    may be a bare key.
     """
     spec = os.environ.get(variable, "").strip()
     if not spec:
         return None
-    keys: dict[str, bytes] = {}
-    for item in spec.split(","):
-        key_id, sep, encoded = item.strip().partition("=")
-        if not sep:
-            raise UsageError(f"{variable} must look like 'id=BASE64KEY,id2=BASE64KEY'")
-        try:
-            keys[key_id] = base64.b64decode(encoded, validate=True)
-        except (binascii.Error, ValueError):
-            raise UsageError(f"key {key_id!r} in {variable} is not base64") from None
     from .crypto import AESGCMCipher
 
+    keys: dict[str, bytes] = {}
+    shape = f"{variable} must look like 'id=BASE64KEY,id2=BASE64KEY'"
+    for number, item in enumerate(spec.split(","), 1):
+        key_id, sep, encoded = item.strip().partition("=")
+        entry = f"entry {number} of {variable}"
+        if not sep or not key_id or not encoded:
+            raise UsageError(
+                f"{entry} is not id=BASE64KEY (it is not shown: it may be a key); {shape}"
+            )
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise UsageError(f"{entry}: the key is not valid base64; {shape}") from None
+        if len(key) != 32:
+            raise UsageError(f"{entry}: the key is {len(key)} bytes, not 32 (AES-256); {shape}")
+        try:
+            AESGCMCipher({key_id: key}, key_id)
+        except InvalidInputError:
+            raise UsageError(
+                f"{entry}: the id is not allowed (use 1 to 64 of A-Z a-z 0-9 . _ : -); {shape}"
+            ) from None
+        keys[key_id] = key
     chosen = os.environ.get("WA_SESSION_STORE_ACTIVE_KEY") if variable == KEYS_ENV else None
-    return AESGCMCipher(keys, chosen or next(iter(keys)))
+    active = chosen or next(iter(keys))
+    if active not in keys:
+        raise UsageError(
+            f"WA_SESSION_STORE_ACTIVE_KEY must be the id of one of the keys of {variable} "
+            f"({', '.join(keys)}); its value is not, and is not shown"
+        )
+    return AESGCMCipher(keys, active)
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an int >= ``minimum`` (a bad value is a usage error, status 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text[:20]!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {text[:20]}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text[:20]!r}") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text[:20]!r}")
+    return value
 
 
 def _store(
     args: argparse.Namespace, *, url: str | None = None, keys_env: str = KEYS_ENV, **options: Any
 ) -> BaseStore:
-    """The store of ``url`` (default ``--dsn``), sealed with the keys of ``keys_env`` if set."""
+    """The store of ``url`` (default ``--dsn``), sealed with the keys of ``keys_env`` if set.
+
+    A URL the library refuses is a usage error (status 2).
+    """
     cipher = _cipher_from_env(keys_env)
     if cipher is not None:
         options.setdefault("cipher", cipher)
-    return open_store(args.dsn if url is None else url, **options)
+    try:
+        return open_store(args.dsn if url is None else url, **options)
+    except InvalidInputError as exc:  # the URL given on the command line or in the environment
+        raise UsageError(f"{'--dsn' if url is None else 'store URL'}: {exc}") from None
 
 
 def _existing_store(args: argparse.Namespace, url: str, keys_env: str) -> BaseStore:
@@ -181,6 +245,7 @@ async def _check(args: argparse.Namespace) -> int:
 
 async def _migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the schema (run it as the owner role)."""
+    _INTERRUPT.note = "each schema step is one transaction; run migrate again to finish"
     async with _store(args, migrate=True) as store:
         version = await store.schema_version()
     print(f"schema of {redact_url(args.dsn)} is at version {version}")
@@ -256,14 +321,54 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _import(args: argparse.Namespace) -> int:
-    """Import a Baileys multi-file auth folder as one session, atomically."""
+    """Import a Baileys multi-file auth folder as one session, atomically.
+
+    A Ctrl-C while the folder is read imports nothing. Once every file is read
+    the session is written in one transaction: a Ctrl-C then lets that
+    transaction finish and says that it landed (a second Ctrl-C abandons it,
+    and says that it may or may not have landed).
+    """
     from .interop.baileys import import_baileys_folder
 
     progress = Progress(f"reading {args.folder}")
+    read_all = False
+
+    def track(done: int, total: int) -> None:
+        nonlocal read_all
+        read_all = done >= total
+        progress(done, total)
+
     async with _store(args) as store:
-        report = await import_baileys_folder(
-            store, args.session, args.folder, overwrite=args.overwrite, progress=progress
+        task = asyncio.ensure_future(
+            import_baileys_folder(
+                store, args.session, args.folder, overwrite=args.overwrite, progress=track
+            )
         )
+        try:
+            report = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            progress.done()
+            if not read_all:
+                task.cancel()
+                await asyncio.wait([task])
+                _INTERRUPT.note = "nothing was imported"
+                raise
+            _say(
+                f"interrupted while session {args.session!r} was being written: letting the "
+                "write finish (it is all-or-nothing; Ctrl-C again to abandon it)"
+            )
+            try:
+                report = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                task.cancel()
+                await asyncio.wait([task])
+                _INTERRUPT.note = (
+                    f"the write was abandoned: session {args.session!r} may or may not have "
+                    "been imported; check with 'wa-session-store show'"
+                )
+                raise
+            _INTERRUPT.note = f"the import had landed: {report.summary()}"
+            raise
     progress.done()
     print(report.summary())
     return 0
@@ -274,6 +379,7 @@ async def _export(args: argparse.Namespace) -> int:
     from .interop.baileys import export_baileys_folder
 
     progress = Progress(f"writing {args.folder}")
+    _INTERRUPT.note = f"what was written to {args.folder} has been removed"
     async with _store(args) as store:
         report = await export_baileys_folder(store, args.session, args.folder, progress=progress)
     progress.done()
@@ -288,16 +394,21 @@ async def _delete(args: argparse.Namespace) -> int:
         if info is None:
             raise UsageError(f"no session {args.session!r} in {redact_url(args.dsn)}")
         if not args.yes:
-            if not sys.stdin.isatty():
+            if sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty():
                 raise UsageError("refusing to delete without confirmation: pass --yes")
-            answer = await asyncio.to_thread(
-                input,
+            _INTERRUPT.note = "nothing deleted"
+            answer = await _ask(
                 f"Delete session {args.session!r} ({'creds and ' if info.has_creds else ''}"
                 f"{info.key_count:,} keys)? This cannot be undone. [y/N] ",
             )
+            if answer is None:
+                print()
+                _say("no answer (end of input): nothing deleted")
+                return 1
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
                 return 1
+            _INTERRUPT.note = ""
         await store.delete_session(args.session)
     print(f"deleted session {args.session!r}")
     return 0
@@ -311,6 +422,7 @@ async def _reencrypt(args: argparse.Namespace) -> int:
             "(the first, or WA_SESSION_STORE_ACTIVE_KEY, is the active key)"
         )
     progress = Progress("rows checked")
+    _INTERRUPT.note = "every batch sealed so far stays sealed; run reencrypt again to resume"
     async with _store(args, allow_plaintext=args.allow_plaintext) as store:
         result = await store.reencrypt(
             batch_size=args.batch_size, progress=lambda p: progress(p.scanned)
@@ -390,9 +502,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     # --dsn is accepted before the subcommand and after its arguments; the
     # subcommand's copy has no default so it does not undo the first one.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--dsn", default=argparse.SUPPRESS, metavar="URL", help=dsn_help)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="wa-session-store",
         description="Keep WhatsApp multi-device sessions in PostgreSQL or SQLite.",
     )
@@ -479,7 +591,11 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-plaintext", action="store_true", help="also seal rows stored unencrypted"
     )
     reencrypting.add_argument(
-        "--batch-size", type=int, default=500, metavar="N", help="rows per batch (default 500)"
+        "--batch-size",
+        type=_whole(1),
+        default=500,
+        metavar="N",
+        help="rows per batch (default 500)",
     )
     copying = commands.add_parser(
         "copy",
@@ -532,21 +648,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--updates",
-        type=int,
+        type=_whole(0),
         default=5000,
         metavar="N",
         help="creds updates during the storm (default: %(default)s)",
     )
     demo.add_argument(
         "--duration",
-        type=float,
+        type=_seconds,
         default=3.0,
         metavar="SECONDS",
         help="seconds the storm is spread over (default: %(default)s)",
     )
     demo.add_argument(
         "--throttle",
-        type=float,
+        type=_seconds,
         default=1.0,
         metavar="SECONDS",
         help="at most one creds save per this many seconds (default: %(default)s)",
@@ -555,17 +671,116 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Interrupt:
+    """What a command says if it is interrupted (set as it goes; printed by :func:`main`)."""
+
+    note = ""
+
+
+_INTERRUPT = _Interrupt()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+async def _ask(question: str) -> str | None:
+    """Ask on the terminal; the line typed, or None at end of input.
+
+    The line is read on a daemon thread with ``os.read``: a Ctrl-C cancels the
+    wait at once (``input()`` in a worker thread would hold the exit until
+    Enter), and the thread is left to end with the process.
+    """
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[str | None] = loop.create_future()
+
+    def settle(line: str | None) -> None:
+        if not answer.done():
+            answer.set_result(line)
+
+    def read() -> None:
+        try:
+            data = os.read(sys.stdin.fileno(), 4096)
+        except (OSError, ValueError):
+            data = b""
+        line = data.decode("utf-8", "replace") if data else None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: interrupted
+            loop.call_soon_threadsafe(settle, line)
+
+    sys.stdout.write(question)
+    sys.stdout.flush()
+    threading.Thread(target=read, name="wa-session-store-prompt", daemon=True).start()
+    return await answer
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but its error messages never repeat a secret.
+
+    A key=value ``--dsn`` left unquoted reaches argparse as several words, and
+    argparse would echo ``password=...`` back as an unrecognized argument.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            words = message[len(prefix) :].split()
+            shown = [w for w in words if w.startswith("-") and "=" not in w]
+            hidden = len(words) - len(shown)
+            message = prefix + " ".join(shown)
+            if hidden:
+                message += (
+                    f"{' and ' if shown else ''}{hidden} other word(s), not shown as they may "
+                    "hold a secret (quote a key=value --dsn as one argument)"
+                )
+        super().error(redact_text(message))
+
+
+async def _run(run: Command, args: argparse.Namespace) -> int:
+    """Run a command; Ctrl-C cancels it (each time), on every Python version."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+
+    named = getattr(args, "sessions", None) or []
+    for session in [getattr(args, "session", None), *named]:
+        if session is not None:
+            try:
+                check_session_id(session)
+            except InvalidInputError as exc:
+                raise UsageError(str(exc)) from None
+    no_signals = (NotImplementedError, RuntimeError, ValueError)  # Windows, a non-main thread
+    with contextlib.suppress(*no_signals):
+        loop.add_signal_handler(signal.SIGINT, task.cancel)
+    try:
+        return await run(args)
+    finally:
+        with contextlib.suppress(*no_signals):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status.
+
+    Exit status: 0 done; 1 the operation failed (the store, a folder, a
+    refused or unconfirmed deletion); 2 bad usage (an unknown command or
+    option, a bad ``--dsn`` or key variable, a DSN the server refuses (role,
+    password, database, port, sslmode, host), a missing session, ``delete``
+    without confirmation); 130 interrupted by Ctrl-C. Errors print one line
+    to stderr, never a traceback and never a secret.
+    """
+    _INTERRUPT.note = ""
     args = _parser().parse_args(argv)
     run: Command = args.run
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(_run(run, args))
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
+        return 2
+    except StoreConfigurationError as exc:  # the DSN must change: as much a usage error
+        _say(f"error: {redact_text(str(exc))}")
         return 2
     except SessionStoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {redact_text(str(exc))}")
         return 1
     except BrokenPipeError:
         # The reader went away (`| head`): not an error; keep Python from
@@ -573,7 +788,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0
     except OSError as exc:  # a folder that cannot be read or written
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        _say(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _say(f"\ninterrupted{': ' + _INTERRUPT.note if _INTERRUPT.note else ''}")
         return 130
+    except Exception as exc:  # a bug: still one line, and no secret
+        _say(
+            f"error: unexpected {type(exc).__name__}: "
+            f"{redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else '')} "
+            "(please report this)"
+        )
+        return 1

@@ -80,7 +80,8 @@ class AESGCMCipher:
 
     Raises:
         InvalidInputError: no keys, a key that is not 32 bytes, a bad id, or
-            ``active`` not among the keys. Messages never show key bytes.
+            ``active`` not among the keys. Messages never show key bytes, nor
+            a refused id or ``active`` value (either may be a misplaced key).
         ImportError: the ``cryptography`` package is missing.
 
     Generate a key with ``os.urandom(32)`` (or ``AESGCMCipher.generate_key()``)
@@ -104,17 +105,29 @@ class AESGCMCipher:
         if not keys:
             raise InvalidInputError("keys must hold at least one key")
         aead = {}
-        for key_id, key in keys.items():
+        for number, (key_id, key) in enumerate(keys.items(), 1):
+            # A refused id is never shown: it may be a key pasted in the wrong place.
             if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+                what = (
+                    f"a {len(key_id)}-character str"
+                    if isinstance(key_id, str)
+                    else f"a {type(key_id).__name__}"
+                )
                 raise InvalidInputError(
-                    f"key id {key_id!r} is not allowed: use 1 to 64 of A-Z a-z 0-9 . _ : -"
+                    f"key id number {number} ({what}) is not allowed: use 1 to 64 of "
+                    "A-Z a-z 0-9 . _ : -"
                 )
             if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
                 size = len(key) if isinstance(key, (bytes, bytearray)) else type(key).__name__
-                raise InvalidInputError(f"key {key_id!r} must be 32 bytes (AES-256), not {size}")
+                raise InvalidInputError(
+                    f"key number {number} must be 32 bytes (AES-256), not {size}"
+                )
             aead[key_id] = AESGCM(bytes(key))
-        if active not in aead:
-            raise InvalidInputError(f"active key {active!r} is not among the keys {sorted(aead)}")
+        if not isinstance(active, str) or active not in aead:
+            raise InvalidInputError(
+                "active is not among the keys: it must be one of "
+                f"{sorted(aead)} (the value given is not shown)"
+            )
         self._aead = aead
         self._active = active
 

@@ -25,6 +25,7 @@ __all__ = [
     "SessionExistsError",
     "SessionStoreError",
     "StoreClosedError",
+    "StoreConfigurationError",
     "StoreOperationError",
     "StoreUnavailableError",
 ]
@@ -124,6 +125,20 @@ class StoreOperationError(SessionStoreError):
     __module__ = "wa_session_store"
 
 
+class StoreConfigurationError(StoreOperationError):
+    """The store cannot work as configured, and no retry can change that.
+
+    Raised by ``open()`` at the first attempt, for example when PostgreSQL
+    refuses the role, the password or the database, when the DSN holds a bad
+    port or ``sslmode``, or when the host name does not resolve. The message
+    gives the server's (or the driver's) reason in one line and says what to
+    fix; it never holds a password. A subclass of :class:`StoreOperationError`,
+    so existing ``except`` clauses keep working.
+    """
+
+    __module__ = "wa_session_store"
+
+
 class StoreUnavailableError(SessionStoreError):
     """Every attempt of an operation failed with a transient error.
 
@@ -184,6 +199,22 @@ class DecryptionError(DecodeError):
     """
 
     __module__ = "wa_session_store"
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """A short ``repr`` of a refused argument, for a message: never raises, never long.
+
+    Ints too big for ``repr`` (Python's int-to-str digit limit) are described
+    by their size; other reprs are cut to ``limit`` characters. Only for
+    values that are not secrets (sizes, counts, seconds, names).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an int of {value.bit_length():,} bits"
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__, or any other failure to show the value
+        return f"a {type(value).__name__}"
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def describe_error(exc: BaseException) -> str:

@@ -50,6 +50,7 @@ from .errors import (
     InvalidInputError,
     LeaseLostError,
     describe_error,
+    shown,
 )
 from .leases import Lease
 from .store import AuthStateStore
@@ -298,12 +299,12 @@ class AuthKeys:
     ) -> None:
         if key_writes not in ("write-through", "barrier"):
             raise InvalidInputError(
-                f"key_writes must be 'write-through' or 'barrier', not {key_writes!r}"
+                f"key_writes must be 'write-through' or 'barrier', not {shown(key_writes)}"
             )
         if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
             raise InvalidInputError(
                 f"key_cache_bytes must be an int >= 0 (bytes; 0 disables the cache), "
-                f"not {cache_bytes!r}"
+                f"not {shown(cache_bytes)}"
             )
         self._store = store
         self._session_id = session_id

@@ -17,16 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
 from ._codec import _check_name
-from .errors import InvalidInputError, LeaseLostError, SessionStoreError, describe_error
+from .errors import InvalidInputError, LeaseLostError, SessionStoreError, describe_error, shown
+from .retry import finite
 
 if TYPE_CHECKING:
     from .backends.postgres import PostgresStore
@@ -47,15 +47,15 @@ def check_lease_args(owner: object, ttl: object, wait: object = 0.0) -> tuple[st
     if (
         isinstance(ttl, bool)
         or not isinstance(ttl, (int, float))
-        or not (math.isfinite(ttl) and 0 < ttl <= MAX_TTL)
+        or not (finite(ttl) and 0 < ttl <= MAX_TTL)
     ):
-        raise InvalidInputError(f"ttl must be seconds > 0 and <= {MAX_TTL:.0f}, not {ttl!r}")
+        raise InvalidInputError(f"ttl must be seconds > 0 and <= {MAX_TTL:.0f}, not {shown(ttl)}")
     if wait is not None and (
         isinstance(wait, bool)
         or not isinstance(wait, (int, float))
-        or not (math.isfinite(wait) and wait >= 0)
+        or not (finite(wait) and wait >= 0)
     ):
-        raise InvalidInputError(f"wait must be None (forever) or seconds >= 0, not {wait!r}")
+        raise InvalidInputError(f"wait must be None (forever) or seconds >= 0, not {shown(wait)}")
     return owner, float(ttl)
 
 
@@ -182,24 +182,27 @@ class Lease:
         if self._keeper is None and self._lost is None:
             interval = every if every is not None else self.ttl * self.RENEW_FRACTION
             if not (isinstance(interval, (int, float)) and 0 < interval < self.ttl):
-                raise InvalidInputError(f"every must be seconds in (0, ttl), not {every!r}")
+                raise InvalidInputError(f"every must be seconds in (0, ttl), not {shown(every)}")
             self._keeper = asyncio.get_running_loop().create_task(self._keep(float(interval)))
 
     async def stop_keep_alive(self) -> None:
-        """Stop the background renewal, if running."""
+        """Stop the background renewal, if running; returns once it has ended."""
         keeper, self._keeper = self._keeper, None
-        if keeper is not None:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+        if keeper is not None and keeper is not _current_task():
+            await _cancel_and_wait(keeper)
 
     async def _keep(self, interval: float) -> None:
         loop = asyncio.get_running_loop()
         # Local estimate of the expiry: the server's clock is not ours.
         deadline = loop.time() + self.ttl
         delay = interval
-        while True:
+        me = _current_task()
+        # A keeper replaced or stopped ends at its next step even if the
+        # cancellation that stop_keep_alive() sent was lost on the way.
+        while self._keeper is me:
             await asyncio.sleep(delay)
+            if self._keeper is not me:
+                return
             try:
                 await self.renew()
             except LeaseLostError:
@@ -237,6 +240,24 @@ def _current_task() -> asyncio.Task[object] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+async def _cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling it again while it runs.
+
+    A single cancel() is not enough: an await inside the task may swallow it
+    (``asyncio.wait_for`` before Python 3.12 does when its result arrives in
+    the same loop iteration), and the task would go on forever.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=_RECANCEL_EVERY)
+    if not task.cancelled():
+        task.exception()  # retrieved: a failure of a cancelled task is not news
+
+
+#: Seconds between cancellations of a task that has not ended yet.
+_RECANCEL_EVERY = 0.1
 
 
 def _notify(callback: LossCallback, lease: Lease, reason: BaseException) -> None:
@@ -284,7 +305,7 @@ class SessionWorker:
         owner, ttl = check_lease_args(owner, ttl)
         for name, value in (("capacity", capacity), ("claim_batch", claim_batch)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{name} must be an int >= 1, not {value!r}")
+                raise InvalidInputError(f"{name} must be an int >= 1, not {shown(value)}")
         self.claim_batch = claim_batch
         self.store = store
         self.owner = owner
@@ -301,24 +322,40 @@ class SessionWorker:
         return sorted(self._running)
 
     async def run(self) -> None:
-        """Claim and run sessions until :meth:`stop`."""
-        while not self._stopping.is_set():
-            free = min(self.capacity - len(self._running), self.claim_batch)
-            if free > 0:
-                try:
-                    leases = await self.store.claim_sessions(self.owner, limit=free, ttl=self.ttl)
-                except SessionStoreError as exc:
-                    logger.warning(
-                        "worker %s could not claim sessions: %s",
-                        self.owner,
-                        describe_error(exc),
-                        extra={"op": "claim", "owner": self.owner},
-                    )
-                    leases = []
-                for lease in leases:
-                    self._start(lease)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.claim_every)
+        """Claim and run sessions until :meth:`stop`.
+
+        A claim in flight when :meth:`stop` is called is abandoned (its leases,
+        if it got any, expire), and no session is started after it.
+        """
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                free = min(self.capacity - len(self._running), self.claim_batch)
+                if free > 0:
+                    for lease in await self._claim(free, stopping):
+                        self._start(lease)
+                await asyncio.wait({stopping}, timeout=self.claim_every)
+        finally:
+            stopping.cancel()
+
+    async def _claim(self, free: int, stopping: asyncio.Future[Any]) -> list[Lease]:
+        claim = asyncio.ensure_future(
+            self.store.claim_sessions(self.owner, limit=free, ttl=self.ttl)
+        )
+        await asyncio.wait({claim, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not claim.done() or self._stopping.is_set():
+            await _cancel_and_wait(claim)
+            return []
+        try:
+            return claim.result()
+        except SessionStoreError as exc:
+            logger.warning(
+                "worker %s could not claim sessions: %s",
+                self.owner,
+                describe_error(exc),
+                extra={"op": "claim", "owner": self.owner},
+            )
+            return []
 
     def _start(self, lease: Lease) -> None:
         task = asyncio.get_running_loop().create_task(self._run_one(lease))
@@ -346,10 +383,31 @@ class SessionWorker:
             with contextlib.suppress(SessionStoreError):
                 await lease.release()
 
+    #: Seconds :meth:`stop` waits for the handlers to end and the leases to be
+    #: released before it cancels what is left (tests lower it).
+    STOP_TIMEOUT = 5.0
+
     async def stop(self) -> None:
-        """Stop claiming, cancel every handler, release every lease."""
+        """Stop claiming, cancel every handler, release every lease.
+
+        Returns within ``STOP_TIMEOUT`` seconds (5.0), plus the time the
+        handlers and releases still running then take to end when cancelled
+        (an await away). A lease whose release did not land by then expires
+        on its own after ``ttl``; the next owner's token fences it anyway.
+        """
         self._stopping.set()
         tasks = [task for _, task in self._running.values()]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=self.STOP_TIMEOUT)
+            if late:
+                logger.warning(
+                    "worker %s: %d sessions did not end within %.1fs of stop(); cancelled, "
+                    "their leases expire on their own",
+                    self.owner,
+                    len(late),
+                    self.STOP_TIMEOUT,
+                    extra={"op": "worker", "owner": self.owner},
+                )
+            await asyncio.gather(*(_cancel_and_wait(task) for task in late))

@@ -28,12 +28,28 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from .errors import InvalidInputError, StoreUnavailableError, describe_error
+from .errors import InvalidInputError, StoreUnavailableError, describe_error, shown
 
-__all__ = ["AttemptTimeoutError", "RetryDetails", "RetryHook", "RetryPolicy"]
+__all__ = ["AttemptTimeoutError", "RetryDetails", "RetryHook", "RetryPolicy", "within"]
 
 logger = logging.getLogger("wa_session_store")
 T = TypeVar("T")
+
+
+#: The most attempts a policy may make; more would only hide an outage.
+MAX_ATTEMPTS = 1000
+
+
+def finite(value: float) -> bool:
+    """Whether ``value`` (an int or a float) is a finite float; never raises.
+
+    An int too big for a float (``10**400``) is not finite: it cannot be used
+    as seconds, and ``math.isfinite`` would raise ``OverflowError`` on it.
+    """
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 class AttemptTimeoutError(TimeoutError):
@@ -44,6 +60,52 @@ class AttemptTimeoutError(TimeoutError):
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         super().__init__(f"attempt timed out after {timeout:.1f}s")
+
+
+async def within(awaitable: Awaitable[T], timeout: float) -> T:
+    """Await ``awaitable`` for at most ``timeout`` seconds, else :class:`AttemptTimeoutError`.
+
+    Unlike ``asyncio.wait_for`` before Python 3.12, a cancellation that arrives
+    in the same loop iteration as the result is never swallowed: the caller is
+    cancelled, and the result is dropped. (``wait_for`` returned the result
+    and the cancellation was lost, so a task told to stop went on running.)
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller gets the cancellation
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()
+        raise AttemptTimeoutError(timeout)
+    return task.result()
+
+
+def cancel_swallowed(before: int) -> bool:
+    """Whether the current task was cancelled since it had ``before`` pending
+    cancellations (``Task.cancelling()``), although no CancelledError reached it.
+
+    Some awaits (``asyncio.wait_for`` before 3.12, which psycopg-pool uses)
+    drop a cancellation that arrives together with their result. Always
+    False on Python 3.10, which cannot tell.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is not None and cancelling() > before
+
+
+def cancellations() -> int:
+    """The current task's pending cancellations (0 on Python 3.10); see :func:`cancel_swallowed`."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,24 +181,29 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise InvalidInputError(f"attempts must be an int >= 1, not {self.attempts!r}")
-        if self.attempts < 1:
-            raise InvalidInputError(f"attempts must be >= 1, not {self.attempts}")
+            raise InvalidInputError(f"attempts must be an int >= 1, not {shown(self.attempts)}")
+        if not 1 <= self.attempts <= MAX_ATTEMPTS:
+            raise InvalidInputError(
+                f"attempts must be from 1 to {MAX_ATTEMPTS:,}, not {shown(self.attempts)}"
+            )
         for name in ("timeout", "backoff", "max_backoff", "jitter"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise InvalidInputError(f"{name} must be a number, not {value!r}")
-            if not math.isfinite(value) or value < 0 or (name == "timeout" and value == 0):
+                raise InvalidInputError(f"{name} must be a number, not {shown(value)}")
+            if not finite(value) or value < 0 or (name == "timeout" and value == 0):
                 raise InvalidInputError(
                     f"{name} must be a finite number {'> 0' if name == 'timeout' else '>= 0'}, "
-                    f"not {value!r}"
+                    f"not {shown(value)}"
                 )
         if self.deadline is not None and (
-            not isinstance(self.deadline, (int, float))
-            or not math.isfinite(self.deadline)
+            isinstance(self.deadline, bool)
+            or not isinstance(self.deadline, (int, float))
+            or not finite(self.deadline)
             or self.deadline <= 0
         ):
-            raise InvalidInputError(f"deadline must be None or a number > 0, not {self.deadline!r}")
+            raise InvalidInputError(
+                f"deadline must be None or a number > 0, not {shown(self.deadline)}"
+            )
 
     def wait_before(self, attempt: int) -> float:
         """The wait, before jitter, after failed attempt number ``attempt``."""

@@ -10,6 +10,7 @@ errors, and a fix to the codec or the retry rules reaches all of them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -23,6 +24,7 @@ from typing_extensions import Self
 
 from ._codec import (
     DEFAULT_MAX_VALUE_SIZE,
+    MAX_WRITE_SIZE,
     KeyRow,
     check_category,
     check_key_id,
@@ -43,6 +45,7 @@ from .errors import (
     StoreClosedError,
     StoreOperationError,
     describe_error,
+    shown,
 )
 from .retry import RetryHook, RetryPolicy
 
@@ -252,7 +255,9 @@ class BaseStore(ABC):
     Args:
         retry: how failed calls are retried (default :class:`RetryPolicy()`).
         max_value_size: the largest encoded value (creds document or one key)
-            accepted, in bytes (default 64 MiB).
+            accepted, in bytes (default 64 MiB, at most 512 MiB). One write
+            (a key batch, an imported session) carries at most 512 MiB, on
+            every backend.
         on_retry: called with :class:`~wa_session_store.RetryDetails` after
             each failed attempt that will be retried.
         on_giveup: called with the details of the last attempt when a call
@@ -290,10 +295,11 @@ class BaseStore(ABC):
         if (
             isinstance(max_value_size, bool)
             or not isinstance(max_value_size, int)
-            or (max_value_size < 1)
+            or not (1 <= max_value_size <= MAX_WRITE_SIZE)
         ):
             raise InvalidInputError(
-                f"max_value_size must be a positive int (bytes), not {max_value_size!r}"
+                f"max_value_size must be an int of bytes from 1 to {MAX_WRITE_SIZE:,} "
+                f"(512 MiB, the same on every backend), not {shown(max_value_size)}"
             )
         self.retry = retry if retry is not None else RetryPolicy()
         self.max_value_size = max_value_size
@@ -303,6 +309,8 @@ class BaseStore(ABC):
         self.allow_plaintext = bool(allow_plaintext)
         self._clock = VersionClock()
         self._is_open = False
+        self._opening: asyncio.Future[None] | None = None
+        self._open_waiters = 0
 
     # -- life cycle -------------------------------------------------------
 
@@ -314,15 +322,59 @@ class BaseStore(ABC):
     async def open(self) -> None:
         """Open the store: connect, and create or upgrade the schema.
 
-        Opening an open store does nothing.
+        Opening an open store does nothing; calls made while an open is in
+        flight wait for that one (one set of connections, whoever called).
+        A closed store can be opened again.
+
+        Raises:
+            StoreConfigurationError: the store cannot work as configured (a
+                refused role or password, a missing database, a bad port,
+                sslmode or host name); raised at the first attempt.
+            StoreClosedError: :meth:`close` was called while this open was
+                in flight; the store is closed.
+            StoreUnavailableError, StoreOperationError, SchemaVersionError:
+                as the backend reports them.
         """
         if self._is_open:
             return
+        opening = self._opening
+        if opening is None or opening.done():
+            opening = self._opening = asyncio.ensure_future(self._open_once())
+        self._open_waiters += 1
+        try:
+            await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            if opening.cancelled():
+                raise StoreClosedError(
+                    f"{self.kind} store was closed while it was opening"
+                ) from None
+            if self._open_waiters == 1:
+                # The last caller gave up: the open must not go on unowned.
+                opening.cancel()
+                await asyncio.wait([opening])
+            raise
+        finally:
+            self._open_waiters -= 1
+
+    async def _open_once(self) -> None:
         await self._open()
+        # Set by the task itself, so close() sees it the moment the task is done.
         self._is_open = True
 
     async def close(self) -> None:
-        """Close the store; closing a closed store does nothing."""
+        """Close the store; closing a closed store does nothing.
+
+        A close during an in-flight :meth:`open` cancels that open (which
+        releases whatever it had connected) and waits for it: when close
+        returns, the store is closed, and that open raises
+        :class:`StoreClosedError`.
+        """
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done():
+            opening.cancel()
+            await asyncio.wait([opening])
+        if opening is not None and not opening.cancelled():
+            opening.exception()  # retrieved here; the waiting open() reports it
         if not self._is_open:
             return
         self._is_open = False
@@ -463,7 +515,7 @@ class BaseStore(ABC):
                 )
             after = (check_category(after[0]), check_key_id(after[1]))
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
-            raise InvalidInputError(f"limit must be an int from 1 to 100,000, not {limit!r}")
+            raise InvalidInputError(f"limit must be an int from 1 to 100,000, not {shown(limit)}")
         if not cats:
             self._check_open()
             return []
@@ -485,15 +537,29 @@ class BaseStore(ABC):
             )
         return fence.token
 
-    def _encode_keys(self, session_id: str, data: object) -> list[KeyRow]:
+    def _encode_keys(self, session_id: str, data: object, extra: int = 0) -> list[KeyRow]:
+        """Validate, encode and seal a key batch; ``extra`` bytes more travel with it."""
         rows = encode_key_batch(data, max_size=self.max_value_size)
         cipher = self.cipher
-        if cipher is None:
-            return rows
-        return [
-            (c, k, None if v is None else cipher.seal(v, associated_data(session_id, c, k)))
-            for c, k, v in rows
-        ]
+        if cipher is not None:
+            rows = [
+                (c, k, None if v is None else cipher.seal(v, associated_data(session_id, c, k)))
+                for c, k, v in rows
+            ]
+        self._check_write_size(session_id, extra + sum(len(v) for _, _, v in rows if v))
+        return rows
+
+    #: The most bytes of values one write may carry (tests lower it).
+    MAX_WRITE_SIZE = MAX_WRITE_SIZE
+
+    def _check_write_size(self, session_id: str, size: int) -> None:
+        # PostgreSQL sends a batch as one statement, which may not exceed 1 GB;
+        # the same limit holds on every backend, so none accepts what another refuses.
+        if size > self.MAX_WRITE_SIZE:
+            raise InvalidInputError(
+                f"one write for session {session_id!r} would carry {size:,} bytes; at most "
+                f"{self.MAX_WRITE_SIZE:,} are allowed on every backend: split the batch"
+            )
 
     def _decode_key(self, session_id: str, category: str, key_id: str, blob: bytes) -> Any:
         # Hot path (a group send reads hundreds of keys): the message and the
@@ -601,7 +667,7 @@ class BaseStore(ABC):
             blob = encode_creds(creds, session_id=sid, max_size=self.max_value_size)
             if self.cipher is not None:
                 blob = self.cipher.seal(blob, associated_data(sid))
-        rows = [row for row in self._encode_keys(sid, keys) if row[2] is not None]
+        rows = [row for row in self._encode_keys(sid, keys, len(blob or b"")) if row[2] is not None]
         version = self._clock.next()
         written = await self._call(
             "import_session",
@@ -670,7 +736,7 @@ class BaseStore(ABC):
         if cipher is None:
             raise InvalidInputError("reencrypt() needs a store opened with cipher=...")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be an int >= 1, not {batch_size!r}")
+            raise InvalidInputError(f"batch_size must be an int >= 1, not {shown(batch_size)}")
         counts = ReencryptProgress()
         for table in ("creds", "keys"):
             after: RowKey | None = None

@@ -25,7 +25,8 @@ import math
 import random
 from collections.abc import Callable
 
-from .errors import InvalidInputError, InvalidTypeError, StoreClosedError, describe_error
+from .errors import InvalidInputError, InvalidTypeError, StoreClosedError, describe_error, shown
+from .retry import finite
 
 __all__ = ["BackupScheduler", "Throttler", "jittered_delay"]
 
@@ -55,8 +56,8 @@ def _check_seconds(what: str, value: object, *, allow_zero: bool) -> float:
     allowed = f"a finite number of seconds {'>= 0' if allow_zero else '> 0'}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidTypeError(f"{what} must be {allowed}, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise InvalidInputError(f"{what} must be {allowed}, not {value!r}")
+    if not finite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise InvalidInputError(f"{what} must be {allowed}, not {shown(value)}")
     return float(value)
 
 

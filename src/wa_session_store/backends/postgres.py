@@ -23,7 +23,7 @@ import socket
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -32,9 +32,18 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typing_extensions import Unpack
 
 from .._codec import KeyRow, check_session_id
-from ..errors import InvalidInputError, InvalidTypeError, LeaseLostError, LeaseUnavailableError
+from .._open import SECRET_PARAMS
+from ..errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    LeaseLostError,
+    LeaseUnavailableError,
+    StoreClosedError,
+    StoreConfigurationError,
+    shown,
+)
 from ..leases import Lease, check_lease_args
-from ..retry import AttemptTimeoutError
+from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
 from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
 from .postgres_schema import Schema
 
@@ -85,6 +94,8 @@ class PostgresStore(BaseStore):
 
     kind = "postgresql"
     supports_leases = True
+    #: The most connections a store's pool may hold (PostgreSQL's own limit is 262,143).
+    MAX_POOL_SIZE = 10_000
 
     def __init__(
         self,
@@ -108,14 +119,29 @@ class PostgresStore(BaseStore):
                 f"pool must be a psycopg_pool.AsyncConnectionPool, not {type(pool).__name__}"
             )
         for name, size in (("min_size", min_size), ("max_size", max_size)):
-            if isinstance(size, bool) or not isinstance(size, int) or size < (name == "max_size"):
+            low = int(name == "max_size")
+            if (
+                isinstance(size, bool)
+                or not isinstance(size, int)
+                or not low <= size <= self.MAX_POOL_SIZE
+            ):
                 raise InvalidInputError(
-                    f"{name} must be an int >= {int(name == 'max_size')}, not {size!r}"
+                    f"{name} must be an int from {low} to {self.MAX_POOL_SIZE:,}, not {shown(size)}"
                 )
         if min_size > max_size:
-            raise InvalidInputError(f"min_size ({min_size}) must not exceed max_size ({max_size})")
+            raise InvalidInputError(
+                f"min_size ({shown(min_size)}) must not exceed max_size ({shown(max_size)})"
+            )
         self.schema = Schema(schema, table_prefix)
         self.migrate = migrate
+        if prepare_threshold is not None and (
+            isinstance(prepare_threshold, bool)
+            or not isinstance(prepare_threshold, int)
+            or not 0 <= prepare_threshold <= 2**31 - 1
+        ):
+            raise InvalidInputError(
+                f"prepare_threshold must be None or an int >= 0, not {shown(prepare_threshold)}"
+            )
         self._params = _parse_conninfo(conninfo) if conninfo is not None else {}
         self._owns_pool = pool is None
         if pool is None:
@@ -133,7 +159,10 @@ class PostgresStore(BaseStore):
                 # kernel drops the connection, so even a stray await ends.
                 "tcp_user_timeout": int(timeout * 1000),
             }
-            pool = psycopg_pool.AsyncConnectionPool(
+            # A closed pool cannot be opened again: a store reopened after
+            # close() builds a new one from this.
+            self._new_pool = partial(
+                psycopg_pool.AsyncConnectionPool,
                 conninfo or "",
                 min_size=min_size,
                 max_size=max_size,
@@ -148,6 +177,7 @@ class PostgresStore(BaseStore):
                 # chain gives up quickly and the next call connects at once.
                 reconnect_timeout=timeout,
             )
+            pool = self._new_pool()
         self.pool = pool
         # Backends whose attempt timed out with a statement possibly still in
         # flight: ended before this store sends another statement.
@@ -157,20 +187,61 @@ class PostgresStore(BaseStore):
         p = self._params
         if not p and not self._owns_pool:
             return "postgresql (shared pool)"
-        where = f"{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
-        return f"postgresql {where} tables {self.schema.describe()}"
+        return f"postgresql {self._target()} tables {self.schema.describe()}"
+
+    def _target(self) -> str:
+        """``user@host:port/dbname`` of the conninfo (never its password)."""
+        p = self._params
+        return f"{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
 
     # -- life cycle ----------------------------------------------------------------
 
     async def _open(self) -> None:
-        if self._owns_pool or self.pool.closed:
-            await self.pool.open(wait=False)
+        pool = self.pool
+        if self._owns_pool:
+            if pool.closed and pool._opened:  # closed by an earlier close(): never reusable
+                self.pool = pool = self._new_pool()
+        elif pool.closed and pool._opened:
+            raise StoreClosedError(
+                "the shared pool given to this PostgresStore was closed; "
+                "pass an open (or never opened) pool"
+            )
+        if pool.closed:
+            # The first connection is made here, not by the pool: a refusal
+            # that no retry can fix (a bad role, password, database, port,
+            # sslmode or host) fails this first attempt with the server's
+            # reason, instead of the pool logging a warning per retry and
+            # ending in a bare PoolTimeout.
+            await self._run("connect", None, self._probe)
+            await pool.open(wait=False)
         try:
             await self._run("open", None, self._prepare_schema)
         except BaseException:
             if self._owns_pool:
-                await self.pool.close()
+                await pool.close()
             raise
+
+    async def _probe(self, timeout: float) -> None:
+        """One direct connection with the pool's settings; closed again at once."""
+        pool = self.pool
+        # A pool's kwargs may be a callable (psycopg-pool 3.3); the probe then
+        # connects with the conninfo alone.
+        kwargs = dict(pool.kwargs) if isinstance(pool.kwargs, dict) else {}
+        kwargs["connect_timeout"] = max(2, math.ceil(timeout))
+        try:
+            conn = await within(pool.connection_class.connect(pool.conninfo, **kwargs), timeout)
+        except psycopg.Error as exc:
+            problem = permanent_connect_failure(exc)
+            if problem is not None:
+                raise StoreConfigurationError(
+                    f"cannot connect to PostgreSQL{self._where()}: "
+                    f"{_scrub(problem[0], self._params)}; {problem[1]}"
+                ) from None
+            raise
+        await conn.close()
+
+    def _where(self) -> str:
+        return f" ({self._target()})" if self._params else ""
 
     async def _prepare_schema(self, timeout: float) -> None:
         await self._on_connection(timeout, partial(self.schema.prepare, migrate=self.migrate))
@@ -234,7 +305,7 @@ class PostgresStore(BaseStore):
         """
         owner, ttl = check_lease_args(owner, ttl)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"limit must be an int >= 1, not {limit!r}")
+            raise InvalidInputError(f"limit must be an int >= 1, not {shown(limit)}")
         params = {"owner": owner, "limit": limit, "ttl": ttl}
 
         rows = await self._call(
@@ -397,7 +468,15 @@ class PostgresStore(BaseStore):
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise AttemptTimeoutError(deadline - loop.time())
+            before = cancellations()
             conn: psycopg.AsyncConnection[Any] = await self.pool.getconn(timeout=remaining)
+            if cancel_swallowed(before):
+                # psycopg-pool waits with asyncio.wait_for, which before Python
+                # 3.12 drops a cancellation that arrives with the connection: the
+                # caller (a lease keep-alive told to stop, say) would go on
+                # running. Hand the connection back and be cancelled after all.
+                await self.pool.putconn(conn)
+                raise asyncio.CancelledError
             if not _closed_by_server(conn):
                 return conn
             # The server closed it while idle (restart, pg_terminate_backend):
@@ -576,9 +655,75 @@ class PostgresStore(BaseStore):
         return int(await self._query(timeout, query, params))
 
 
+# Connection failures no retry can fix: (what the driver says, what to fix).
+# libpq gives no SQLSTATE for a refused connection, so its messages are matched.
+_PERMANENT_CONNECT: Final = (
+    ("does not exist", "fix the role or database name in the DSN, or create it"),
+    ("password authentication failed", "fix the user name or password in the DSN"),
+    ("authentication failed", "fix the user name or credentials in the DSN"),
+    ("no password supplied", "put the password in the DSN (or in PGPASSWORD or a passfile)"),
+    ("no pg_hba.conf entry", "allow this client in the server's pg_hba.conf, or fix the DSN"),
+    ("not permitted to log in", "grant LOGIN to the role, or use another one"),
+    ("permission denied for database", "grant CONNECT on the database to the role"),
+    ("invalid integer value", "fix that option's value in the DSN"),
+    ("invalid port number", "use a port from 1 to 65535 in the DSN"),
+    (
+        "invalid sslmode value",
+        "use an sslmode libpq knows (disable, allow, prefer, require, verify-ca, verify-full)",
+    ),
+    ("invalid connection option", "remove or fix that option in the DSN"),
+    ("server does not support ssl", "use an sslmode that the server supports, or enable SSL on it"),
+    ("certificate", "fix the certificates (sslrootcert, sslcert, sslkey) or the sslmode"),
+    ("name or service not known", "fix the host name in the DSN"),
+    ("no address associated with hostname", "fix the host name in the DSN"),
+    ("nodename nor servname", "fix the host name in the DSN"),
+)
+
+
+def permanent_connect_failure(exc: BaseException) -> tuple[str, str] | None:
+    """``(reason, what to fix)`` when a failed connect cannot succeed on a retry, else None.
+
+    The reason is the driver's message in one line. A host that does not
+    resolve *now* ("Temporary failure in name resolution"), a refused or
+    timed-out connection, a server starting up or shutting down, and too
+    many connections stay transient.
+    """
+    if not isinstance(exc, psycopg.OperationalError) or exc.sqlstate is not None:
+        return None
+    text = " ".join(str(exc).split())
+    lowered = text.lower()
+    for marker, fix in _PERMANENT_CONNECT:
+        if marker in lowered:
+            for prefix in ("connection failed: ", "connection is bad: "):
+                text = text.removeprefix(prefix)
+            return text, fix
+    return None
+
+
+def _scrub(text: str, params: dict[str, Any]) -> str:
+    """``text`` with every secret parameter's value (of 4 or more characters) blanked."""
+    for name in SECRET_PARAMS:
+        value = params.get(name)
+        if isinstance(value, str) and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text
+
+
 def _parse_conninfo(conninfo: object) -> dict[str, Any]:
     if not isinstance(conninfo, str):
         raise InvalidTypeError(f"conninfo must be a str, not {type(conninfo).__name__}")
+    if "\x00" in conninfo:
+        raise InvalidInputError("conninfo contains a NUL character, which libpq cannot take")
+    scheme, sep, rest = conninfo.partition("://")
+    if sep and scheme.lower() in ("postgresql", "postgres"):
+        authority = rest.split("/", 1)[0].split("?", 1)[0]
+        if authority.count("@") > 1:
+            # libpq would end the user info at the first '@' and take the rest
+            # of the password for a host name, which its errors then repeat.
+            raise InvalidInputError(
+                "the user name or password in the PostgreSQL URL holds an unescaped '@': "
+                "write each '@' in them as %40 (percent-encoding)"
+            )
     try:
         params = conninfo_to_dict(conninfo)
         make_conninfo(conninfo)

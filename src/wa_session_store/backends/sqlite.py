@@ -24,8 +24,14 @@ from typing import TypeVar
 from typing_extensions import Unpack
 
 from .._codec import KeyRow
-from ..errors import InvalidInputError, SchemaVersionError, StoreOperationError, describe_error
-from ..retry import AttemptTimeoutError
+from ..errors import (
+    InvalidInputError,
+    SchemaVersionError,
+    StoreOperationError,
+    describe_error,
+    shown,
+)
+from ..retry import AttemptTimeoutError, within
 from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
 
 __all__ = ["SQLiteStore"]
@@ -65,11 +71,30 @@ SELECT session_id, MAX(updated_at), SUM(key_count), MAX(has_creds), SUM(size) FR
 """
 
 
+def _create_private(path: Path) -> None:
+    """Create the database file, if missing, readable and writable by its owner only (0600).
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the mode of the main
+    file, so all three hold the private keys at 0600 whatever the umask. An
+    existing file keeps the mode it has.
+    """
+    if str(path) == ":memory:":
+        return
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
+        )
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 class SQLiteStore(BaseStore):
     """Stores auth states in a SQLite file: the embedded default.
 
     Args:
-        path: the database file; created if missing (its folder must exist).
+        path: the database file; created if missing (its folder must exist),
+            with mode 0600, as are its ``-wal`` and ``-shm`` files.
         busy_timeout: seconds a write waits for another writer's lock before
             the attempt fails as transient (default 5.0).
         migrate: create or upgrade the schema on ``open()`` (default True).
@@ -77,7 +102,8 @@ class SQLiteStore(BaseStore):
             as for every store.
 
     Raises:
-        InvalidInputError: a path that is not a str or path-like, or a bad option.
+        InvalidInputError: a path that is not a str or path-like, is empty or
+            holds a NUL character, or a bad option.
     """
 
     kind = "sqlite"
@@ -90,15 +116,24 @@ class SQLiteStore(BaseStore):
         migrate: bool = True,
         **options: Unpack[StoreOptions],
     ) -> None:
-        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
-            raise InvalidInputError(f"path must be a non-empty str or path, not {path!r}")
+        text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+        if not isinstance(text, str) or not text:
+            raise InvalidInputError(
+                f"path must be a non-empty str or path, not {type(path).__name__}"
+                if not isinstance(text, str)
+                else "path must not be empty: name the database file"
+            )
+        if "\x00" in text:
+            raise InvalidInputError(
+                "path contains a NUL character, which no file name can hold: fix the path"
+            )
         if (
             isinstance(busy_timeout, bool)
             or not isinstance(busy_timeout, (int, float))
             or not (0 <= busy_timeout < 3600)
         ):
             raise InvalidInputError(
-                f"busy_timeout must be seconds in [0, 3600), not {busy_timeout!r}"
+                f"busy_timeout must be seconds in [0, 3600), not {shown(busy_timeout)}"
             )
         super().__init__(**options)
         self.path = Path(path)
@@ -118,12 +153,12 @@ class SQLiteStore(BaseStore):
         assert executor is not None
         future = asyncio.get_running_loop().run_in_executor(executor, fn, conn)
         try:
-            return await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
-            # The thread is not cancelled by wait_for: interrupt the statement
-            # so the next attempt does not queue behind it.
+            return await within(future, timeout)
+        except AttemptTimeoutError:
+            # The thread is not cancelled by the timeout: interrupt the
+            # statement so the next attempt does not queue behind it.
             conn.interrupt()
-            raise AttemptTimeoutError(timeout) from None
+            raise
 
     @staticmethod
     def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -158,13 +193,14 @@ class SQLiteStore(BaseStore):
 
     def _connect(self) -> sqlite3.Connection:
         try:
+            _create_private(self.path)
             conn = sqlite3.connect(
                 self.path,
                 timeout=self.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreOperationError(
                 f"cannot open SQLite database {str(self.path)!r}: {describe_error(exc)}"
             ) from exc

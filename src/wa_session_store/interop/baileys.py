@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -31,7 +33,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from .._codec import check_category, check_key_id, check_session_id, decode_value, encode_value
+from .._codec import (
+    DEFAULT_MAX_VALUE_SIZE,
+    check_category,
+    check_key_id,
+    check_session_id,
+    decode_value,
+    encode_value,
+)
 from ..errors import DecodeError, InvalidInputError, InvalidTypeError
 from ..store import AuthStateStore
 
@@ -313,9 +322,17 @@ async def import_baileys_folder(
     Returns:
         A :class:`BaileysImportReport`.
 
+    Only regular files of the folder itself are read: a ``creds.json``, key
+    file or manifest that is a symbolic link is refused, sizes are checked
+    before anything is read (a file over the store's ``max_value_size`` is
+    refused), and a file swapped after the listing (for a link, a FIFO, a
+    bigger file) is refused instead of followed or blocking.
+
     Raises:
         InvalidInputError: ``path`` is missing, not a folder, or holds neither
-            ``creds.json`` nor key files; a file is not valid JSON/BufferJSON
+            ``creds.json`` nor key files; a file to import is a symbolic
+            link, is not a regular file, or is over ``max_value_size`` bytes;
+            a file is not valid JSON/BufferJSON
             (the error names the file, never its content); ``creds.json`` is
             not a JSON object; the manifest is malformed; or the store refuses
             an id or value. Nothing is written.
@@ -329,12 +346,14 @@ async def import_baileys_folder(
     sid = check_session_id(session_id)
     folder = _as_path(path)
     _check_progress(progress)
-    listing = await asyncio.to_thread(_list_folder, folder)
+    limit = _file_limit(store)
+    listing = await asyncio.to_thread(_list_folder, folder, limit)
     names = ([CREDS_FILE] if listing.has_creds else []) + [name for name, _, _ in listing.keys]
     total = len(names)
     values: list[Any] = []
     for start in range(0, total, _BATCH):
-        values += await asyncio.to_thread(_read_files, folder, names[start : start + _BATCH])
+        batch = names[start : start + _BATCH]
+        values += await asyncio.to_thread(_read_files, folder, batch, limit)
         if progress is not None:
             progress(len(values), total)
 
@@ -393,10 +412,34 @@ async def import_baileys_folder(
     return report
 
 
-def _list_folder(folder: Path) -> _Listing:
+def _file_limit(store: AuthStateStore) -> int:
+    """The largest file an import reads: the store's ``max_value_size``."""
+    limit = getattr(store, "max_value_size", DEFAULT_MAX_VALUE_SIZE)
+    return limit if isinstance(limit, int) and limit > 0 else DEFAULT_MAX_VALUE_SIZE
+
+
+def _importable(name: str) -> bool:
+    return name in (CREDS_FILE, MANIFEST_FILE) or parse_baileys_file_name(name) is not None
+
+
+def _list_folder(folder: Path, limit: int) -> _Listing:
     try:
         with os.scandir(folder) as entries:
-            found = [(entry.name, entry.is_file()) for entry in entries]
+            found = []
+            for entry in entries:
+                # Nothing is followed: a link could lead anywhere (a key file of
+                # another account, /dev/zero), so a link is refused, not read.
+                if entry.is_symlink() and _importable(entry.name):
+                    raise InvalidInputError(
+                        f"{entry.name} in {folder} is a symbolic link; an import reads only "
+                        "regular files of the folder itself: replace the link by the file"
+                    )
+                regular = entry.is_file(follow_symlinks=False)
+                if regular and _importable(entry.name):
+                    _check_size(
+                        folder, entry.name, entry.stat(follow_symlinks=False).st_size, limit
+                    )
+                found.append((entry.name, regular))
     except FileNotFoundError:
         raise InvalidInputError(
             f"no folder at {folder}: expected the folder Baileys' useMultiFileAuthState "
@@ -409,7 +452,7 @@ def _list_folder(folder: Path) -> _Listing:
         ) from None
     files = sorted(name for name, is_file in found if is_file)
     listing = _Listing(unknown=sorted(name for name, is_file in found if not is_file))
-    manifest = _read_manifest(folder) if MANIFEST_FILE in files else {}
+    manifest = _read_manifest(folder, limit) if MANIFEST_FILE in files else {}
     for name in files:
         if name == CREDS_FILE:
             listing.has_creds = True
@@ -432,7 +475,7 @@ def _list_folder(folder: Path) -> _Listing:
     return listing
 
 
-def _read_manifest(folder: Path) -> dict[str, tuple[str, str]]:
+def _read_manifest(folder: Path, limit: int) -> dict[str, tuple[str, str]]:
     def bad(problem: str) -> InvalidInputError:
         return InvalidInputError(
             f"{MANIFEST_FILE} in {folder} {problem}; it was written by wa_session_store's "
@@ -440,7 +483,7 @@ def _read_manifest(folder: Path) -> dict[str, tuple[str, str]]:
         )
 
     try:
-        document = json.loads((folder / MANIFEST_FILE).read_bytes())
+        document = json.loads(_read_regular(folder, MANIFEST_FILE, limit))
     except (ValueError, RecursionError):
         raise bad("is not valid JSON") from None
     if not isinstance(document, dict) or document.get("format") != _MANIFEST_FORMAT:
@@ -474,18 +517,68 @@ def _read_manifest(folder: Path) -> dict[str, tuple[str, str]]:
     return manifest
 
 
-def _read_files(folder: Path, names: list[str]) -> list[Any]:
-    values = []
-    for name in names:
-        try:
-            data = (folder / name).read_bytes()
-        except FileNotFoundError:
-            raise InvalidInputError(
-                f"{name} vanished from {folder} while it was read: stop the client using "
-                "the folder, then import again"
-            ) from None
-        values.append(_decode_file(folder, name, data))
-    return values
+def _read_files(folder: Path, names: list[str], limit: int) -> list[Any]:
+    return [_decode_file(folder, name, _read_regular(folder, name, limit)) for name in names]
+
+
+def _check_size(folder: Path, name: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise InvalidInputError(
+            f"{name} in {folder} is {size:,} bytes, over the store's max_value_size of "
+            f"{limit:,}: it is not a Baileys file (or open the store with a higher "
+            "max_value_size); nothing was read"
+        )
+
+
+_OPEN_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def _read_regular(folder: Path, name: str, limit: int) -> bytes:
+    """The bytes of regular file ``folder/name``, read only if it is at most ``limit`` bytes.
+
+    The listing was checked, but a file may be swapped after it: the file is
+    opened without following a link and without blocking (a FIFO put in its
+    place would block a plain open forever), then checked again on the open
+    descriptor, and never more than ``limit`` bytes are read.
+    """
+
+    def swapped(what: str) -> InvalidInputError:
+        return InvalidInputError(
+            f"{name} in {folder} {what} after the folder was listed: stop the client using "
+            "the folder, then import again"
+        )
+
+    try:
+        fd = os.open(folder / name, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise swapped("vanished") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise swapped("was replaced by a symbolic link") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise swapped("was replaced by something that is not a regular file")
+        _check_size(folder, name, info.st_size, limit)
+        chunks = []
+        left = limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    _check_size(folder, name, len(data), limit)  # it grew while it was read
+    return data
 
 
 def _decode_file(folder: Path, name: str, data: bytes) -> Any:
@@ -513,6 +606,11 @@ def _diagnose(data: bytes) -> str:
         return f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
     except RecursionError:
         return "is nested too deeply to decode"
+    except ValueError:  # Python's int-to-str limit: a number of thousands of digits
+        return (
+            f"holds a number of more than {sys.get_int_max_str_digits():,} digits, "
+            "which no Baileys file holds"
+        )
     return "holds a malformed Buffer (data is neither valid base64 nor a list of bytes 0..255)"
 
 
@@ -569,9 +667,10 @@ async def export_baileys_folder(
     temporary file, flushed to disk and renamed into place, so no file is ever
     half written; ``creds.json`` comes last, so a folder cut short has no
     creds and a client would start afresh rather than run on missing keys. On
-    any failure (or cancellation) the files written so far are removed again,
-    and the folder too if this call created it. Files are created readable by
-    their owner only (mode 0600): they hold the account's private keys.
+    any failure (or cancellation, a Ctrl-C included) the files written so far
+    are removed again, and the folder too if this call created it. Files are
+    created readable by their owner only (mode 0600): they hold the account's
+    private keys; a folder this call creates gets mode 0700.
 
     Ids the file-name rules cannot give back (see
     :func:`parse_baileys_file_name`) are listed in :data:`MANIFEST_FILE`,
@@ -615,9 +714,10 @@ async def export_baileys_folder(
     plan = _plan_export(sid, exported.keys)
     total = len(plan.files) + bool(plan.manifest) + (creds is not None)
 
-    created = await asyncio.to_thread(_prepare_folder, folder)
     written: list[str] = []
+    created: list[Path] = []  # the folder, once this call created it
     try:
+        await _in_thread(partial(_prepare_folder, folder, created))
         for start in range(0, len(plan.files), _BATCH):
             batch = plan.files[start : start + _BATCH]
             await _in_thread(partial(_write_keys, folder, batch, written))
@@ -644,7 +744,7 @@ async def export_baileys_folder(
                 progress(len(written), total)
         await _in_thread(partial(_fsync_folder, folder))
     except BaseException:
-        await _in_thread(partial(_remove_written, folder, written, created))
+        await _in_thread(partial(_remove_written, folder, written, bool(created)))
         raise
 
     if creds is None:
@@ -701,11 +801,16 @@ def _plan_export(session_id: str, keys: Mapping[str, Mapping[str, Any]]) -> _Exp
     return plan
 
 
-def _prepare_folder(folder: Path) -> bool:
-    """Create ``folder``, or check that it is an empty folder; True if it was created."""
+def _prepare_folder(folder: Path, created: list[Path]) -> None:
+    """Create ``folder`` (mode 0700), or check that it is an empty folder.
+
+    ``folder`` is appended to ``created`` the moment it is made, so that an
+    export interrupted right after knows to remove it.
+    """
     try:
-        folder.mkdir(parents=True)
-        return True
+        folder.mkdir(mode=0o700, parents=True)  # file names are contacts' ids: private too
+        created.append(folder)
+        return
     except FileExistsError:
         pass
     if not folder.is_dir():
@@ -719,7 +824,6 @@ def _prepare_folder(folder: Path) -> bool:
             f"{folder} is not empty ({count} entries): export into a new or empty folder, so "
             "that no file of another session is mixed in or replaced; nothing was written"
         )
-    return False
 
 
 def _write_keys(folder: Path, batch: list[tuple[str, str, str, Any]], written: list[str]) -> None:
@@ -819,6 +923,8 @@ def _as_path(path: object) -> Path:
     if not text:
         # Path("") is the current folder: never what an empty argument meant.
         raise InvalidInputError("path must not be empty: name the Baileys folder")
+    if "\x00" in text:
+        raise InvalidInputError("path contains a NUL character, which no folder name can hold")
     return Path(text)
 
 
