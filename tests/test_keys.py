@@ -139,6 +139,10 @@ async def test_bad_options_and_input_are_refused(store: BaseStore) -> None:
     with pytest.raises(InvalidTypeError, match="holds a set object"):
         await auth.keys.set({"session": {"ok": b"1"}, "pre-key": {"1": {1, 2}}})
     assert auth.keys.pending == 0  # nothing of the refused batch was kept
+    with pytest.raises(InvalidInputError, match="given twice"):
+        await auth.keys.set({"pre-key": {7: {"public": b"a"}, "7": {"public": b"b"}}})
+    await auth.keys.set({"pre-key": {7: b"same", "7": b"same"}})  # the same value: one key
+    assert auth.keys.pending == 1
     assert (await auth.keys.get("session", ["ok"]))["ok"] is None
     await auth.aclose()
 

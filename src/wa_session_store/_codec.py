@@ -349,6 +349,14 @@ def key_batch_entries(data: object) -> Iterator[tuple[str, str, object]]:
             yield category, check_key_id(key_id), value
 
 
+def given_twice(category: str, key_id: str) -> InvalidInputError:
+    """The error for a batch naming one key twice (``7`` and ``"7"``) with different values."""
+    return InvalidInputError(
+        f"{category} key {key_id!r} is given twice (as an int and as a str) "
+        "with different values; give each key once"
+    )
+
+
 def encode_key_batch(data: object, *, max_size: int) -> list[KeyRow]:
     """Validate and encode a whole ``set_keys`` batch before anything is written.
 
@@ -370,9 +378,6 @@ def encode_key_batch(data: object, *, max_size: int) -> list[KeyRow]:
             )
         )
         if (category, key_id) in rows and rows[category, key_id] != blob:
-            raise InvalidInputError(
-                f"{category} key {key_id!r} is given twice (as an int and as a str) "
-                "with different values; give each key once"
-            )
+            raise given_twice(category, key_id)
         rows[category, key_id] = blob
     return [(category, key_id, blob) for (category, key_id), blob in rows.items()]

@@ -44,6 +44,7 @@ from ._codec import (
     check_key_ids,
     decode_value,
     encode_value,
+    given_twice,
     key_batch_entries,
 )
 from .errors import (
@@ -101,6 +102,9 @@ class _Entry:
         self.value = value
         self.blob = blob
         self.size = size
+
+    def same(self, other: _Entry) -> bool:
+        return self.blob == other.blob and (self.blob is not None or self.value == other.value)
 
     def read(self) -> Any:
         if self.blob is None:
@@ -544,10 +548,14 @@ class AuthKeys:
     # -- writes -----------------------------------------------------------------
 
     def _freeze_batch(self, data: object) -> dict[_Key, _Entry]:
-        return {
-            (category, key_id): _freeze(value, category, key_id, self._max_size)
-            for category, key_id, value in key_batch_entries(data)
-        }
+        batch: dict[_Key, _Entry] = {}
+        for category, key_id, value in key_batch_entries(data):
+            entry = _freeze(value, category, key_id, self._max_size)
+            earlier = batch.get((category, key_id))
+            if earlier is not None and not earlier.same(entry):
+                raise given_twice(category, key_id)
+            batch[category, key_id] = entry
+        return batch
 
     async def _set(self, data: Mapping[str, Mapping[Any, Any]], txn: KeyTransaction | None) -> None:
         batch = self._freeze_batch(data)
