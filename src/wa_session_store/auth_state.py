@@ -31,7 +31,7 @@ from .errors import (
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .leases import Lease
-from .store import AuthStateStore
+from .store import AuthStateStore, BaseStore
 from .throttle import BackupScheduler, Throttler
 
 __all__ = [
@@ -515,36 +515,57 @@ async def restore_all(
 ) -> RestoreResult:
     """Bring back every stored session at start-up.
 
-    Sessions load ``concurrency`` (default 16) at a time, each with the
-    store's retries; a session that fails is reported in ``failed`` and
-    logged, and the others go on. ``options`` are those of
+    On the library's stores the creds are read in bulk, one statement per
+    page of ``BaseStore.CREDS_PAGE_SIZE`` (1000) sessions, with the next page
+    read while the current one is decoded (see ``BaseStore.iter_creds_pages``):
+    at most two connections, whatever the pool. Sessions that hold keys but
+    no creds (never paired) have nothing to restore and are left out. Other
+    :class:`AuthStateStore` implementations are loaded one ``load_creds`` per
+    session, ``concurrency`` (default 16) at a time, each with the store's
+    retries.
+
+    A session that fails (its document does not decode or open) is reported
+    in ``failed`` and logged, and the others go on. ``options`` are those of
     :func:`use_auth_state` (``throttle``, ``backup_interval``,
     ``initial_delay``, ``backup_jitter``, ``urgent``), applied to every session.
 
     Raises:
         InvalidInputError: ``concurrency`` is not a positive int.
-        StoreUnavailableError, StoreOperationError: listing the sessions failed.
+        StoreUnavailableError, StoreOperationError: reading the sessions failed.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InvalidInputError(f"concurrency must be an int >= 1, not {shown(concurrency)}")
-    sessions = await store.list_sessions()
     result = RestoreResult()
-    gate = asyncio.Semaphore(concurrency)
 
-    async def restore(session_id: str) -> None:
-        async with gate:
-            try:
-                result.states[session_id] = await use_auth_state(store, session_id, **options)
-            except Exception as exc:
-                result.failed[session_id] = exc
-                logger.error(
-                    "could not restore %s: %s",
-                    session_id,
-                    describe_error(exc),
-                    extra={"session_id": session_id, "op": "restore"},
-                )
+    def failed(session_id: str, exc: Exception) -> None:
+        result.failed[session_id] = exc
+        logger.error(
+            "could not restore %s: %s",
+            session_id,
+            describe_error(exc),
+            extra={"session_id": session_id, "op": "restore"},
+        )
 
-    await asyncio.gather(*(restore(info.session_id) for info in sessions))
+    if isinstance(store, BaseStore):
+        async for page in store.iter_creds_pages():
+            for session_id, creds in page.creds.items():
+                state = AuthState(store, session_id, creds, **options)
+                state._start()
+                result.states[session_id] = state
+            for session_id, exc in page.failed.items():
+                failed(session_id, exc)
+    else:
+        sessions = await store.list_sessions()
+        gate = asyncio.Semaphore(concurrency)
+
+        async def restore(session_id: str) -> None:
+            async with gate:
+                try:
+                    result.states[session_id] = await use_auth_state(store, session_id, **options)
+                except Exception as exc:
+                    failed(session_id, exc)
+
+        await asyncio.gather(*(restore(info.session_id) for info in sessions))
     logger.info(
         "restored %d sessions (%d failed)",
         len(result.states),

@@ -11,10 +11,12 @@ errors, and a fix to the codec or the retry rules reaches all of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from types import TracebackType
@@ -52,6 +54,7 @@ from .retry import RetryHook, RetryPolicy
 __all__ = [
     "AuthStateStore",
     "BaseStore",
+    "CredsPage",
     "ReencryptProgress",
     "SessionExport",
     "SessionInfo",
@@ -75,6 +78,50 @@ def split_session_rows(
     return creds, keys
 
 
+@dataclass(frozen=True, slots=True)
+class CredsPage:
+    """One page of :meth:`BaseStore.load_creds_page`: many sessions' creds, decoded.
+
+    Attributes:
+        creds: ``{session_id: creds document}`` of the sessions that decoded.
+        failed: the sessions of the page whose stored document did not decode
+            or open (:class:`DecodeError`, :class:`DecryptionError`).
+        next_after: the ``after`` of the next page, or None after the last one.
+    """
+
+    creds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[str, SessionStoreError] = field(default_factory=dict)
+    next_after: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<CredsPage {len(self.creds)} sessions, {len(self.failed)} failed, "
+            f"{'last' if self.next_after is None else 'more'}>"
+        )
+
+
+#: Rows of one creds page as backends read them: (session id, encoded creds, version).
+CredsRow = tuple[str, bytes, int]
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a synchronous burst of allocations.
+
+    Decoding a page of creds builds tens of thousands of dicts, none of them
+    cyclic; left on, the collector runs full passes over them and doubles the
+    time. Nothing else runs meanwhile (no await inside), and it is switched
+    back on at once.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @dataclass(slots=True)
 class ReencryptProgress:
     """Counts of :meth:`BaseStore.reencrypt`: rows looked at, and rows sealed again."""
@@ -84,6 +131,12 @@ class ReencryptProgress:
 
 
 T = TypeVar("T")
+
+
+def _page_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+        raise InvalidInputError(f"limit must be an int from 1 to 100000, not {limit!r}")
+    return limit
 
 
 class StoreOptions(TypedDict, total=False):
@@ -416,11 +469,87 @@ class BaseStore(ABC):
             return None
         blob, version = row
         self._clock.observe(version)
-        what = f"creds of session {sid!r}"
-        creds = decode_value(self._unseal(blob, associated_data(sid), what), what=what)
+        return self._decode_creds(sid, blob)
+
+    def _decode_creds(self, session_id: str, blob: bytes) -> dict[str, Any]:
+        what = f"creds of session {session_id!r}"
+        creds = decode_value(self._unseal(blob, associated_data(session_id), what), what=what)
         if not isinstance(creds, dict):
-            raise DecodeError(f"creds of session {sid!r} are not a JSON object")
+            raise DecodeError(f"{what} are not a JSON object")
         return creds
+
+    #: Sessions per page of :meth:`iter_creds_pages` (and ``restore_all``).
+    CREDS_PAGE_SIZE = 1000
+
+    async def load_creds_page(
+        self, after: str | None = None, *, limit: int = CREDS_PAGE_SIZE
+    ) -> CredsPage:
+        """The creds of up to ``limit`` sessions whose id sorts after ``after``, in one statement.
+
+        The bulk form of :meth:`load_creds`, for bringing many sessions back
+        at once: the same decoding and validation (a session whose document
+        does not decode is reported in :attr:`CredsPage.failed`, the others
+        are returned), and the stored versions are observed, so saves made
+        afterwards land above them. Sessions without creds (keys only) are
+        not included. Pages follow the sessions' id order: pass
+        :attr:`CredsPage.next_after` to get the next one.
+
+        Args:
+            after: start after this session id (default None: from the first).
+            limit: the most sessions in the page (default 1000).
+
+        Raises:
+            InvalidInputError: a bad ``limit``.
+            StoreUnavailableError, StoreOperationError: as for every call.
+        """
+        if after is not None and not isinstance(after, str):
+            raise InvalidTypeError(f"after must be a session id (str) or None, not {after!r}")
+        rows = await self._call(
+            "load_creds_page", None, partial(self._read_creds_page, after, _page_limit(limit))
+        )
+        return self._creds_page(rows, limit)
+
+    async def iter_creds_pages(self, *, page_size: int | None = None) -> AsyncIterator[CredsPage]:
+        """Every session's creds, page by page (see :meth:`load_creds_page`).
+
+        One statement per page; the next page is read while the current one
+        is decoded, so at most two statements (two pooled connections) are in
+        flight. No page is empty: a store without creds yields none.
+
+        Args:
+            page_size: sessions per page (default None: ``CREDS_PAGE_SIZE``, 1000).
+        """
+        limit = _page_limit(self.CREDS_PAGE_SIZE if page_size is None else page_size)
+
+        def fetch(after: str | None) -> asyncio.Task[list[CredsRow]]:
+            return asyncio.ensure_future(
+                self._call("load_creds_page", None, partial(self._read_creds_page, after, limit))
+            )
+
+        pending: asyncio.Task[list[CredsRow]] | None = fetch(None)
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = fetch(rows[-1][0]) if len(rows) >= limit else None
+                if rows:  # the page after an exact multiple is empty
+                    yield self._creds_page(rows, limit)
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+
+    def _creds_page(self, rows: list[CredsRow], limit: int) -> CredsPage:
+        page = CredsPage(next_after=rows[-1][0] if len(rows) >= limit else None)
+        if rows:
+            self._clock.observe(max(version for _, _, version in rows))
+        with _collector_paused():
+            for sid, blob, _ in rows:
+                try:
+                    page.creds[sid] = self._decode_creds(sid, blob)
+                except (DecodeError, DecryptionError) as exc:
+                    page.failed[sid] = exc
+        return page
 
     async def save_creds(
         self, session_id: str, creds: Mapping[str, Any], *, fence: Fence | None = None
@@ -816,6 +945,12 @@ class BaseStore(ABC):
     @abstractmethod
     async def _read_creds(self, session_id: str, timeout: float) -> tuple[bytes, int] | None:
         """The encoded creds and their version."""
+
+    @abstractmethod
+    async def _read_creds_page(
+        self, after: str | None, limit: int, timeout: float
+    ) -> list[CredsRow]:
+        """Up to ``limit`` creds rows whose session id sorts after ``after``, in id order."""
 
     @abstractmethod
     async def _write_creds(

@@ -44,7 +44,7 @@ from ..errors import (
 )
 from ..leases import Lease, check_lease_args
 from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
-from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
+from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
 from .postgres_schema import Schema
 
 __all__ = ["PostgresStore"]
@@ -497,6 +497,18 @@ class PostgresStore(BaseStore):
             timeout, self.schema.read_creds, (session_id,), fetch="one", binary=True
         )
         return None if row is None else (row[0], row[1])
+
+    async def _read_creds_page(
+        self, after: str | None, limit: int, timeout: float
+    ) -> list[CredsRow]:
+        rows: list[CredsRow] = await self._query(
+            timeout,
+            self.schema.read_creds_page,
+            (after or "", limit),
+            fetch="all",
+            binary=True,
+        )
+        return rows
 
     async def _write_creds(
         self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float

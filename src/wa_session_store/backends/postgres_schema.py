@@ -82,6 +82,12 @@ class Schema:
         self.read_creds = sql.SQL(
             "SELECT value, version FROM {creds} WHERE session_id = %s"
         ).format(creds=creds)
+        # Keyset pages in the primary key's order: one index range scan a page
+        # (session ids are never empty, so "" starts at the first).
+        self.read_creds_page = sql.SQL(
+            "SELECT session_id, value, version FROM {creds}"
+            " WHERE session_id > %s ORDER BY session_id LIMIT %s"
+        ).format(creds=creds)
         # A late retry carries its old version and loses to anything newer.
         self.write_creds = sql.SQL(
             "INSERT INTO {creds} AS c (session_id, value, version) VALUES (%s, %b, %s)"

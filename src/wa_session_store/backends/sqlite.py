@@ -32,7 +32,7 @@ from ..errors import (
     shown,
 )
 from ..retry import AttemptTimeoutError, within
-from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
+from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
 
 __all__ = ["SQLiteStore"]
 
@@ -259,6 +259,18 @@ class SQLiteStore(BaseStore):
                 "SELECT value, version FROM wa_creds WHERE session_id = ?", (session_id,)
             ).fetchone()
             return None if row is None else (row[0], row[1])
+
+        return await self._in_thread(read, timeout)
+
+    async def _read_creds_page(
+        self, after: str | None, limit: int, timeout: float
+    ) -> list[CredsRow]:
+        def read(conn: sqlite3.Connection) -> list[CredsRow]:
+            return conn.execute(
+                "SELECT session_id, value, version FROM wa_creds WHERE session_id > ?"
+                " ORDER BY session_id LIMIT ?",
+                (after if after is not None else "", limit),
+            ).fetchall()
 
         return await self._in_thread(read, timeout)
 
