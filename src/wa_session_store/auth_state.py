@@ -31,7 +31,7 @@ from .errors import (
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .leases import Lease
-from .store import AuthStateStore, BaseStore
+from .store import AuthStateStore, BaseStore, _collector_paused
 from .throttle import BackupScheduler, Throttler
 
 __all__ = [
@@ -548,10 +548,11 @@ async def restore_all(
 
     if isinstance(store, BaseStore):
         async for page in store.iter_creds_pages():
-            for session_id, creds in page.creds.items():
-                state = AuthState(store, session_id, creds, **options)
-                state._start()
-                result.states[session_id] = state
+            with _collector_paused():  # thousands of small objects, none cyclic
+                for session_id, creds in page.creds.items():
+                    state = AuthState(store, session_id, creds, **options)
+                    state._start()
+                    result.states[session_id] = state
             for session_id, exc in page.failed.items():
                 failed(session_id, exc)
     else:

@@ -20,7 +20,7 @@ import math
 import os
 import select
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -356,6 +356,70 @@ class PostgresStore(BaseStore):
             lease.session_id,
             partial(self._query, statement=self.schema.release_lease, params=params),
         )
+
+    async def renew_leases(self, leases: Iterable[Lease]) -> list[Lease]:
+        """Renew many leases in one statement; return those found lost.
+
+        Each lease is extended by its own ``ttl`` from now (server time) if its
+        token is still the session's newest, exactly as :meth:`Lease.renew`
+        fences it. A lease that is not renewed is marked lost individually
+        (:meth:`Lease.mark_lost` with a :class:`LeaseLostError` naming the
+        current holder); the others are unaffected. Leases already known to
+        be lost are skipped.
+
+        Raises:
+            StoreUnavailableError, StoreOperationError: the statement failed;
+                no lease is marked lost then (the caller decides, by expiry).
+        """
+        live = {lease.session_id: lease for lease in leases if not lease.lost}
+        if not live:
+            return []
+        params = {
+            "sids": list(live),
+            "tokens": [lease.token for lease in live.values()],
+            "ttls": [lease.ttl for lease in live.values()],
+        }
+        rows = await self._call(
+            "renew_leases",
+            None,
+            partial(self._query, statement=self.schema.renew_leases, params=params, fetch="all"),
+        )
+        lost: list[Lease] = []
+        for sid, expires_at, holder, holder_token in rows:
+            lease = live[sid]
+            if expires_at is not None:
+                lease.expires_at = expires_at
+            elif not lease.lost:
+                lease.mark_lost(LeaseLostError(sid, lease.token, holder, holder_token))
+                lost.append(lease)
+        return lost
+
+    async def release_leases(self, leases: Iterable[Lease]) -> int:
+        """Release many leases in one statement (see :meth:`Lease.release`).
+
+        Leases already lost or released are skipped; the others end released
+        (``lease.lost`` turns True, without loss callbacks) even when they had
+        been taken over meanwhile. Stop their keep-alives first.
+
+        Returns:
+            How many were still held and are now free.
+
+        Raises:
+            StoreUnavailableError, StoreOperationError: the statement failed
+                (nothing is marked released).
+        """
+        live = {lease.session_id: lease for lease in leases if not lease.lost}
+        if not live:
+            return 0
+        params = {"sids": list(live), "tokens": [lease.token for lease in live.values()]}
+        count = await self._call(
+            "release_leases",
+            None,
+            partial(self._query, statement=self.schema.release_leases, params=params),
+        )
+        for lease in live.values():
+            lease._released()
+        return int(count)
 
     # -- connections ---------------------------------------------------------------
 

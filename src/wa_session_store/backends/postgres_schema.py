@@ -230,6 +230,25 @@ class Schema:
             "UPDATE {leases} SET expires_at = now()"
             " WHERE session_id = %(sid)s AND token = %(token)s"
         ).format(**names)
+        # Many leases in one statement (LeaseRenewer, SessionWorker): fenced as
+        # renew_lease, lease by lease. The outer read of {leases} sees the rows
+        # as they were before the update, so a lease that is not renewed comes
+        # back with the session's current holder.
+        self.renew_leases = sql.SQL(
+            "WITH b AS (SELECT * FROM unnest(%(sids)s::text[], %(tokens)s::int8[],"
+            " %(ttls)s::float8[]) AS b(session_id, token, ttl)),"
+            " renewed AS (UPDATE {leases} l SET expires_at = now() + make_interval(secs => b.ttl)"
+            " FROM b WHERE l.session_id = b.session_id AND l.token = b.token"
+            " RETURNING l.session_id, l.expires_at)"
+            " SELECT b.session_id, r.expires_at, c.owner, c.token FROM b"
+            " LEFT JOIN renewed r ON r.session_id = b.session_id"
+            " LEFT JOIN {leases} c ON c.session_id = b.session_id"
+        ).format(**names)
+        self.release_leases = sql.SQL(
+            "UPDATE {leases} l SET expires_at = now()"
+            " FROM unnest(%(sids)s::text[], %(tokens)s::int8[]) AS b(session_id, token)"
+            " WHERE l.session_id = b.session_id AND l.token = b.token"
+        ).format(**names)
         self.lease_holder = sql.SQL(
             "SELECT owner, token, expires_at FROM {leases} WHERE session_id = %(sid)s"
         ).format(**names)
