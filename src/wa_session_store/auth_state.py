@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from typing_extensions import Unpack
@@ -31,6 +33,7 @@ from .errors import (
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .leases import Lease
+from .metrics import metrics_of
 from .store import AuthStateStore, BaseStore, _collector_paused
 from .throttle import BackupScheduler, Throttler
 
@@ -87,6 +90,7 @@ class AuthState:
     __slots__ = (
         "__weakref__",
         "_generation",
+        "_last_saved",
         "_lease",
         "_on_lost",
         "_previous",
@@ -141,6 +145,7 @@ class AuthState:
         self._saved_generation = 0
         # The generation of the last urgent change: what a barrier waits for.
         self._urgent_generation = 0
+        self._last_saved: float | None = None
         self._throttler = Throttler(self._save, throttle, name=session_id)
         self._scheduler = (
             BackupScheduler(
@@ -163,6 +168,17 @@ class AuthState:
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self._throttler.closed
+
+    @property
+    def last_saved_at(self) -> datetime | None:
+        """When this process last saved the creds (UTC), or None if it has not yet."""
+        saved = self._last_saved
+        return None if saved is None else datetime.fromtimestamp(saved, timezone.utc)
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Creds saves that failed in a row (0 after a successful one)."""
+        return self._throttler.failures
 
     @property
     def lease(self) -> Lease | None:
@@ -230,6 +246,9 @@ class AuthState:
                 )
                 return
             self._generation += 1
+            metrics = metrics_of(self._store)
+            if metrics is not None:
+                metrics.creds_update(self._store_kind())
             urgent = self._urgent is not None and self._urgent(self._previous, self.creds)
             self._previous = dict(self.creds)
             if urgent:
@@ -379,10 +398,20 @@ class AuthState:
                 self._lease.mark_lost(exc)  # drops what is pending, see _lease_lost
                 raise
         self._saved_generation = max(self._saved_generation, generation)
+        self._last_saved = time.time()
+        metrics = metrics_of(self._store)
+        if metrics is not None:
+            metrics.creds_save(self._store_kind())
 
     async def _backup(self) -> None:
+        metrics = metrics_of(self._store)
+        if metrics is not None:
+            metrics.backup(self._store_kind())
         if self.pending:
             await self._throttler.flush()
+
+    def _store_kind(self) -> str:
+        return str(getattr(self._store, "kind", "store"))
 
 
 async def use_auth_state(

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,14 @@ from .retry import finite
 if TYPE_CHECKING:
     from .backends.postgres import PostgresStore
 
-__all__ = ["Lease", "LeaseRenewer", "LossCallback", "SessionWorker", "check_lease_args"]
+__all__ = [
+    "Lease",
+    "LeaseInfo",
+    "LeaseRenewer",
+    "LossCallback",
+    "SessionWorker",
+    "check_lease_args",
+]
 
 logger = logging.getLogger("wa_session_store")
 
@@ -57,6 +65,26 @@ def check_lease_args(owner: object, ttl: object, wait: object = 0.0) -> tuple[st
     ):
         raise InvalidInputError(f"wait must be None (forever) or seconds >= 0, not {shown(wait)}")
     return owner, float(ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """The newest lease of a session, as ``PostgresStore.list_leases`` reports it.
+
+    Attributes:
+        session_id: the session.
+        owner: who was granted it last.
+        token: its fencing token.
+        expires_at: when it expires or expired (server time, UTC).
+        expired: whether it had expired when read (by the server's clock):
+            nobody owns the session, until a worker claims it.
+    """
+
+    session_id: str
+    owner: str
+    token: int
+    expires_at: datetime
+    expired: bool
 
 
 class Lease:
@@ -127,6 +155,10 @@ class Lease:
         if self._lost is not None:
             return
         self._lost = reason
+        metrics = self._store.metrics
+        if metrics is not None:
+            replaced = isinstance(reason, LeaseLostError)
+            metrics.lease_lost(self._store.kind, "replaced" if replaced else "expired")
         logger.error(
             "lease of %s (owner %s, token %d) lost: %s",
             self.session_id,
@@ -170,6 +202,9 @@ class Lease:
         """Record a release made by this process: lost to us, without loss callbacks."""
         self._lost = LeaseLostError(self.session_id, self.token, None, None)
         self._on_lost.clear()
+        metrics = self._store.metrics
+        if metrics is not None:
+            metrics.leases_released(self._store.kind)
 
     def keep_alive(
         self, *, every: float | None = None, on_lost: LossCallback | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -46,10 +47,12 @@ from .errors import (
     SessionStoreError,
     StoreClosedError,
     StoreOperationError,
+    StoreUnavailableError,
     describe_error,
     shown,
 )
-from .retry import RetryHook, RetryPolicy
+from .metrics import Metrics
+from .retry import RetryDetails, RetryHook, RetryPolicy
 
 __all__ = [
     "AuthStateStore",
@@ -58,6 +61,7 @@ __all__ = [
     "ReencryptProgress",
     "SessionExport",
     "SessionInfo",
+    "StoreHealth",
     "StoreOptions",
 ]
 
@@ -98,6 +102,39 @@ class CredsPage:
             f"<CredsPage {len(self.creds)} sessions, {len(self.failed)} failed, "
             f"{'last' if self.next_after is None else 'more'}>"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What :meth:`BaseStore.health` found: made for a bot's ``/healthz``.
+
+    Attributes:
+        ok: the store answered and its schema is the one this library writes.
+        backend: the store kind (``postgresql``, ``sqlite``, ``memory``).
+        round_trip_ms: milliseconds of one statement, or None when unreachable.
+        schema_version: the schema version found (None: no schema, or unreachable).
+        expected_schema_version: the version this library writes (None: no schema).
+        server_version: the database server's (PostgreSQL) or library's
+            (SQLite) version, or None.
+        role: ``"primary"`` or ``"replica"`` (PostgreSQL), else None.
+        pool: pooled connections (PostgreSQL): ``size``, ``available``,
+            ``waiting``, ``min``, ``max``; else None.
+        error: why ``ok`` is False (never a password), or None.
+    """
+
+    ok: bool
+    backend: str
+    round_trip_ms: float | None = None
+    schema_version: int | None = None
+    expected_schema_version: int | None = None
+    server_version: str | None = None
+    role: str | None = None
+    pool: dict[str, int] | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 #: Rows of one creds page as backends read them: (session id, encoded creds, version).
@@ -148,6 +185,7 @@ class StoreOptions(TypedDict, total=False):
     on_giveup: RetryHook | None
     cipher: Cipher | None
     allow_plaintext: bool
+    metrics: Metrics | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +359,14 @@ class BaseStore(ABC):
         allow_plaintext: with a cipher, read rows that are not sealed too
             (default False: they raise :class:`DecryptionError`). For
             migrating an existing database; run :meth:`reencrypt` after.
+        metrics: where every call, retry and give-up is reported (and the
+            auth states and leases of this store), e.g.
+            :class:`~wa_session_store.metrics.PrometheusMetrics` (default
+            None: nothing is recorded, at no cost).
+
+    Raises:
+        InvalidTypeError: a ``cipher`` or ``metrics`` of the wrong type.
+        InvalidInputError: a bad ``retry`` or ``max_value_size``.
     """
 
     #: What the store is called in messages and reprs.
@@ -337,7 +383,13 @@ class BaseStore(ABC):
         on_giveup: RetryHook | None = None,
         cipher: Cipher | None = None,
         allow_plaintext: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
+        if metrics is not None and not isinstance(metrics, Metrics):
+            raise InvalidTypeError(
+                "metrics must be a wa_session_store.metrics.Metrics (PrometheusMetrics(), "
+                f"OpenTelemetryMetrics()) or None, not {type(metrics).__name__}"
+            )
         if cipher is not None and not isinstance(cipher, Cipher):
             raise InvalidTypeError(
                 f"cipher must provide active, seal() and open() (e.g. AESGCMCipher), "
@@ -360,6 +412,7 @@ class BaseStore(ABC):
         self.on_giveup = on_giveup
         self.cipher = cipher
         self.allow_plaintext = bool(allow_plaintext)
+        self.metrics = metrics
         self._clock = VersionClock()
         self._is_open = False
         self._opening: asyncio.Future[None] | None = None
@@ -830,6 +883,48 @@ class BaseStore(ABC):
             keys.setdefault(category, {})[key_id] = self._decode_key(sid, category, key_id, value)
         return SessionExport(creds=creds, keys=keys)
 
+    #: Seconds :meth:`health` waits for the database at most, by default.
+    HEALTH_TIMEOUT = 5.0
+
+    async def health(self, *, timeout: float | None = None) -> StoreHealth:
+        """Check the store in one attempt, without raising: for a ``/healthz``.
+
+        Measures one statement's round trip and reads the schema version (and,
+        on PostgreSQL, the server version, whether it is a replica and the
+        pool's usage). Never retries and never raises for an unreachable or
+        closed store: ``ok`` is False and ``error`` says why.
+
+        Args:
+            timeout: seconds to wait at most (default None: the smaller of
+                ``HEALTH_TIMEOUT``, 5.0, and the retry policy's timeout).
+
+        Raises:
+            InvalidInputError: a bad ``timeout``.
+        """
+        if timeout is None:
+            timeout = min(self.HEALTH_TIMEOUT, self.retry.timeout)
+        elif (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not (timeout > 0 and timeout < math.inf)
+        ):
+            raise InvalidInputError(f"timeout must be seconds > 0, not {timeout!r}")
+        facts: dict[str, Any] = {"backend": self.kind, "pool": self._pool_usage()}
+        if not self._is_open:
+            return StoreHealth(ok=False, error=f"{self.kind} store is not open", **facts)
+        try:
+            facts.update(await self._health(float(timeout)))
+        except Exception as exc:
+            return StoreHealth(ok=False, error=describe_error(exc), **facts)
+        expected = facts.get("expected_schema_version")
+        ok = facts.get("schema_version") == expected
+        error = None if ok else f"schema version {facts.get('schema_version')}, expected {expected}"
+        return StoreHealth(ok=ok, error=error, **facts)
+
+    def _pool_usage(self) -> dict[str, int] | None:
+        """Pooled connections (size, available, waiting, min, max), for stores with a pool."""
+        return None
+
     async def schema_version(self) -> int | None:
         """The schema version in the database (None for stores without a schema)."""
         return await self._call("schema_version", None, self._schema_version)
@@ -914,15 +1009,56 @@ class BaseStore(ABC):
     async def _run(
         self, op: str, session_id: str | None, attempt: Callable[[float], Awaitable[T]]
     ) -> T:
-        """Retry ``attempt`` by the policy; wrap errors a retry cannot fix."""
+        """Retry ``attempt`` by the policy; wrap errors a retry cannot fix.
+
+        The one instrumentation point of store calls: with ``metrics`` set,
+        the call's duration and outcome, its retries and its give-up are
+        reported here.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            return await self._attempts(op, session_id, attempt, self.on_retry, self.on_giveup)
+        kind = self.kind
+        on_retry, on_giveup = self.on_retry, self.on_giveup
+
+        def retried(details: RetryDetails) -> None:
+            metrics.retry(op, kind)
+            if on_retry is not None:
+                on_retry(details)
+
+        def gave_up(details: RetryDetails) -> None:
+            metrics.giveup(op, kind)
+            if on_giveup is not None:
+                on_giveup(details)
+
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._attempts(op, session_id, attempt, retried, gave_up)
+            outcome = "ok"
+            return result
+        except StoreUnavailableError:
+            outcome = "unavailable"
+            raise
+        finally:
+            metrics.call(op, kind, time.perf_counter() - started, outcome)
+
+    async def _attempts(
+        self,
+        op: str,
+        session_id: str | None,
+        attempt: Callable[[float], Awaitable[T]],
+        on_retry: RetryHook | None,
+        on_giveup: RetryHook | None,
+    ) -> T:
         try:
             return await self.retry.call(
                 op,
                 session_id,
                 attempt,
                 is_transient=self._is_transient,
-                on_retry=self.on_retry,
-                on_giveup=self.on_giveup,
+                on_retry=on_retry,
+                on_giveup=on_giveup,
             )
         except SessionStoreError:
             raise
@@ -996,6 +1132,11 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _schema_version(self, timeout: float) -> int | None: ...
+
+    @abstractmethod
+    async def _health(self, timeout: float) -> dict[str, Any]:
+        """One attempt: ``round_trip_ms``, ``schema_version``,
+        ``expected_schema_version``, ``server_version`` and ``role``."""
 
     @abstractmethod
     async def _replace_session(

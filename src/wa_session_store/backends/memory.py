@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from typing_extensions import Unpack
 
@@ -151,6 +152,9 @@ class MemoryStore(BaseStore):
 
     async def _schema_version(self, timeout: float) -> int | None:
         return None
+
+    async def _health(self, timeout: float) -> dict[str, Any]:
+        return {"round_trip_ms": 0.0, "server_version": None}
 
     async def _replace_session(
         self,

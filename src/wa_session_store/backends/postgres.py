@@ -20,6 +20,7 @@ import math
 import os
 import select
 import socket
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
 from functools import partial
@@ -42,10 +43,10 @@ from ..errors import (
     StoreConfigurationError,
     shown,
 )
-from ..leases import Lease, check_lease_args
+from ..leases import Lease, LeaseInfo, check_lease_args
 from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
 from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
-from .postgres_schema import Schema
+from .postgres_schema import SCHEMA_VERSION, Schema
 
 __all__ = ["PostgresStore"]
 
@@ -288,6 +289,8 @@ class PostgresStore(BaseStore):
                 ),
             )
             if granted:
+                if self.metrics is not None:
+                    self.metrics.leases_granted(self.kind)
                 return Lease(self, sid, holder, token, expires_at, ttl)
             remaining = math.inf if deadline is None else deadline - loop.time()
             if remaining <= 0:
@@ -313,6 +316,8 @@ class PostgresStore(BaseStore):
             None,
             partial(self._query, statement=self.schema.claim_sessions, params=params, fetch="all"),
         )
+        if rows and self.metrics is not None:
+            self.metrics.leases_granted(self.kind, len(rows))
         return [
             Lease(self, sid, holder, token, expires, ttl) for sid, holder, token, expires in rows
         ]
@@ -328,6 +333,19 @@ class PostgresStore(BaseStore):
             partial(self._query, statement=self.schema.lease_holder, params=params, fetch="one"),
         )
         return None if row is None else (row[0], row[1], row[2])
+
+    async def list_leases(self) -> list[LeaseInfo]:
+        """The newest lease of every session that ever had one, ordered by session id.
+
+        A released lease reads as expired: its row outlives it, so that tokens
+        keep increasing.
+        """
+        rows = await self._call(
+            "list_leases",
+            None,
+            partial(self._query, statement=self.schema.list_leases, fetch="all"),
+        )
+        return [LeaseInfo(*row) for row in rows]
 
     async def _renew_lease(self, lease: Lease) -> datetime:
         params = {"sid": lease.session_id, "token": lease.token, "ttl": lease.ttl}
@@ -346,6 +364,8 @@ class PostgresStore(BaseStore):
                 holder[1] if holder else None,
             )
         expires_at: datetime = row[0]
+        if self.metrics is not None:
+            self.metrics.leases_renewed(self.kind, 1)
         return expires_at
 
     async def _release_lease(self, lease: Lease) -> None:
@@ -392,6 +412,8 @@ class PostgresStore(BaseStore):
             elif not lease.lost:
                 lease.mark_lost(LeaseLostError(sid, lease.token, holder, holder_token))
                 lost.append(lease)
+        if self.metrics is not None:
+            self.metrics.leases_renewed(self.kind, len(rows) - len(lost))
         return lost
 
     async def release_leases(self, leases: Iterable[Lease]) -> int:
@@ -661,6 +683,35 @@ class PostgresStore(BaseStore):
 
     async def _schema_version(self, timeout: float) -> int | None:
         return await self._on_connection(timeout, self.schema.version)
+
+    async def _health(self, timeout: float) -> dict[str, Any]:
+        async def probe(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+            started = time.perf_counter()
+            cur = await conn.execute(
+                "SELECT current_setting('server_version'), pg_is_in_recovery()"
+            )
+            row = await cur.fetchone()
+            elapsed = (time.perf_counter() - started) * 1000
+            assert row is not None
+            return {
+                "round_trip_ms": elapsed,
+                "schema_version": await self.schema.version(conn),
+                "expected_schema_version": SCHEMA_VERSION,
+                "server_version": f"PostgreSQL {row[0]}",
+                "role": "replica" if row[1] else "primary",
+            }
+
+        return await self._on_connection(timeout, probe)
+
+    def _pool_usage(self) -> dict[str, int] | None:
+        stats = self.pool.get_stats()
+        return {
+            "size": int(stats.get("pool_size", 0)),
+            "available": int(stats.get("pool_available", 0)),
+            "waiting": int(stats.get("requests_waiting", 0)),
+            "min": self.pool.min_size,
+            "max": self.pool.max_size,
+        }
 
     async def _replace_session(
         self,

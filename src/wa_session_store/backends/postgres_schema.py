@@ -249,6 +249,10 @@ class Schema:
             " FROM unnest(%(sids)s::text[], %(tokens)s::int8[]) AS b(session_id, token)"
             " WHERE l.session_id = b.session_id AND l.token = b.token"
         ).format(**names)
+        self.list_leases = sql.SQL(
+            "SELECT session_id, owner, token, expires_at, expires_at <= now() FROM {leases}"
+            " ORDER BY session_id"
+        ).format(**names)
         self.lease_holder = sql.SQL(
             "SELECT owner, token, expires_at FROM {leases} WHERE session_id = %(sid)s"
         ).format(**names)

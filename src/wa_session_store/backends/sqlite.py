@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
@@ -380,6 +380,16 @@ class SQLiteStore(BaseStore):
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
         return await self._in_thread(read, timeout)
+
+    async def _health(self, timeout: float) -> dict[str, Any]:
+        started = time.perf_counter()
+        version = await self._schema_version(timeout)
+        return {
+            "round_trip_ms": (time.perf_counter() - started) * 1000,
+            "schema_version": version,
+            "expected_schema_version": SCHEMA_VERSION,
+            "server_version": f"SQLite {sqlite3.sqlite_version}",
+        }
 
     async def _replace_session(
         self,
