@@ -262,14 +262,6 @@ async def _traffic_one_net(
             PostgresStore(dsn, schema=schema, metrics=otel) as otel_store,
         ):
 
-            async def ours_op(op: Op) -> None:
-                if op.kind == "set":
-                    assert op.data is not None
-                    await store.set_keys(op.session_id, op.data)
-                else:
-                    assert op.ids is not None
-                    await store.get_keys(op.session_id, "session", op.ids)
-
             def on(target: PostgresStore) -> Callable[[Op], Awaitable[None]]:
                 async def run_op(op: Op) -> None:
                     if op.kind == "set":
@@ -340,7 +332,7 @@ async def _traffic_one_net(
 
             await interleaved(
                 {
-                    "ours": contender("ours", ours_op),
+                    "ours": contender("ours", on(store)),
                     "raw": contender("raw", raw_op),
                     "codec": contender("codec", codec_op),
                     "metered": contender("metered", on(metered)),
