@@ -120,3 +120,15 @@ async def test_restore_is_one_statement_per_page(pg_schema: str, proxy: Proxy) -
         assert store.pool.get_stats()["pool_size"] <= 4
         for state in result.states.values():
             await state.aclose()
+
+
+async def test_restore_all_with_preload_reads_each_sessions_keys(store: BaseStore) -> None:
+    ids = await _seed(store, 5)
+    await store.set_keys("bot-0002", {"session": {"peer.0": {"record": b"\x01"}}})
+    result = await restore_all(store, backup_interval=None, preload=True, concurrency=2)
+    assert sorted(result.states) == ids
+    assert not result.failed
+    keys = result.states["bot-0002"].keys
+    assert await keys.get("session", ["peer.0"]) == {"peer.0": {"record": b"\x01"}}
+    for state in result.states.values():
+        await state.aclose()

@@ -490,6 +490,11 @@ async def use_auth_state(
         key_writes=key_writes,
         key_cache_bytes=key_cache_bytes,
     )
+    return await _started(state, categories)
+
+
+async def _started(state: AuthState, categories: list[str]) -> AuthState:
+    """Preload ``categories`` into the new state's key cache, then start it."""
     if categories:
         try:
             await state.keys.preload(categories)
@@ -548,10 +553,11 @@ async def restore_all(
     page of ``BaseStore.CREDS_PAGE_SIZE`` (1000) sessions, with the next page
     read while the current one is decoded (see ``BaseStore.iter_creds_pages``):
     at most two connections, whatever the pool. Sessions that hold keys but
-    no creds (never paired) have nothing to restore and are left out. Other
-    :class:`AuthStateStore` implementations are loaded one ``load_creds`` per
-    session, ``concurrency`` (default 16) at a time, each with the store's
-    retries.
+    no creds (never paired) have nothing to restore and are left out. With
+    ``preload``, each session's keys are then read ``concurrency`` (default
+    16) sessions at a time. Other :class:`AuthStateStore` implementations are
+    loaded one ``load_creds`` per session, ``concurrency`` at a time, each
+    with the store's retries.
 
     A session that fails (its document does not decode or open) is reported
     in ``failed`` and logged, and the others go on. ``options`` are those of
@@ -576,12 +582,29 @@ async def restore_all(
         )
 
     if isinstance(store, BaseStore):
+        state_options: dict[str, Any] = dict(options)  # AuthState's own, preload aside
+        categories = _preload_categories(state_options.pop("preload", False))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def preloaded(state: AuthState) -> None:
+            async with gate:
+                try:
+                    result.states[state.session_id] = await _started(state, categories)
+                except Exception as exc:
+                    failed(state.session_id, exc)
+
         async for page in store.iter_creds_pages():
             with _collector_paused():  # thousands of small objects, none cyclic
-                for session_id, creds in page.creds.items():
-                    state = AuthState(store, session_id, creds, **options)
+                states = [
+                    AuthState(store, session_id, creds, **state_options)
+                    for session_id, creds in page.creds.items()
+                ]
+            if categories:  # one query per session: that work runs concurrently, bounded
+                await asyncio.gather(*(preloaded(state) for state in states))
+            else:
+                for state in states:
                     state._start()
-                    result.states[session_id] = state
+                    result.states[state.session_id] = state
             for session_id, exc in page.failed.items():
                 failed(session_id, exc)
     else:
