@@ -348,34 +348,43 @@ class PostgresStore(BaseStore):
         return [LeaseInfo(*row) for row in rows]
 
     async def _renew_lease(self, lease: Lease) -> datetime:
-        params = {"sid": lease.session_id, "token": lease.token, "ttl": lease.ttl}
-
-        row = await self._call(
-            "renew_lease",
-            lease.session_id,
-            partial(self._query, statement=self.schema.renew_lease, params=params, fetch="one"),
-        )
-        if row is None:
-            holder = await self.lease_holder(lease.session_id)
-            raise LeaseLostError(
-                lease.session_id,
-                lease.token,
-                holder[0] if holder else None,
-                holder[1] if holder else None,
-            )
-        expires_at: datetime = row[0]
+        rows = await self._renew_batch("renew_lease", lease.session_id, {lease.session_id: lease})
+        ((sid, expires_at, holder, holder_token),) = rows
+        if expires_at is None:
+            raise LeaseLostError(sid, lease.token, holder, holder_token)
         if self.metrics is not None:
             self.metrics.leases_renewed(self.kind, 1)
         return expires_at
 
     async def _release_lease(self, lease: Lease) -> None:
-        params = {"sid": lease.session_id, "token": lease.token}
+        await self._release_batch("release_lease", lease.session_id, {lease.session_id: lease})
 
-        await self._call(
-            "release_lease",
-            lease.session_id,
-            partial(self._query, statement=self.schema.release_lease, params=params),
+    async def _renew_batch(
+        self, op: str, session_id: str | None, leases: dict[str, Lease]
+    ) -> list[tuple[str, datetime | None, str | None, int | None]]:
+        """One statement renewing ``leases``: (session, new expiry or None, holder, token)."""
+        params = {
+            "sids": list(leases),
+            "tokens": [lease.token for lease in leases.values()],
+            "ttls": [lease.ttl for lease in leases.values()],
+        }
+        rows: list[tuple[str, datetime | None, str | None, int | None]] = await self._call(
+            op,
+            session_id,
+            partial(self._query, statement=self.schema.renew_leases, params=params, fetch="all"),
         )
+        return rows
+
+    async def _release_batch(
+        self, op: str, session_id: str | None, leases: dict[str, Lease]
+    ) -> int:
+        params = {"sids": list(leases), "tokens": [lease.token for lease in leases.values()]}
+        count = await self._call(
+            op,
+            session_id,
+            partial(self._query, statement=self.schema.release_leases, params=params),
+        )
+        return int(count)
 
     async def renew_leases(self, leases: Iterable[Lease]) -> list[Lease]:
         """Renew many leases in one statement; return those found lost.
@@ -394,16 +403,7 @@ class PostgresStore(BaseStore):
         live = {lease.session_id: lease for lease in leases if not lease.lost}
         if not live:
             return []
-        params = {
-            "sids": list(live),
-            "tokens": [lease.token for lease in live.values()],
-            "ttls": [lease.ttl for lease in live.values()],
-        }
-        rows = await self._call(
-            "renew_leases",
-            None,
-            partial(self._query, statement=self.schema.renew_leases, params=params, fetch="all"),
-        )
+        rows = await self._renew_batch("renew_leases", None, live)
         lost: list[Lease] = []
         for sid, expires_at, holder, holder_token in rows:
             lease = live[sid]
@@ -433,15 +433,10 @@ class PostgresStore(BaseStore):
         live = {lease.session_id: lease for lease in leases if not lease.lost}
         if not live:
             return 0
-        params = {"sids": list(live), "tokens": [lease.token for lease in live.values()]}
-        count = await self._call(
-            "release_leases",
-            None,
-            partial(self._query, statement=self.schema.release_leases, params=params),
-        )
+        count = await self._release_batch("release_leases", None, live)
         for lease in live.values():
             lease._released()
-        return int(count)
+        return count
 
     # -- connections ---------------------------------------------------------------
 

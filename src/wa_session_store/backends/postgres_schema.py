@@ -222,16 +222,9 @@ class Schema:
             " UNION ALL SELECT false, owner, token, expires_at FROM {leases}"
             " WHERE session_id = %(sid)s AND NOT EXISTS (SELECT 1 FROM granted)"
         ).format(**names)
-        self.renew_lease = sql.SQL(
-            "UPDATE {leases} SET expires_at = now() + make_interval(secs => %(ttl)s)"
-            " WHERE session_id = %(sid)s AND token = %(token)s RETURNING expires_at"
-        ).format(**names)
-        self.release_lease = sql.SQL(
-            "UPDATE {leases} SET expires_at = now()"
-            " WHERE session_id = %(sid)s AND token = %(token)s"
-        ).format(**names)
-        # Many leases in one statement (LeaseRenewer, SessionWorker): fenced as
-        # renew_lease, lease by lease. The outer read of {leases} sees the rows
+        # Renewal and release of one lease or many in one statement (Lease,
+        # LeaseRenewer, SessionWorker), fenced lease by lease: only the newest
+        # token of a session is extended or released. The outer read of {leases} sees the rows
         # as they were before the update, so a lease that is not renewed comes
         # back with the session's current holder.
         self.renew_leases = sql.SQL(
