@@ -12,6 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from prometheus_client import CollectorRegistry, generate_latest
 
 from wa_session_store import (
+    AuthKeys,
     InvalidTypeError,
     PostgresStore,
     RetryPolicy,
@@ -165,12 +166,19 @@ def _otel_points(reader: InMemoryMetricReader) -> dict[str, list[tuple[dict[str,
     return points
 
 
-async def test_pending_key_writes_gauge_for_write_barriers() -> None:
+async def test_pending_key_writes_gauge_counts_what_a_barrier_holds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(AuthKeys, "FLUSH_DELAY", 60.0)  # only flush() stores them
     registry = CollectorRegistry()
-    metrics = PrometheusMetrics(registry)
-    metrics.pending_key_writes("memory", 5)
-    metrics.pending_key_writes("memory", -3)
-    assert _value(registry, "wa_session_store_pending_key_writes", backend="memory") == 2
+    async with open_store("memory://", metrics=PrometheusMetrics(registry)) as store:
+        auth = await use_auth_state(store, "s1", key_writes="barrier", backup_interval=None)
+        await auth.keys.set({"session": {"a": b"\x01", "b": b"\x02"}, "pre-key": {"1": b"\x03"}})
+        gauge = "wa_session_store_pending_key_writes"
+        assert _value(registry, gauge, backend="memory") == 3
+        await auth.keys.flush()
+        assert _value(registry, gauge, backend="memory") == 0
+        await auth.aclose()
 
 
 async def test_one_registry_serves_many_stores_and_open_store_takes_metrics() -> None:

@@ -24,7 +24,8 @@ and :class:`OpenTelemetryMetrics` (``[otel]``). They report the same names:
 - `wa_session_store_creds_updates_total` (updates received),
   `wa_session_store_creds_saves_total` (writes the throttle made),
   `wa_session_store_backups_total`; gauges `wa_session_store_auth_states_open`,
-  `wa_session_store_pending_creds`, `wa_session_store_pending_key_writes`;
+  `wa_session_store_pending_creds`, `wa_session_store_pending_key_writes`
+  (counted over the open auth states when the exporter collects);
 - `wa_session_store_leases_held` (gauge), `wa_session_store_lease_grants_total`,
   `wa_session_store_lease_renewals_total`, `wa_session_store_lease_releases_total`,
   `wa_session_store_lease_losses_total` (reason: `replaced`, `expired`); all by backend.
@@ -110,14 +111,6 @@ class Metrics:
     def lease_lost(self, backend: str, reason: str) -> None:
         """A lease was lost: ``reason`` is ``replaced`` (another owner) or ``expired``."""
 
-    def pending_key_writes(self, backend: str, delta: int) -> None:
-        """Key writes buffered (positive ``delta``) or stored or dropped (negative).
-
-        For auth states that buffer key writes behind a write barrier: call it
-        with +n when n writes are buffered and -n when they are stored (or
-        dropped), so the gauge shows what a crash would lose.
-        """
-
 
 def metrics_of(store: object) -> Metrics | None:
     """The :class:`Metrics` of a store, or None (any AuthStateStore may lack one)."""
@@ -125,14 +118,26 @@ def metrics_of(store: object) -> Metrics | None:
     return metrics if isinstance(metrics, Metrics) else None
 
 
-def _auth_state_gauges(owners: Iterable[Metrics]) -> tuple[Counter[str], Counter[str]]:
-    """Open auth states and those with unsaved creds, by backend, of stores
-    reporting to any of ``owners``; counted when the exporter collects."""
+#: The gauges counted over the open auth states when an exporter collects:
+#: (name, description), in the order :func:`_auth_state_gauges` returns them.
+AUTH_STATE_GAUGES = (
+    ("wa_session_store_auth_states_open", "Auth states open."),
+    ("wa_session_store_pending_creds", "Open auth states with unsaved creds."),
+    ("wa_session_store_pending_key_writes", "Key writes buffered and not yet stored."),
+)
+
+
+def _auth_state_gauges(owners: Iterable[Metrics]) -> list[Counter[str]]:
+    """By backend, of the stores reporting to any of ``owners``: open auth
+    states, those with unsaved creds, and their key writes not yet stored
+    (``AuthKeys.pending``, barrier mode). Counted when the exporter collects,
+    so keeping them costs nothing in between."""
     from .auth_state import _open_states
 
     wanted = set(map(id, owners))
     open_: Counter[str] = Counter()
     pending: Counter[str] = Counter()
+    key_writes: Counter[str] = Counter()
     for state in list(_open_states):
         store = state._store
         if id(getattr(store, "metrics", None)) not in wanted:
@@ -141,7 +146,8 @@ def _auth_state_gauges(owners: Iterable[Metrics]) -> tuple[Counter[str], Counter
         open_[backend] += 1
         if state.pending:
             pending[backend] += 1
-    return open_, pending
+        key_writes[backend] += int(getattr(state.keys, "pending", 0))
+    return [open_, pending, key_writes]
 
 
 # -- Prometheus -----------------------------------------------------------------
@@ -197,12 +203,6 @@ class _PrometheusInstruments:
             "wa_session_store_leases_held", "Leases this process holds.", ["backend"],
             registry=registry,
         )  # fmt: skip
-        self.pending_keys = Gauge(
-            "wa_session_store_pending_key_writes",
-            "Key writes buffered and not yet stored.",
-            ["backend"],
-            registry=registry,
-        )
         registry.register(_AuthStateCollector(self.owners))
 
 
@@ -221,11 +221,8 @@ class _AuthStateCollector:
     def _families(self, *, collect: bool) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        open_, pending = _auth_state_gauges(self.owners) if collect else (Counter(), Counter())
-        for name, doc, counts in (
-            ("wa_session_store_auth_states_open", "Auth states open.", open_),
-            ("wa_session_store_pending_creds", "Open auth states with unsaved creds.", pending),
-        ):
+        values = _auth_state_gauges(self.owners) if collect else [Counter()] * 3
+        for (name, doc), counts in zip(AUTH_STATE_GAUGES, values, strict=True):
             family = GaugeMetricFamily(name, doc, labels=["backend"])
             for backend, value in sorted(counts.items()):
                 family.add_metric([backend], value)
@@ -310,9 +307,6 @@ class PrometheusMetrics(Metrics):
         self._m.losses.labels(backend, reason).inc()
         self._m.held.labels(backend).dec()
 
-    def pending_key_writes(self, backend: str, delta: int) -> None:
-        self._m.pending_keys.labels(backend).inc(delta)
-
 
 # -- OpenTelemetry --------------------------------------------------------------
 
@@ -344,8 +338,6 @@ class _OpenTelemetryInstruments:
         ("wa_session_store_lease_releases_total", "counter", ("backend",), "Leases released."),
         ("wa_session_store_lease_losses_total", "counter", ("backend", "reason"), "Leases lost."),
         ("wa_session_store_leases_held", "gauge", ("backend",), "Leases this process holds."),
-        ("wa_session_store_pending_key_writes", "gauge", ("backend",),
-         "Key writes buffered and not yet stored."),
     )  # fmt: skip
 
     def __init__(self, meter: Any) -> None:
@@ -387,18 +379,10 @@ class _OpenTelemetryInstruments:
 
             return observe
 
-        meter.create_observable_gauge(
-            "wa_session_store_auth_states_open",
-            callbacks=[gauge(0)],
-            unit="1",
-            description="Auth states open.",
-        )
-        meter.create_observable_gauge(
-            "wa_session_store_pending_creds",
-            callbacks=[gauge(1)],
-            unit="1",
-            description="Open auth states with unsaved creds.",
-        )
+        for index, (name, description) in enumerate(AUTH_STATE_GAUGES):
+            meter.create_observable_gauge(
+                name, callbacks=[gauge(index)], unit="1", description=description
+            )
 
 
 _otel_lock = threading.Lock()
@@ -480,6 +464,3 @@ class OpenTelemetryMetrics(Metrics):
     def lease_lost(self, backend: str, reason: str) -> None:
         self._add("wa_session_store_lease_losses_total", (backend, reason))
         self._add("wa_session_store_leases_held", (backend,), -1)
-
-    def pending_key_writes(self, backend: str, delta: int) -> None:
-        self._add("wa_session_store_pending_key_writes", (backend,), delta)
