@@ -164,3 +164,20 @@ def test_status_command_on_postgres(tmp_path: Path, pg_dsn: str, pg_schema: str)
     assert report["health"]["role"] == "primary"
     assert report["creds_without_keys"] == ["bot-2"]
     assert report["sessions"][0]["lease"]["owner"] == "worker-a"
+
+
+def test_the_sync_facade_has_health_and_creds_pages() -> None:
+    from wa_session_store import MemoryStore
+    from wa_session_store.sync import SyncStore
+
+    store = SyncStore(MemoryStore())
+    store.open()
+    try:
+        assert store.health().ok
+        for n in range(3):
+            store.save_creds(f"bot-{n}", CREDS)
+        page = store.load_creds_page(limit=2)
+        assert list(page.creds) == ["bot-0", "bot-1"]
+        assert list(store.load_creds_page(page.next_after).creds) == ["bot-2"]
+    finally:
+        store.close()

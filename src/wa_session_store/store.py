@@ -535,7 +535,7 @@ class BaseStore(ABC):
     CREDS_PAGE_SIZE = 1000
 
     async def load_creds_page(
-        self, after: str | None = None, *, limit: int = CREDS_PAGE_SIZE
+        self, after: str | None = None, *, limit: int | None = None
     ) -> CredsPage:
         """The creds of up to ``limit`` sessions whose id sorts after ``after``, in one statement.
 
@@ -549,7 +549,8 @@ class BaseStore(ABC):
 
         Args:
             after: start after this session id (default None: from the first).
-            limit: the most sessions in the page (default 1000).
+            limit: the most sessions in the page (default None: ``CREDS_PAGE_SIZE``,
+                1000; at most 100,000).
 
         Raises:
             InvalidInputError: a bad ``limit``.
@@ -557,23 +558,31 @@ class BaseStore(ABC):
         """
         if after is not None and not isinstance(after, str):
             raise InvalidTypeError(f"after must be a session id (str) or None, not {after!r}")
+        size = _page_limit(self.CREDS_PAGE_SIZE if limit is None else limit)
         rows = await self._call(
-            "load_creds_page", None, partial(self._read_creds_page, after, _page_limit(limit))
+            "load_creds_page", None, partial(self._read_creds_page, after, size)
         )
-        return self._creds_page(rows, limit)
+        return self._creds_page(rows, size)
 
-    async def iter_creds_pages(self, *, page_size: int | None = None) -> AsyncIterator[CredsPage]:
+    def iter_creds_pages(self, *, page_size: int | None = None) -> AsyncIterator[CredsPage]:
         """Every session's creds, page by page (see :meth:`load_creds_page`).
 
-        One statement per page; the next page is read while the current one
-        is decoded, so at most two statements (two pooled connections) are in
-        flight. No page is empty: a store without creds yields none.
+        Use it with ``async for``. One statement per page; the next page is
+        read while the current one is decoded, so at most two statements (two
+        pooled connections) are in flight. No page is empty: a store without
+        creds yields none. (The sync facade has no twin of it: loop over
+        ``load_creds_page`` there.)
 
         Args:
             page_size: sessions per page (default None: ``CREDS_PAGE_SIZE``, 1000).
+
+        Raises:
+            InvalidInputError: a bad ``page_size`` (at once, before any statement).
         """
         limit = _page_limit(self.CREDS_PAGE_SIZE if page_size is None else page_size)
+        return self._creds_pages(limit)
 
+    async def _creds_pages(self, limit: int) -> AsyncIterator[CredsPage]:
         def fetch(after: str | None) -> asyncio.Task[list[CredsRow]]:
             return asyncio.ensure_future(
                 self._call("load_creds_page", None, partial(self._read_creds_page, after, limit))
