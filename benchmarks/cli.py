@@ -30,8 +30,8 @@ from . import (
     w7_sqlite,
     w8_client_fanout,
     w9_copy,
-    w9_workers,
-    w10_capacity,
+    w10_workers,
+    w11_capacity,
 )
 from ._env import DEFAULT_DSN, ROOT, Config, Net, ProxyProcess
 from ._harness import Row, fmt
@@ -46,8 +46,8 @@ WORKLOADS: dict[str, tuple[str, Callable[[Config], Awaitable[list[Row]]]]] = {
     "7": ("SQLite default", w7_sqlite.run),
     "8": ("client fan-out through pyaileys", w8_client_fanout.run),
     "9": ("moving to production: copy SQLite to PostgreSQL", w9_copy.run),
-    "9": ("one worker, 1,000 sessions: renewals and stop (PostgreSQL)", w9_workers.run),
-    "10": ("capacity: 5 million key rows (PostgreSQL)", w10_capacity.run),
+    "10": ("one worker, 1,000 sessions: renewals and stop (PostgreSQL)", w10_workers.run),
+    "11": ("capacity: 5 million key rows (PostgreSQL)", w11_capacity.run),
 }
 
 
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scale",
         type=float,
         default=1.0,
-        help="size of the capacity workload 10: 1.0 seeds 5,000 sessions of 1,000 keys "
+        help="size of the capacity workload 11: 1.0 seeds 5,000 sessions of 1,000 keys "
         "(5 million key rows; about 2 GB); --quick uses 0.02 (default: %(default)s)",
     )
     parser.add_argument(

@@ -1,4 +1,4 @@
-"""Workload 9: one worker holding 1,000 sessions: renewals and stop.
+"""Workload 10: one worker holding 1,000 sessions: renewals and stop.
 
 A ``SessionWorker`` claims 1,000 stored sessions (idle handlers) through the
 proxy at 1 ms one-way, with ttl 3 s (a renewal every second). At capacity it
@@ -22,7 +22,7 @@ from wa_session_store import Lease, PostgresStore, SessionWorker
 from ._env import Config, Net, scratch_schema
 from ._harness import Row, Stat
 
-WORKLOAD = "9 One worker, 1,000 sessions"
+WORKLOAD = "10 One worker, 1,000 sessions"
 TTL = 3.0
 PERIODS = 3
 

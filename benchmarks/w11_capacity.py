@@ -1,4 +1,4 @@
-"""Workload 10: capacity, on a database of 5 million key rows.
+"""Workload 11: capacity, on a database of 5 million key rows.
 
 ``--scale 1.0`` (the default) seeds 5,000 sessions of 1,000 keys each (800
 pre-keys of ~130 B and 200 Signal session records of ~1 KB, as a bot has
@@ -35,7 +35,7 @@ from wa_session_store._codec import DEFAULT_MAX_VALUE_SIZE, encode_creds, encode
 from ._env import Config, Net, make_creds, make_prekeys, make_session_record, scratch_schema
 from ._harness import Row, Stat, Timer, ratios
 
-WORKLOAD = "10 Capacity"
+WORKLOAD = "11 Capacity"
 FULL_SESSIONS = 5_000
 PREKEYS = 800
 RECORDS = 200
