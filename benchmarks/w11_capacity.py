@@ -97,9 +97,11 @@ def seed(dsn: str, schema: str, sessions: int, blobs: tuple[bytes, bytes, bytes]
     return time.perf_counter() - started
 
 
-def _claim_worker(dsn: str, schema: str, owner: str, go: Any, out: Any) -> None:
+def _claim_worker(dsn: str, schema: str, owner: str, ready: Any, go: Any, out: Any) -> None:
     async def claim() -> tuple[int, float]:
         async with PostgresStore(dsn, schema=schema, max_size=2) as store:
+            await store.schema_version()  # connected
+            ready.put(owner)
             go.wait()
             started = time.perf_counter()
             claimed = 0
@@ -115,14 +117,16 @@ def _claim_worker(dsn: str, schema: str, owner: str, go: Any, out: Any) -> None:
 def claim_with_processes(dsn: str, schema: str) -> tuple[list[int], float]:
     ctx = multiprocessing.get_context("spawn")
     go = ctx.Event()
+    ready = ctx.Queue()
     out = ctx.Queue()
     procs = [
-        ctx.Process(target=_claim_worker, args=(dsn, schema, f"capacity-{n}", go, out))
+        ctx.Process(target=_claim_worker, args=(dsn, schema, f"capacity-{n}", ready, go, out))
         for n in range(WORKERS)
     ]
     for proc in procs:
         proc.start()
-    time.sleep(3.0)  # every process imported the library and opened its pool
+    for _ in procs:  # every process imported the library and connected
+        ready.get(timeout=120)
     go.set()
     results = [out.get(timeout=600) for _ in procs]
     for proc in procs:

@@ -208,8 +208,9 @@ async def _measure(
             ok,
             f"{restored:,} restored, {failed} failed; connections seen: pg_stat_activity "
             f"max {max_backends}, pool_size max {max_pool}; "
-            f"{size / ours.median:,.0f} sessions/s; of which list_sessions() "
-            f"{Stat([v * 1000 for v in list_t], 'ms').fmt()}; seeding took {seed_s:.1f} s",
+            f"{size / ours.median:,.0f} sessions/s; list_sessions() alone (the old restore's "
+            f"first step) {Stat([v * 1000 for v in list_t], 'ms').fmt()}; seeding took "
+            f"{seed_s:.1f} s",
             extra={
                 "net_ms": net.ms,
                 "kind": "restore",
