@@ -61,6 +61,7 @@ class Config:
     nets: list[Net]
     proxy: ProxyProcess
     only: set[str] | None = None
+    scale: float = 1.0
     rng: random.Random = field(default_factory=lambda: random.Random(20240607))
 
     def reps(self, full: int, quick: int) -> int:

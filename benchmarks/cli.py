@@ -30,6 +30,8 @@ from . import (
     w7_sqlite,
     w8_client_fanout,
     w9_copy,
+    w10_workers,
+    w11_capacity,
 )
 from ._env import DEFAULT_DSN, ROOT, Config, Net, ProxyProcess
 from ._harness import Row, fmt
@@ -44,6 +46,8 @@ WORKLOADS: dict[str, tuple[str, Callable[[Config], Awaitable[list[Row]]]]] = {
     "7": ("SQLite default", w7_sqlite.run),
     "8": ("client fan-out through pyaileys", w8_client_fanout.run),
     "9": ("moving to production: copy SQLite to PostgreSQL", w9_copy.run),
+    "10": ("one worker, 1,000 sessions: renewals and stop (PostgreSQL)", w10_workers.run),
+    "11": ("capacity: 5 million key rows (PostgreSQL)", w11_capacity.run),
 }
 
 
@@ -75,6 +79,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--delays",
         default="0,1,5",
         help="one-way proxy delays in ms for workloads 1-3 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="size of the capacity workload 11: 1.0 seeds 5,000 sessions of 1,000 keys "
+        "(5 million key rows; about 2 GB); --quick uses 0.02 (default: %(default)s)",
     )
     parser.add_argument(
         "--profile",
@@ -176,7 +187,7 @@ async def amain(args: argparse.Namespace) -> int:
     timings: list[str] = []
     failures: list[str] = []
     try:
-        cfg = Config(args.dsn, out, args.quick, nets, proxy, only)
+        cfg = Config(args.dsn, out, args.quick, nets, proxy, only, scale=args.scale)
         rtts = await calibrate(cfg)
         for key, (label, fn) in WORKLOADS.items():
             if not cfg.wants(key):

@@ -2,9 +2,11 @@
 
 100, 1,000 and 10,000 sessions (10,000 only in a full run), each with a creds
 document (~2.5 KB of BufferJSON) and 50 pre-keys, seeded by binary COPY. The
-store is opened first (schema check), then ``restore_all`` is timed: one
-``list_sessions`` and one ``load_creds`` per session, 16 at a time, over the
-default pool (max_size 10), starting with the connections a fresh process has.
+store is opened first (schema check), then ``restore_all`` is timed: the creds
+in bulk, one statement per page of 1,000 sessions with the next page read
+while the current one is decoded (``iter_creds_pages``), over a pool of
+max_size 10, starting with the connections a fresh process has. Target: at
+most 2x one raw ``SELECT`` of the same rows.
 
 Baselines, on a raw psycopg connection through the same proxy: one ``SELECT``
 of every creds row (bytes only), and the same plus decoding every document
@@ -40,6 +42,7 @@ from ._harness import Row, Stat, Timer, ratios
 WORKLOAD = "5 Restore after deploy"
 KEYS_PER_SESSION = 50
 MAX_SIZE = 10
+TARGET = 2.0  # restore_all at most this many times one raw SELECT of the creds rows
 
 
 def seed(dsn: str, schema: str, first: int, last: int, cfg: Config) -> None:
@@ -186,7 +189,12 @@ async def _measure(
             max_pool = max(max_pool, mon.max_pool)
     ours = Stat(ours_t, "s")
     setup = f"PostgreSQL, {net.name}"
-    ok = restored == size and failed == 0 and max(max_backends, max_pool) <= MAX_SIZE
+    ok = (
+        restored == size
+        and failed == 0
+        and max(max_backends, max_pool) <= MAX_SIZE
+        and ratios(ours_t, raw_t).median <= TARGET
+    )
     return [
         Row(
             WORKLOAD,
@@ -196,12 +204,13 @@ async def _measure(
             Stat([v * 1000 for v in raw_t], "ms"),
             "one raw SELECT of all creds rows",
             ratios(ours_t, raw_t),
-            f"connections <= max_size {MAX_SIZE}",
+            f"<= {TARGET:g}x; connections <= max_size {MAX_SIZE}",
             ok,
             f"{restored:,} restored, {failed} failed; connections seen: pg_stat_activity "
             f"max {max_backends}, pool_size max {max_pool}; "
-            f"{size / ours.median:,.0f} sessions/s; of which list_sessions() "
-            f"{Stat([v * 1000 for v in list_t], 'ms').fmt()}; seeding took {seed_s:.1f} s",
+            f"{size / ours.median:,.0f} sessions/s; list_sessions() alone (the old restore's "
+            f"first step) {Stat([v * 1000 for v in list_t], 'ms').fmt()}; seeding took "
+            f"{seed_s:.1f} s",
             extra={
                 "net_ms": net.ms,
                 "kind": "restore",

@@ -16,7 +16,18 @@ from wa_session_store import AESGCMCipher, SQLiteStore
 from wa_session_store.crypto import sealed_key_id
 
 SECRET = b"CLI-SECRET-BYTES-0123456789abcde"
-COMMANDS = ["check", "migrate", "list", "show", "import", "export", "delete", "reencrypt", "demo"]
+COMMANDS = [
+    "check",
+    "migrate",
+    "list",
+    "status",
+    "show",
+    "import",
+    "export",
+    "delete",
+    "reencrypt",
+    "demo",
+]
 
 
 def cli_environment(env: dict[str, str] | None = None) -> dict[str, str]:

@@ -36,9 +36,16 @@ from .errors import (
     StoreUnavailableError,
 )
 from .keys import KeyTransaction, KeyWrites
-from .leases import Lease, SessionWorker
+from .leases import Lease, LeaseInfo, LeaseRenewer, SessionWorker
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
-from .store import AuthStateStore, ReencryptProgress, SessionExport, SessionInfo
+from .store import (
+    AuthStateStore,
+    CredsPage,
+    ReencryptProgress,
+    SessionExport,
+    SessionInfo,
+    StoreHealth,
+)
 from .throttle import BackupScheduler, Throttler
 from .transfer import CopyProgress, CopyReport, SessionCopy, copy_sessions
 
@@ -58,6 +65,7 @@ __all__ = [
     "Cipher",
     "CopyProgress",
     "CopyReport",
+    "CredsPage",
     "DecodeError",
     "DecryptionError",
     "InvalidInputError",
@@ -65,7 +73,9 @@ __all__ = [
     "KeyTransaction",
     "KeyWrites",
     "Lease",
+    "LeaseInfo",
     "LeaseLostError",
+    "LeaseRenewer",
     "LeaseUnavailableError",
     "MemoryStore",
     "PostgresStore",
@@ -84,6 +94,7 @@ __all__ = [
     "SessionWorker",
     "StoreClosedError",
     "StoreConfigurationError",
+    "StoreHealth",
     "StoreOperationError",
     "StoreUnavailableError",
     "Throttler",

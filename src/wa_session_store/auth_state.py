@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from typing_extensions import Unpack
@@ -31,7 +33,8 @@ from .errors import (
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .leases import Lease
-from .store import AuthStateStore
+from .metrics import metrics_of
+from .store import AuthStateStore, BaseStore, _collector_paused
 from .throttle import BackupScheduler, Throttler
 
 __all__ = [
@@ -87,6 +90,7 @@ class AuthState:
     __slots__ = (
         "__weakref__",
         "_generation",
+        "_last_saved",
         "_lease",
         "_on_lost",
         "_previous",
@@ -141,6 +145,7 @@ class AuthState:
         self._saved_generation = 0
         # The generation of the last urgent change: what a barrier waits for.
         self._urgent_generation = 0
+        self._last_saved: float | None = None
         self._throttler = Throttler(self._save, throttle, name=session_id)
         self._scheduler = (
             BackupScheduler(
@@ -163,6 +168,17 @@ class AuthState:
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self._throttler.closed
+
+    @property
+    def last_saved_at(self) -> datetime | None:
+        """When this process last saved the creds (UTC), or None if it has not yet."""
+        saved = self._last_saved
+        return None if saved is None else datetime.fromtimestamp(saved, timezone.utc)
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Creds saves that failed in a row (0 after a successful one)."""
+        return self._throttler.failures
 
     @property
     def lease(self) -> Lease | None:
@@ -230,6 +246,9 @@ class AuthState:
                 )
                 return
             self._generation += 1
+            metrics = metrics_of(self._store)
+            if metrics is not None:
+                metrics.creds_update(self._store_kind())
             urgent = self._urgent is not None and self._urgent(self._previous, self.creds)
             self._previous = dict(self.creds)
             if urgent:
@@ -379,10 +398,20 @@ class AuthState:
                 self._lease.mark_lost(exc)  # drops what is pending, see _lease_lost
                 raise
         self._saved_generation = max(self._saved_generation, generation)
+        self._last_saved = time.time()
+        metrics = metrics_of(self._store)
+        if metrics is not None:
+            metrics.creds_save(self._store_kind())
 
     async def _backup(self) -> None:
+        metrics = metrics_of(self._store)
+        if metrics is not None:
+            metrics.backup(self._store_kind())
         if self.pending:
             await self._throttler.flush()
+
+    def _store_kind(self) -> str:
+        return str(getattr(self._store, "kind", "store"))
 
 
 async def use_auth_state(
@@ -461,6 +490,11 @@ async def use_auth_state(
         key_writes=key_writes,
         key_cache_bytes=key_cache_bytes,
     )
+    return await _started(state, categories)
+
+
+async def _started(state: AuthState, categories: list[str]) -> AuthState:
+    """Preload ``categories`` into the new state's key cache, then start it."""
     if categories:
         try:
             await state.keys.preload(categories)
@@ -515,36 +549,76 @@ async def restore_all(
 ) -> RestoreResult:
     """Bring back every stored session at start-up.
 
-    Sessions load ``concurrency`` (default 16) at a time, each with the
-    store's retries; a session that fails is reported in ``failed`` and
-    logged, and the others go on. ``options`` are those of
+    On the library's stores the creds are read in bulk, one statement per
+    page of ``BaseStore.CREDS_PAGE_SIZE`` (1000) sessions, with the next page
+    read while the current one is decoded (see ``BaseStore.iter_creds_pages``):
+    at most two connections, whatever the pool. Sessions that hold keys but
+    no creds (never paired) have nothing to restore and are left out. With
+    ``preload``, each session's keys are then read ``concurrency`` (default
+    16) sessions at a time. Other :class:`AuthStateStore` implementations are
+    loaded one ``load_creds`` per session, ``concurrency`` at a time, each
+    with the store's retries.
+
+    A session that fails (its document does not decode or open) is reported
+    in ``failed`` and logged, and the others go on. ``options`` are those of
     :func:`use_auth_state` (``throttle``, ``backup_interval``,
     ``initial_delay``, ``backup_jitter``, ``urgent``), applied to every session.
 
     Raises:
         InvalidInputError: ``concurrency`` is not a positive int.
-        StoreUnavailableError, StoreOperationError: listing the sessions failed.
+        StoreUnavailableError, StoreOperationError: reading the sessions failed.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InvalidInputError(f"concurrency must be an int >= 1, not {shown(concurrency)}")
-    sessions = await store.list_sessions()
     result = RestoreResult()
-    gate = asyncio.Semaphore(concurrency)
 
-    async def restore(session_id: str) -> None:
-        async with gate:
-            try:
-                result.states[session_id] = await use_auth_state(store, session_id, **options)
-            except Exception as exc:
-                result.failed[session_id] = exc
-                logger.error(
-                    "could not restore %s: %s",
-                    session_id,
-                    describe_error(exc),
-                    extra={"session_id": session_id, "op": "restore"},
-                )
+    def failed(session_id: str, exc: Exception) -> None:
+        result.failed[session_id] = exc
+        logger.error(
+            "could not restore %s: %s",
+            session_id,
+            describe_error(exc),
+            extra={"session_id": session_id, "op": "restore"},
+        )
 
-    await asyncio.gather(*(restore(info.session_id) for info in sessions))
+    if isinstance(store, BaseStore):
+        state_options: dict[str, Any] = dict(options)  # AuthState's own, preload aside
+        categories = _preload_categories(state_options.pop("preload", False))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def preloaded(state: AuthState) -> None:
+            async with gate:
+                try:
+                    result.states[state.session_id] = await _started(state, categories)
+                except Exception as exc:
+                    failed(state.session_id, exc)
+
+        async for page in store.iter_creds_pages():
+            with _collector_paused():  # thousands of small objects, none cyclic
+                states = [
+                    AuthState(store, session_id, creds, **state_options)
+                    for session_id, creds in page.creds.items()
+                ]
+            if categories:  # one query per session: that work runs concurrently, bounded
+                await asyncio.gather(*(preloaded(state) for state in states))
+            else:
+                for state in states:
+                    state._start()
+                    result.states[state.session_id] = state
+            for session_id, exc in page.failed.items():
+                failed(session_id, exc)
+    else:
+        sessions = await store.list_sessions()
+        gate = asyncio.Semaphore(concurrency)
+
+        async def restore(session_id: str) -> None:
+            async with gate:
+                try:
+                    result.states[session_id] = await use_auth_state(store, session_id, **options)
+                except Exception as exc:
+                    failed(session_id, exc)
+
+        await asyncio.gather(*(restore(info.session_id) for info in sessions))
     logger.info(
         "restored %d sessions (%d failed)",
         len(result.states),

@@ -40,7 +40,7 @@ from .errors import (
 )
 from .store import BaseStore
 
-__all__ = ["main"]
+__all__ = ["collect_status", "main"]
 
 Command = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -282,6 +282,92 @@ async def _list(args: argparse.Namespace) -> int:
         )
     print(f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}")
     return 0
+
+
+async def collect_status(store: BaseStore) -> dict[str, Any]:
+    """What ``wa-session-store status`` reports, as a JSON-ready dict.
+
+    ``health`` (see :meth:`BaseStore.health`), then per session its last
+    change, key count, stored size, creds flag and lease (PostgreSQL: owner,
+    token, expiry, whether it expired), and two lists an operator checks
+    after a deploy: ``creds_without_keys`` (paired, yet no Signal key stored)
+    and ``expired_leases`` (a lease that expired and nobody took over: no
+    worker runs that session). Metadata only, never a key or creds value.
+    """
+    health = await store.health()
+    sessions = await store.list_sessions()
+    leases = (
+        {info.session_id: info for info in await store.list_leases()}
+        if isinstance(store, PostgresStore)
+        else {}
+    )
+    rows: list[dict[str, Any]] = []
+    for info in sessions:
+        lease = leases.get(info.session_id)
+        rows.append(
+            {
+                "session": info.session_id,
+                "updated_at": info.updated_at.isoformat(),
+                "creds": info.has_creds,
+                "keys": info.key_count,
+                "size": info.size,
+                "lease": None
+                if lease is None
+                else {
+                    "owner": lease.owner,
+                    "token": lease.token,
+                    "expires_at": lease.expires_at.isoformat(),
+                    "expired": lease.expired,
+                },
+            }
+        )
+    return {
+        "health": health.as_dict(),
+        "sessions": rows,
+        "creds_without_keys": [r["session"] for r in rows if r["creds"] and not r["keys"]],
+        "expired_leases": [
+            r["session"] for r in rows if r["creds"] and r["lease"] and r["lease"]["expired"]
+        ],
+    }
+
+
+async def _status(args: argparse.Namespace) -> int:
+    """Health, then every session: last change, keys, size, lease; and what needs a look."""
+    async with _store(args) as store:
+        report = await collect_status(store)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0 if report["health"]["ok"] else 1
+    health = report["health"]
+    state = "ok" if health["ok"] else f"NOT OK: {health['error']}"
+    rtt = health["round_trip_ms"]
+    print(
+        f"store:    {redact_url(args.dsn)} ({health['backend']}) {state}"
+        + (f", round trip {rtt:.2f} ms" if rtt is not None else "")
+    )
+    rows = report["sessions"]
+    if rows:
+        width = max(len("SESSION"), *(len(r["session"]) for r in rows))
+        print(f"{'SESSION':<{width}}  {'UPDATED (UTC)':<19}  {'KEYS':>7}  {'SIZE':>10}  LEASE")
+        for r in rows:
+            lease = r["lease"]
+            held = "-"
+            if lease is not None:
+                until = _ago(datetime.fromisoformat(lease["expires_at"]))
+                held = f"{lease['owner']} {'expired' if lease['expired'] else 'until'} {until}"
+            updated = _ago(datetime.fromisoformat(r["updated_at"]))
+            print(
+                f"{r['session']:<{width}}  {updated}  {r['keys']:>7,}  {_size(r['size']):>10}  "
+                f"{held}" + ("" if r["creds"] else "  (no creds: not paired)")
+            )
+    print(f"{len(rows)} session{'s' if len(rows) != 1 else ''}")
+    for label, key in (
+        ("with creds but no keys", "creds_without_keys"),
+        ("whose lease expired with no owner", "expired_leases"),
+    ):
+        if report[key]:
+            print(f"{len(report[key])} {label}: {', '.join(report[key])}")
+    return 0 if health["ok"] else 1
 
 
 async def _show(args: argparse.Namespace) -> int:
@@ -542,6 +628,16 @@ def _parser() -> argparse.ArgumentParser:
         "List every stored session with its last update (UTC), key count and stored size.",
     )
     listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status = command(
+        "status",
+        _status,
+        "health, and every session's last change, keys, size and lease",
+        "Check the store (round trip, schema, server and pool), then list every session with "
+        "its last change (UTC), key count, stored size and lease holder and expiry, and name "
+        "the sessions that need a look: creds but no keys, or a lease that expired with no "
+        "owner. Metadata only, never secrets. Exit status 1 when the store is not healthy.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show = command(
         "show",
         _show,

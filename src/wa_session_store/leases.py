@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,14 @@ from .retry import finite
 if TYPE_CHECKING:
     from .backends.postgres import PostgresStore
 
-__all__ = ["Lease", "LossCallback", "SessionWorker", "check_lease_args"]
+__all__ = [
+    "Lease",
+    "LeaseInfo",
+    "LeaseRenewer",
+    "LossCallback",
+    "SessionWorker",
+    "check_lease_args",
+]
 
 logger = logging.getLogger("wa_session_store")
 
@@ -57,6 +65,26 @@ def check_lease_args(owner: object, ttl: object, wait: object = 0.0) -> tuple[st
     ):
         raise InvalidInputError(f"wait must be None (forever) or seconds >= 0, not {shown(wait)}")
     return owner, float(ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """The newest lease of a session, as ``PostgresStore.list_leases`` reports it.
+
+    Attributes:
+        session_id: the session.
+        owner: who was granted it last.
+        token: its fencing token.
+        expires_at: when it expires or expired (server time, UTC).
+        expired: whether it had expired when read (by the server's clock):
+            nobody owns the session, until a worker claims it.
+    """
+
+    session_id: str
+    owner: str
+    token: int
+    expires_at: datetime
+    expired: bool
 
 
 class Lease:
@@ -127,6 +155,10 @@ class Lease:
         if self._lost is not None:
             return
         self._lost = reason
+        metrics = self._store.metrics
+        if metrics is not None:
+            replaced = isinstance(reason, LeaseLostError)
+            metrics.lease_lost(self._store.kind, "replaced" if replaced else "expired")
         logger.error(
             "lease of %s (owner %s, token %d) lost: %s",
             self.session_id,
@@ -164,8 +196,15 @@ class Lease:
         await self.stop_keep_alive()
         if self._lost is None:
             await self._store._release_lease(self)
-            self._lost = LeaseLostError(self.session_id, self.token, None, None)
-            self._on_lost.clear()
+            self._released()
+
+    def _released(self) -> None:
+        """Record a release made by this process: lost to us, without loss callbacks."""
+        self._lost = LeaseLostError(self.session_id, self.token, None, None)
+        self._on_lost.clear()
+        metrics = self._store.metrics
+        if metrics is not None:
+            metrics.leases_released(self._store.kind)
 
     def keep_alive(
         self, *, every: float | None = None, on_lost: LossCallback | None = None
@@ -267,6 +306,125 @@ def _notify(callback: LossCallback, lease: Lease, reason: BaseException) -> None
         logger.exception("lease loss callback %r raised; ignored", callback)
 
 
+class LeaseRenewer:
+    """Keeps many leases of one store alive with one statement per period.
+
+    :meth:`Lease.keep_alive` costs one round trip per lease every ``ttl / 3``:
+    1,000 sessions with the default 30 s ttl are 100 statements a second. A
+    renewer renews every lease it holds in one statement
+    (``PostgresStore.renew_leases``) every ``every`` seconds, fenced lease by
+    lease exactly as :meth:`Lease.renew`. A lease the batch does not renew
+    (someone else holds it now) is marked lost on its own, with its loss
+    callbacks. When the statement fails for a transient reason it is tried
+    again sooner; a lease that no renewal reached within its ``ttl`` (by this
+    process's clock) is marked lost as expired.
+
+    Args:
+        store: an open :class:`~wa_session_store.PostgresStore`.
+        every: seconds between renewals (default 10.0); keep it below a third
+            of the shortest ttl of the leases added.
+
+    Raises:
+        InvalidInputError: ``every`` is not a positive number of seconds.
+    """
+
+    def __init__(self, store: PostgresStore, *, every: float = 10.0) -> None:
+        if (
+            isinstance(every, bool)
+            or not isinstance(every, (int, float))
+            or not (finite(every) and every > 0)
+        ):
+            raise InvalidInputError(f"every must be seconds > 0, not {shown(every)}")
+        self.store = store
+        self.every = float(every)
+        # Each lease with the loop time by which a renewal must land.
+        self._deadlines: dict[Lease, float] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._deadlines)
+
+    @property
+    def leases(self) -> list[Lease]:
+        """The leases kept alive now."""
+        return list(self._deadlines)
+
+    def add(self, lease: Lease) -> None:
+        """Keep ``lease`` alive from now on (needs a running event loop).
+
+        Raises:
+            InvalidInputError: the renewer is closed, or the lease is of another store.
+        """
+        if self._closed:
+            raise InvalidInputError("the lease renewer is closed")
+        if lease._store is not self.store:
+            raise InvalidInputError("the lease was granted by another store")
+        loop = asyncio.get_running_loop()
+        if lease.lost:
+            return
+        self._deadlines[lease] = loop.time() + lease.ttl
+        lease.on_lost(self._forget)
+        if self._task is None:
+            self._task = loop.create_task(self._keep())
+
+    def discard(self, lease: Lease) -> None:
+        """Stop renewing ``lease`` (it stays held until it expires or is released)."""
+        self._deadlines.pop(lease, None)
+
+    def _forget(self, lease: Lease, _reason: BaseException) -> None:
+        self._deadlines.pop(lease, None)
+
+    async def renew(self) -> list[Lease]:
+        """Renew every lease now, in one statement; return those found lost.
+
+        Raises:
+            StoreUnavailableError, StoreOperationError: the statement failed.
+        """
+        leases = list(self._deadlines)
+        if not leases:
+            return []
+        started = asyncio.get_running_loop().time()
+        lost = await self.store.renew_leases(leases)
+        for lease in leases:
+            if lease in self._deadlines and not lease.lost:
+                self._deadlines[lease] = started + lease.ttl
+        return lost
+
+    async def aclose(self) -> None:
+        """Stop renewing (the leases stay held until released or expired)."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _keep(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.every
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.renew()
+            except SessionStoreError as exc:
+                now = loop.time()
+                for lease, deadline in list(self._deadlines.items()):
+                    if now >= deadline:
+                        lease.mark_lost(exc)
+                soonest = min(self._deadlines.values(), default=now + self.every)
+                delay = min(self.every, max(0.05, (soonest - now) / 3))
+                logger.warning(
+                    "renewing %d leases failed, retrying in %.1fs: %s",
+                    len(self._deadlines),
+                    delay,
+                    describe_error(exc),
+                    extra={"op": "lease"},
+                )
+            else:
+                delay = self.every
+
+
 SessionHandler = Callable[[Lease], Awaitable[object]]
 
 
@@ -289,6 +447,10 @@ class SessionWorker:
         claim_batch: the most sessions claimed at a time (default 10), so that
             workers starting together interleave their claims and share the
             sessions instead of the first one taking up to ``capacity``.
+
+    Every lease of the worker is renewed by one :class:`LeaseRenewer`: one
+    statement per ``ttl / 3`` whatever the number of sessions. :meth:`stop`
+    releases them all in one statement.
     """
 
     def __init__(
@@ -313,6 +475,7 @@ class SessionWorker:
         self.capacity = capacity
         self.ttl = ttl
         self.claim_every = claim_every if claim_every is not None else ttl / 3
+        self.renewer = LeaseRenewer(store, every=ttl * Lease.RENEW_FRACTION)
         self._running: dict[str, tuple[Lease, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
 
@@ -364,7 +527,8 @@ class SessionWorker:
         def stop_handler(_lease: Lease, _reason: BaseException) -> None:
             task.cancel()
 
-        lease.keep_alive(on_lost=stop_handler)
+        lease.on_lost(stop_handler)
+        self.renewer.add(lease)
 
     async def _run_one(self, lease: Lease) -> None:
         try:
@@ -379,24 +543,32 @@ class SessionWorker:
                 extra={"session_id": lease.session_id, "op": "worker", "owner": self.owner},
             )
         finally:
-            self._running.pop(lease.session_id, None)
-            with contextlib.suppress(SessionStoreError):
-                await lease.release()
+            self.renewer.discard(lease)
+            if not self._stopping.is_set():  # stop() releases every lease at once
+                self._running.pop(lease.session_id, None)
+                with contextlib.suppress(SessionStoreError):
+                    await lease.release()
 
-    #: Seconds :meth:`stop` waits for the handlers to end and the leases to be
-    #: released before it cancels what is left (tests lower it).
+    #: Seconds :meth:`stop` waits for the handlers to end, and then for the
+    #: leases to be released, before it cancels what is left (tests lower it).
     STOP_TIMEOUT = 5.0
 
     async def stop(self) -> None:
-        """Stop claiming, cancel every handler, release every lease.
+        """Stop claiming, cancel every handler, release every lease in one statement.
 
-        Returns within ``STOP_TIMEOUT`` seconds (5.0), plus the time the
-        handlers and releases still running then take to end when cancelled
-        (an await away). A lease whose release did not land by then expires
-        on its own after ``ttl``; the next owner's token fences it anyway.
+        The leases are renewed until the handlers have ended (their last
+        saves are fenced by them), for at most ``STOP_TIMEOUT`` seconds (5.0);
+        handlers still running then are cancelled until they end (an await
+        away). Then renewal stops and every lease is released in one
+        statement, given at most ``STOP_TIMEOUT`` seconds too. So a stop
+        returns within twice ``STOP_TIMEOUT`` plus those awaits; with 1,000
+        idle sessions at 1 ms one way it takes about 20 ms. A lease whose
+        release did not land expires on its own after ``ttl``; the next
+        owner's token fences it anyway.
         """
         self._stopping.set()
-        tasks = [task for _, task in self._running.values()]
+        held = dict(self._running)
+        tasks = [task for _, task in held.values()]
         for task in tasks:
             task.cancel()
         if tasks:
@@ -411,3 +583,18 @@ class SessionWorker:
                     extra={"op": "worker", "owner": self.owner},
                 )
             await asyncio.gather(*(_cancel_and_wait(task) for task in late))
+        await self.renewer.aclose()
+        leases = [lease for lease, _ in held.values()]
+        try:
+            await asyncio.wait_for(self.store.release_leases(leases), self.STOP_TIMEOUT)
+        except (SessionStoreError, asyncio.TimeoutError) as exc:
+            logger.warning(
+                "worker %s could not release %d leases (they expire in %gs): %s",
+                self.owner,
+                len(leases),
+                self.ttl,
+                describe_error(exc),
+                extra={"op": "lease", "owner": self.owner},
+            )
+        for session_id in held:
+            self._running.pop(session_id, None)

@@ -11,10 +11,13 @@ errors, and a fix to the codec or the retry rules reaches all of them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from types import TracebackType
@@ -44,17 +47,21 @@ from .errors import (
     SessionStoreError,
     StoreClosedError,
     StoreOperationError,
+    StoreUnavailableError,
     describe_error,
     shown,
 )
-from .retry import RetryHook, RetryPolicy
+from .metrics import Metrics
+from .retry import RetryDetails, RetryHook, RetryPolicy
 
 __all__ = [
     "AuthStateStore",
     "BaseStore",
+    "CredsPage",
     "ReencryptProgress",
     "SessionExport",
     "SessionInfo",
+    "StoreHealth",
     "StoreOptions",
 ]
 
@@ -75,6 +82,83 @@ def split_session_rows(
     return creds, keys
 
 
+@dataclass(frozen=True, slots=True)
+class CredsPage:
+    """One page of :meth:`BaseStore.load_creds_page`: many sessions' creds, decoded.
+
+    Attributes:
+        creds: ``{session_id: creds document}`` of the sessions that decoded.
+        failed: the sessions of the page whose stored document did not decode
+            or open (:class:`DecodeError`, :class:`DecryptionError`).
+        next_after: the ``after`` of the next page, or None after the last one.
+    """
+
+    creds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[str, SessionStoreError] = field(default_factory=dict)
+    next_after: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<CredsPage {len(self.creds)} sessions, {len(self.failed)} failed, "
+            f"{'last' if self.next_after is None else 'more'}>"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """What :meth:`BaseStore.health` found: made for a bot's ``/healthz``.
+
+    Attributes:
+        ok: the store answered and its schema is the one this library writes.
+        backend: the store kind (``postgresql``, ``sqlite``, ``memory``).
+        round_trip_ms: milliseconds of one statement, or None when unreachable.
+        schema_version: the schema version found (None: no schema, or unreachable).
+        expected_schema_version: the version this library writes (None: no schema).
+        server_version: the database server's (PostgreSQL) or library's
+            (SQLite) version, or None.
+        role: ``"primary"`` or ``"replica"`` (PostgreSQL), else None.
+        pool: pooled connections (PostgreSQL): ``size``, ``available``,
+            ``waiting``, ``min``, ``max``; else None.
+        error: why ``ok`` is False (never a password), or None.
+    """
+
+    ok: bool
+    backend: str
+    round_trip_ms: float | None = None
+    schema_version: int | None = None
+    expected_schema_version: int | None = None
+    server_version: str | None = None
+    role: str | None = None
+    pool: dict[str, int] | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+#: Rows of one creds page as backends read them: (session id, encoded creds, version).
+CredsRow = tuple[str, bytes, int]
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for a synchronous burst of allocations.
+
+    Decoding a page of creds builds tens of thousands of dicts, none of them
+    cyclic; left on, the collector runs full passes over them and doubles the
+    time. Nothing else runs meanwhile (no await inside), and it is switched
+    back on at once.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 @dataclass(slots=True)
 class ReencryptProgress:
     """Counts of :meth:`BaseStore.reencrypt`: rows looked at, and rows sealed again."""
@@ -86,6 +170,12 @@ class ReencryptProgress:
 T = TypeVar("T")
 
 
+def _page_limit(limit: object) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
+        raise InvalidInputError(f"limit must be an int from 1 to 100000, not {limit!r}")
+    return limit
+
+
 class StoreOptions(TypedDict, total=False):
     """The keyword arguments every store accepts (see :class:`BaseStore`)."""
 
@@ -95,6 +185,7 @@ class StoreOptions(TypedDict, total=False):
     on_giveup: RetryHook | None
     cipher: Cipher | None
     allow_plaintext: bool
+    metrics: Metrics | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +359,14 @@ class BaseStore(ABC):
         allow_plaintext: with a cipher, read rows that are not sealed too
             (default False: they raise :class:`DecryptionError`). For
             migrating an existing database; run :meth:`reencrypt` after.
+        metrics: where every call, retry and give-up is reported (and the
+            auth states and leases of this store), e.g.
+            :class:`~wa_session_store.metrics.PrometheusMetrics` (default
+            None: nothing is recorded, at no cost).
+
+    Raises:
+        InvalidTypeError: a ``cipher`` or ``metrics`` of the wrong type.
+        InvalidInputError: a bad ``retry`` or ``max_value_size``.
     """
 
     #: What the store is called in messages and reprs.
@@ -284,7 +383,13 @@ class BaseStore(ABC):
         on_giveup: RetryHook | None = None,
         cipher: Cipher | None = None,
         allow_plaintext: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
+        if metrics is not None and not isinstance(metrics, Metrics):
+            raise InvalidTypeError(
+                "metrics must be a wa_session_store.metrics.Metrics (PrometheusMetrics(), "
+                f"OpenTelemetryMetrics()) or None, not {type(metrics).__name__}"
+            )
         if cipher is not None and not isinstance(cipher, Cipher):
             raise InvalidTypeError(
                 f"cipher must provide active, seal() and open() (e.g. AESGCMCipher), "
@@ -307,6 +412,7 @@ class BaseStore(ABC):
         self.on_giveup = on_giveup
         self.cipher = cipher
         self.allow_plaintext = bool(allow_plaintext)
+        self.metrics = metrics
         self._clock = VersionClock()
         self._is_open = False
         self._opening: asyncio.Future[None] | None = None
@@ -416,11 +522,96 @@ class BaseStore(ABC):
             return None
         blob, version = row
         self._clock.observe(version)
-        what = f"creds of session {sid!r}"
-        creds = decode_value(self._unseal(blob, associated_data(sid), what), what=what)
+        return self._decode_creds(sid, blob)
+
+    def _decode_creds(self, session_id: str, blob: bytes) -> dict[str, Any]:
+        what = f"creds of session {session_id!r}"
+        creds = decode_value(self._unseal(blob, associated_data(session_id), what), what=what)
         if not isinstance(creds, dict):
-            raise DecodeError(f"creds of session {sid!r} are not a JSON object")
+            raise DecodeError(f"{what} are not a JSON object")
         return creds
+
+    #: Sessions per page of :meth:`iter_creds_pages` (and ``restore_all``).
+    CREDS_PAGE_SIZE = 1000
+
+    async def load_creds_page(
+        self, after: str | None = None, *, limit: int | None = None
+    ) -> CredsPage:
+        """The creds of up to ``limit`` sessions whose id sorts after ``after``, in one statement.
+
+        The bulk form of :meth:`load_creds`, for bringing many sessions back
+        at once: the same decoding and validation (a session whose document
+        does not decode is reported in :attr:`CredsPage.failed`, the others
+        are returned), and the stored versions are observed, so saves made
+        afterwards land above them. Sessions without creds (keys only) are
+        not included. Pages follow the sessions' id order: pass
+        :attr:`CredsPage.next_after` to get the next one.
+
+        Args:
+            after: start after this session id (default None: from the first).
+            limit: the most sessions in the page (default None: ``CREDS_PAGE_SIZE``,
+                1000; at most 100,000).
+
+        Raises:
+            InvalidInputError: a bad ``limit``.
+            StoreUnavailableError, StoreOperationError: as for every call.
+        """
+        if after is not None and not isinstance(after, str):
+            raise InvalidTypeError(f"after must be a session id (str) or None, not {after!r}")
+        size = _page_limit(self.CREDS_PAGE_SIZE if limit is None else limit)
+        rows = await self._call(
+            "load_creds_page", None, partial(self._read_creds_page, after, size)
+        )
+        return self._creds_page(rows, size)
+
+    def iter_creds_pages(self, *, page_size: int | None = None) -> AsyncIterator[CredsPage]:
+        """Every session's creds, page by page (see :meth:`load_creds_page`).
+
+        Use it with ``async for``. One statement per page; the next page is
+        read while the current one is decoded, so at most two statements (two
+        pooled connections) are in flight. No page is empty: a store without
+        creds yields none. (The sync facade has no twin of it: loop over
+        ``load_creds_page`` there.)
+
+        Args:
+            page_size: sessions per page (default None: ``CREDS_PAGE_SIZE``, 1000).
+
+        Raises:
+            InvalidInputError: a bad ``page_size`` (at once, before any statement).
+        """
+        limit = _page_limit(self.CREDS_PAGE_SIZE if page_size is None else page_size)
+        return self._creds_pages(limit)
+
+    async def _creds_pages(self, limit: int) -> AsyncIterator[CredsPage]:
+        def fetch(after: str | None) -> asyncio.Task[list[CredsRow]]:
+            return asyncio.ensure_future(
+                self._call("load_creds_page", None, partial(self._read_creds_page, after, limit))
+            )
+
+        pending: asyncio.Task[list[CredsRow]] | None = fetch(None)
+        try:
+            while pending is not None:
+                rows = await pending
+                pending = fetch(rows[-1][0]) if len(rows) >= limit else None
+                if rows:  # the page after an exact multiple is empty
+                    yield self._creds_page(rows, limit)
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(BaseException):
+                    await pending
+
+    def _creds_page(self, rows: list[CredsRow], limit: int) -> CredsPage:
+        page = CredsPage(next_after=rows[-1][0] if len(rows) >= limit else None)
+        if rows:
+            self._clock.observe(max(version for _, _, version in rows))
+        with _collector_paused():
+            for sid, blob, _ in rows:
+                try:
+                    page.creds[sid] = self._decode_creds(sid, blob)
+                except (DecodeError, DecryptionError) as exc:
+                    page.failed[sid] = exc
+        return page
 
     async def save_creds(
         self, session_id: str, creds: Mapping[str, Any], *, fence: Fence | None = None
@@ -701,6 +892,48 @@ class BaseStore(ABC):
             keys.setdefault(category, {})[key_id] = self._decode_key(sid, category, key_id, value)
         return SessionExport(creds=creds, keys=keys)
 
+    #: Seconds :meth:`health` waits for the database at most, by default.
+    HEALTH_TIMEOUT = 5.0
+
+    async def health(self, *, timeout: float | None = None) -> StoreHealth:
+        """Check the store in one attempt, without raising: for a ``/healthz``.
+
+        Measures one statement's round trip and reads the schema version (and,
+        on PostgreSQL, the server version, whether it is a replica and the
+        pool's usage). Never retries and never raises for an unreachable or
+        closed store: ``ok`` is False and ``error`` says why.
+
+        Args:
+            timeout: seconds to wait at most (default None: the smaller of
+                ``HEALTH_TIMEOUT``, 5.0, and the retry policy's timeout).
+
+        Raises:
+            InvalidInputError: a bad ``timeout``.
+        """
+        if timeout is None:
+            timeout = min(self.HEALTH_TIMEOUT, self.retry.timeout)
+        elif (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not (timeout > 0 and timeout < math.inf)
+        ):
+            raise InvalidInputError(f"timeout must be seconds > 0, not {timeout!r}")
+        facts: dict[str, Any] = {"backend": self.kind, "pool": self._pool_usage()}
+        if not self._is_open:
+            return StoreHealth(ok=False, error=f"{self.kind} store is not open", **facts)
+        try:
+            facts.update(await self._health(float(timeout)))
+        except Exception as exc:
+            return StoreHealth(ok=False, error=describe_error(exc), **facts)
+        expected = facts.get("expected_schema_version")
+        ok = facts.get("schema_version") == expected
+        error = None if ok else f"schema version {facts.get('schema_version')}, expected {expected}"
+        return StoreHealth(ok=ok, error=error, **facts)
+
+    def _pool_usage(self) -> dict[str, int] | None:
+        """Pooled connections (size, available, waiting, min, max), for stores with a pool."""
+        return None
+
     async def schema_version(self) -> int | None:
         """The schema version in the database (None for stores without a schema)."""
         return await self._call("schema_version", None, self._schema_version)
@@ -785,15 +1018,56 @@ class BaseStore(ABC):
     async def _run(
         self, op: str, session_id: str | None, attempt: Callable[[float], Awaitable[T]]
     ) -> T:
-        """Retry ``attempt`` by the policy; wrap errors a retry cannot fix."""
+        """Retry ``attempt`` by the policy; wrap errors a retry cannot fix.
+
+        The one instrumentation point of store calls: with ``metrics`` set,
+        the call's duration and outcome, its retries and its give-up are
+        reported here.
+        """
+        metrics = self.metrics
+        if metrics is None:
+            return await self._attempts(op, session_id, attempt, self.on_retry, self.on_giveup)
+        kind = self.kind
+        on_retry, on_giveup = self.on_retry, self.on_giveup
+
+        def retried(details: RetryDetails) -> None:
+            metrics.retry(op, kind)
+            if on_retry is not None:
+                on_retry(details)
+
+        def gave_up(details: RetryDetails) -> None:
+            metrics.giveup(op, kind)
+            if on_giveup is not None:
+                on_giveup(details)
+
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = await self._attempts(op, session_id, attempt, retried, gave_up)
+            outcome = "ok"
+            return result
+        except StoreUnavailableError:
+            outcome = "unavailable"
+            raise
+        finally:
+            metrics.call(op, kind, time.perf_counter() - started, outcome)
+
+    async def _attempts(
+        self,
+        op: str,
+        session_id: str | None,
+        attempt: Callable[[float], Awaitable[T]],
+        on_retry: RetryHook | None,
+        on_giveup: RetryHook | None,
+    ) -> T:
         try:
             return await self.retry.call(
                 op,
                 session_id,
                 attempt,
                 is_transient=self._is_transient,
-                on_retry=self.on_retry,
-                on_giveup=self.on_giveup,
+                on_retry=on_retry,
+                on_giveup=on_giveup,
             )
         except SessionStoreError:
             raise
@@ -816,6 +1090,12 @@ class BaseStore(ABC):
     @abstractmethod
     async def _read_creds(self, session_id: str, timeout: float) -> tuple[bytes, int] | None:
         """The encoded creds and their version."""
+
+    @abstractmethod
+    async def _read_creds_page(
+        self, after: str | None, limit: int, timeout: float
+    ) -> list[CredsRow]:
+        """Up to ``limit`` creds rows whose session id sorts after ``after``, in id order."""
 
     @abstractmethod
     async def _write_creds(
@@ -861,6 +1141,11 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _schema_version(self, timeout: float) -> int | None: ...
+
+    @abstractmethod
+    async def _health(self, timeout: float) -> dict[str, Any]:
+        """One attempt: ``round_trip_ms``, ``schema_version``,
+        ``expected_schema_version``, ``server_version`` and ``role``."""
 
     @abstractmethod
     async def _replace_session(

@@ -58,10 +58,12 @@ from .leases import Lease
 from .store import (
     AuthStateStore,
     BaseStore,
+    CredsPage,
     Fence,
     ReencryptProgress,
     SessionExport,
     SessionInfo,
+    StoreHealth,
 )
 
 __all__ = [
@@ -330,6 +332,17 @@ class SyncStore(_Facade):
         """
         return self._run("load_creds", lambda: self._store.load_creds(session_id))
 
+    def load_creds_page(self, after: str | None = None, *, limit: int | None = None) -> CredsPage:
+        """The creds of up to ``limit`` sessions whose id sorts after ``after``, in one
+        statement.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.load_creds_page`: the same
+        arguments, result and errors.
+        """
+        return self._run(
+            "load_creds_page", lambda: self._base_store().load_creds_page(after, limit=limit)
+        )
+
     def save_creds(
         self, session_id: str, creds: Mapping[str, Any], *, fence: Fence | None = None
     ) -> None:
@@ -427,6 +440,14 @@ class SyncStore(_Facade):
         arguments, result and errors.
         """
         return self._run("export_session", lambda: self._store.export_session(session_id))
+
+    def health(self, *, timeout: float | None = None) -> StoreHealth:
+        """Check the store in one attempt, without raising: for a ``/healthz``.
+
+        Blocking twin of :meth:`~wa_session_store.store.BaseStore.health`: the same arguments,
+        result and errors.
+        """
+        return self._run("health", lambda: self._base_store().health(timeout=timeout))
 
     def schema_version(self) -> int | None:
         """The schema version in the database (None for stores without a schema).

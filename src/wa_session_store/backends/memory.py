@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from typing_extensions import Unpack
 
 from .._codec import KeyRow
-from ..store import BaseStore, RowKey, SessionInfo, StoreOptions
+from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions
 
 __all__ = ["MemoryStore"]
 
@@ -60,6 +61,16 @@ class MemoryStore(BaseStore):
         if session is None or session.creds is None:
             return None
         return session.creds, session.version
+
+    async def _read_creds_page(
+        self, after: str | None, limit: int, timeout: float
+    ) -> list[CredsRow]:
+        rows = sorted(
+            (sid, s.creds, s.version)
+            for sid, s in self._sessions.items()
+            if s.creds is not None and (after is None or sid > after)
+        )
+        return rows[:limit]
 
     async def _write_creds(
         self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
@@ -141,6 +152,9 @@ class MemoryStore(BaseStore):
 
     async def _schema_version(self, timeout: float) -> int | None:
         return None
+
+    async def _health(self, timeout: float) -> dict[str, Any]:
+        return {"round_trip_ms": 0.0, "server_version": None}
 
     async def _replace_session(
         self,

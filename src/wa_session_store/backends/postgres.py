@@ -20,7 +20,8 @@ import math
 import os
 import select
 import socket
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -42,10 +43,10 @@ from ..errors import (
     StoreConfigurationError,
     shown,
 )
-from ..leases import Lease, check_lease_args
+from ..leases import Lease, LeaseInfo, check_lease_args
 from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
-from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
-from .postgres_schema import Schema
+from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
+from .postgres_schema import SCHEMA_VERSION, Schema
 
 __all__ = ["PostgresStore"]
 
@@ -288,6 +289,8 @@ class PostgresStore(BaseStore):
                 ),
             )
             if granted:
+                if self.metrics is not None:
+                    self.metrics.leases_granted(self.kind)
                 return Lease(self, sid, holder, token, expires_at, ttl)
             remaining = math.inf if deadline is None else deadline - loop.time()
             if remaining <= 0:
@@ -313,6 +316,8 @@ class PostgresStore(BaseStore):
             None,
             partial(self._query, statement=self.schema.claim_sessions, params=params, fetch="all"),
         )
+        if rows and self.metrics is not None:
+            self.metrics.leases_granted(self.kind, len(rows))
         return [
             Lease(self, sid, holder, token, expires, ttl) for sid, holder, token, expires in rows
         ]
@@ -329,33 +334,109 @@ class PostgresStore(BaseStore):
         )
         return None if row is None else (row[0], row[1], row[2])
 
-    async def _renew_lease(self, lease: Lease) -> datetime:
-        params = {"sid": lease.session_id, "token": lease.token, "ttl": lease.ttl}
+    async def list_leases(self) -> list[LeaseInfo]:
+        """The newest lease of every session that ever had one, ordered by session id.
 
-        row = await self._call(
-            "renew_lease",
-            lease.session_id,
-            partial(self._query, statement=self.schema.renew_lease, params=params, fetch="one"),
+        A released lease reads as expired: its row outlives it, so that tokens
+        keep increasing.
+        """
+        rows = await self._call(
+            "list_leases",
+            None,
+            partial(self._query, statement=self.schema.list_leases, fetch="all"),
         )
-        if row is None:
-            holder = await self.lease_holder(lease.session_id)
-            raise LeaseLostError(
-                lease.session_id,
-                lease.token,
-                holder[0] if holder else None,
-                holder[1] if holder else None,
-            )
-        expires_at: datetime = row[0]
+        return [LeaseInfo(*row) for row in rows]
+
+    async def _renew_lease(self, lease: Lease) -> datetime:
+        rows = await self._renew_batch("renew_lease", lease.session_id, {lease.session_id: lease})
+        ((sid, expires_at, holder, holder_token),) = rows
+        if expires_at is None:
+            raise LeaseLostError(sid, lease.token, holder, holder_token)
+        if self.metrics is not None:
+            self.metrics.leases_renewed(self.kind, 1)
         return expires_at
 
     async def _release_lease(self, lease: Lease) -> None:
-        params = {"sid": lease.session_id, "token": lease.token}
+        await self._release_batch("release_lease", lease.session_id, {lease.session_id: lease})
 
-        await self._call(
-            "release_lease",
-            lease.session_id,
-            partial(self._query, statement=self.schema.release_lease, params=params),
+    async def _renew_batch(
+        self, op: str, session_id: str | None, leases: dict[str, Lease]
+    ) -> list[tuple[str, datetime | None, str | None, int | None]]:
+        """One statement renewing ``leases``: (session, new expiry or None, holder, token)."""
+        params = {
+            "sids": list(leases),
+            "tokens": [lease.token for lease in leases.values()],
+            "ttls": [lease.ttl for lease in leases.values()],
+        }
+        rows: list[tuple[str, datetime | None, str | None, int | None]] = await self._call(
+            op,
+            session_id,
+            partial(self._query, statement=self.schema.renew_leases, params=params, fetch="all"),
         )
+        return rows
+
+    async def _release_batch(
+        self, op: str, session_id: str | None, leases: dict[str, Lease]
+    ) -> int:
+        params = {"sids": list(leases), "tokens": [lease.token for lease in leases.values()]}
+        count = await self._call(
+            op,
+            session_id,
+            partial(self._query, statement=self.schema.release_leases, params=params),
+        )
+        return int(count)
+
+    async def renew_leases(self, leases: Iterable[Lease]) -> list[Lease]:
+        """Renew many leases in one statement; return those found lost.
+
+        Each lease is extended by its own ``ttl`` from now (server time) if its
+        token is still the session's newest, exactly as :meth:`Lease.renew`
+        fences it. A lease that is not renewed is marked lost individually
+        (:meth:`Lease.mark_lost` with a :class:`LeaseLostError` naming the
+        current holder); the others are unaffected. Leases already known to
+        be lost are skipped.
+
+        Raises:
+            StoreUnavailableError, StoreOperationError: the statement failed;
+                no lease is marked lost then (the caller decides, by expiry).
+        """
+        live = {lease.session_id: lease for lease in leases if not lease.lost}
+        if not live:
+            return []
+        rows = await self._renew_batch("renew_leases", None, live)
+        lost: list[Lease] = []
+        for sid, expires_at, holder, holder_token in rows:
+            lease = live[sid]
+            if expires_at is not None:
+                lease.expires_at = expires_at
+            elif not lease.lost:
+                lease.mark_lost(LeaseLostError(sid, lease.token, holder, holder_token))
+                lost.append(lease)
+        if self.metrics is not None:
+            self.metrics.leases_renewed(self.kind, len(rows) - len(lost))
+        return lost
+
+    async def release_leases(self, leases: Iterable[Lease]) -> int:
+        """Release many leases in one statement (see :meth:`Lease.release`).
+
+        Leases already lost or released are skipped; the others end released
+        (``lease.lost`` turns True, without loss callbacks) even when they had
+        been taken over meanwhile. Stop their keep-alives first.
+
+        Returns:
+            How many were still held and are now free.
+
+        Raises:
+            StoreUnavailableError, StoreOperationError: the statement failed
+                (nothing is marked released).
+        """
+        live = {lease.session_id: lease for lease in leases if not lease.lost}
+        if not live:
+            return 0
+        count = await self._release_batch("release_leases", None, live)
+        for lease in live.values():
+            lease._released()
+        return count
 
     # -- connections ---------------------------------------------------------------
 
@@ -498,6 +579,18 @@ class PostgresStore(BaseStore):
         )
         return None if row is None else (row[0], row[1])
 
+    async def _read_creds_page(
+        self, after: str | None, limit: int, timeout: float
+    ) -> list[CredsRow]:
+        rows: list[CredsRow] = await self._query(
+            timeout,
+            self.schema.read_creds_page,
+            (after or "", limit),
+            fetch="all",
+            binary=True,
+        )
+        return rows
+
     async def _write_creds(
         self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
     ) -> bool:
@@ -585,6 +678,35 @@ class PostgresStore(BaseStore):
 
     async def _schema_version(self, timeout: float) -> int | None:
         return await self._on_connection(timeout, self.schema.version)
+
+    async def _health(self, timeout: float) -> dict[str, Any]:
+        async def probe(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+            started = time.perf_counter()
+            cur = await conn.execute(
+                "SELECT current_setting('server_version'), pg_is_in_recovery()"
+            )
+            row = await cur.fetchone()
+            elapsed = (time.perf_counter() - started) * 1000
+            assert row is not None
+            return {
+                "round_trip_ms": elapsed,
+                "schema_version": await self.schema.version(conn),
+                "expected_schema_version": SCHEMA_VERSION,
+                "server_version": f"PostgreSQL {row[0]}",
+                "role": "replica" if row[1] else "primary",
+            }
+
+        return await self._on_connection(timeout, probe)
+
+    def _pool_usage(self) -> dict[str, int] | None:
+        stats = self.pool.get_stats()
+        return {
+            "size": int(stats.get("pool_size", 0)),
+            "available": int(stats.get("pool_available", 0)),
+            "waiting": int(stats.get("requests_waiting", 0)),
+            "min": self.pool.min_size,
+            "max": self.pool.max_size,
+        }
 
     async def _replace_session(
         self,

@@ -82,6 +82,12 @@ class Schema:
         self.read_creds = sql.SQL(
             "SELECT value, version FROM {creds} WHERE session_id = %s"
         ).format(creds=creds)
+        # Keyset pages in the primary key's order: one index range scan a page
+        # (session ids are never empty, so "" starts at the first).
+        self.read_creds_page = sql.SQL(
+            "SELECT session_id, value, version FROM {creds}"
+            " WHERE session_id > %s ORDER BY session_id LIMIT %s"
+        ).format(creds=creds)
         # A late retry carries its old version and loses to anything newer.
         self.write_creds = sql.SQL(
             "INSERT INTO {creds} AS c (session_id, value, version) VALUES (%s, %b, %s)"
@@ -216,13 +222,29 @@ class Schema:
             " UNION ALL SELECT false, owner, token, expires_at FROM {leases}"
             " WHERE session_id = %(sid)s AND NOT EXISTS (SELECT 1 FROM granted)"
         ).format(**names)
-        self.renew_lease = sql.SQL(
-            "UPDATE {leases} SET expires_at = now() + make_interval(secs => %(ttl)s)"
-            " WHERE session_id = %(sid)s AND token = %(token)s RETURNING expires_at"
+        # Renewal and release of one lease or many in one statement (Lease,
+        # LeaseRenewer, SessionWorker), fenced lease by lease: only the newest
+        # token of a session is extended or released. The outer read of {leases} sees the rows
+        # as they were before the update, so a lease that is not renewed comes
+        # back with the session's current holder.
+        self.renew_leases = sql.SQL(
+            "WITH b AS (SELECT * FROM unnest(%(sids)s::text[], %(tokens)s::int8[],"
+            " %(ttls)s::float8[]) AS b(session_id, token, ttl)),"
+            " renewed AS (UPDATE {leases} l SET expires_at = now() + make_interval(secs => b.ttl)"
+            " FROM b WHERE l.session_id = b.session_id AND l.token = b.token"
+            " RETURNING l.session_id, l.expires_at)"
+            " SELECT b.session_id, r.expires_at, c.owner, c.token FROM b"
+            " LEFT JOIN renewed r ON r.session_id = b.session_id"
+            " LEFT JOIN {leases} c ON c.session_id = b.session_id"
         ).format(**names)
-        self.release_lease = sql.SQL(
-            "UPDATE {leases} SET expires_at = now()"
-            " WHERE session_id = %(sid)s AND token = %(token)s"
+        self.release_leases = sql.SQL(
+            "UPDATE {leases} l SET expires_at = now()"
+            " FROM unnest(%(sids)s::text[], %(tokens)s::int8[]) AS b(session_id, token)"
+            " WHERE l.session_id = b.session_id AND l.token = b.token"
+        ).format(**names)
+        self.list_leases = sql.SQL(
+            "SELECT session_id, owner, token, expires_at, expires_at <= now() FROM {leases}"
+            " ORDER BY session_id"
         ).format(**names)
         self.lease_holder = sql.SQL(
             "SELECT owner, token, expires_at FROM {leases} WHERE session_id = %(sid)s"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
@@ -32,7 +32,7 @@ from ..errors import (
     shown,
 )
 from ..retry import AttemptTimeoutError, within
-from ..store import BaseStore, RowKey, SessionInfo, StoreOptions, split_session_rows
+from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
 
 __all__ = ["SQLiteStore"]
 
@@ -262,6 +262,18 @@ class SQLiteStore(BaseStore):
 
         return await self._in_thread(read, timeout)
 
+    async def _read_creds_page(
+        self, after: str | None, limit: int, timeout: float
+    ) -> list[CredsRow]:
+        def read(conn: sqlite3.Connection) -> list[CredsRow]:
+            return conn.execute(
+                "SELECT session_id, value, version FROM wa_creds WHERE session_id > ?"
+                " ORDER BY session_id LIMIT ?",
+                (after if after is not None else "", limit),
+            ).fetchall()
+
+        return await self._in_thread(read, timeout)
+
     async def _write_creds(
         self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
     ) -> bool:
@@ -368,6 +380,16 @@ class SQLiteStore(BaseStore):
             return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
         return await self._in_thread(read, timeout)
+
+    async def _health(self, timeout: float) -> dict[str, Any]:
+        started = time.perf_counter()
+        version = await self._schema_version(timeout)
+        return {
+            "round_trip_ms": (time.perf_counter() - started) * 1000,
+            "schema_version": version,
+            "expected_schema_version": SCHEMA_VERSION,
+            "server_version": f"SQLite {sqlite3.sqlite_version}",
+        }
 
     async def _replace_session(
         self,
