@@ -53,7 +53,7 @@ from .errors import (
     describe_error,
     shown,
 )
-from .leases import Lease
+from .leases import Lease, fenced
 from .store import AuthStateStore
 
 __all__ = [
@@ -393,7 +393,9 @@ class AuthKeys:
             self._cancel_timer()
             self._forget()
             try:
-                await self._fenced(self._store.clear_keys)
+                await fenced(
+                    self._lease, lambda **fence: self._store.clear_keys(self._session_id, **fence)
+                )
             except BaseException:
                 self._pending = {**saved, **self._pending}
                 raise
@@ -602,9 +604,7 @@ class AuthKeys:
             self._cache.discard(key)
             self._writing[key] = self._writing.get(key, 0) + 1
         try:
-            await self._fenced(
-                lambda sid, **fence: self._store.set_keys(sid, _grouped(batch), **fence)
-            )
+            await self._store_batch(batch)
         finally:
             raced = set()
             for key in batch:
@@ -616,15 +616,12 @@ class AuthKeys:
             if key not in raced and key not in self._writing and self._cacheable(key):
                 self._cache.put(key, entry)
 
-    async def _fenced(self, write: Any) -> Any:
-        """``write(session_id[, fence=lease])``; a lost lease is reported to the lease."""
-        if self._lease is None:
-            return await write(self._session_id)
-        try:
-            return await write(self._session_id, fence=self._lease)
-        except LeaseLostError as exc:
-            self._lease.mark_lost(exc)
-            raise
+    async def _store_batch(self, batch: dict[_Key, _Entry]) -> None:
+        """Store ``batch`` in one fenced ``set_keys``."""
+        data = _grouped(batch)
+        await fenced(
+            self._lease, lambda **fence: self._store.set_keys(self._session_id, data, **fence)
+        )
 
     def _arm(self, delay: float) -> None:
         if self._timer is not None or self._flush_task is not None:
@@ -659,9 +656,7 @@ class AuthKeys:
                     return None
                 self._inflight = batch
                 try:
-                    await self._fenced(
-                        lambda sid, **fence: self._store.set_keys(sid, _grouped(batch), **fence)
-                    )
+                    await self._store_batch(batch)
                 except BaseException as exc:
                     if not self._lost:
                         # Kept, beneath anything written since.

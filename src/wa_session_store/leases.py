@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from typing_extensions import Self
 
@@ -39,6 +39,7 @@ __all__ = [
     "LossCallback",
     "SessionWorker",
     "check_lease_args",
+    "fenced",
 ]
 
 logger = logging.getLogger("wa_session_store")
@@ -65,6 +66,28 @@ def check_lease_args(owner: object, ttl: object, wait: object = 0.0) -> tuple[st
     ):
         raise InvalidInputError(f"wait must be None (forever) or seconds >= 0, not {shown(wait)}")
     return owner, float(ttl)
+
+
+T = TypeVar("T")
+
+
+async def fenced(lease: Lease | None, write: Callable[..., Awaitable[T]]) -> T:
+    """``write()``, or ``write(fence=lease)`` with a lease; a lost lease is reported to it.
+
+    The one place writes are fenced (creds saves and key batches alike):
+    without a lease the store is called without ``fence`` at all, so stores
+    that know nothing of leases work unchanged.
+
+    Raises:
+        LeaseLostError: the lease is no longer the newest; it is marked lost first.
+    """
+    if lease is None:
+        return await write()
+    try:
+        return await write(fence=lease)
+    except LeaseLostError as exc:
+        lease.mark_lost(exc)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
