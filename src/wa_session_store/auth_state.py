@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +21,7 @@ from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
+from .backends.lease import Lease
 from .creds_saver import CredsSaver, UrgentPredicate, check_urgent, prekey_counters_changed
 from .errors import (
     InvalidInputError,
@@ -32,7 +32,7 @@ from .errors import (
     shown,
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
-from .leases import Lease
+from .metrics import open_auth_states
 from .store import AuthStateStore, BaseStore, _collector_paused
 from .throttle import Throttler
 
@@ -51,8 +51,9 @@ __all__ = [
 
 logger = logging.getLogger("wa_session_store")
 
-# Every AuthState not yet closed, for install_shutdown_handler() and close_all().
-_open_states: weakref.WeakSet[AuthState] = weakref.WeakSet()
+# Every AuthState not yet closed, for install_shutdown_handler() and close_all()
+# (and the metrics' gauges, whose module keeps the set).
+_open_states = open_auth_states
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,7 +590,11 @@ async def close_all(
     Returns:
         The sessions whose final save failed, with the error (empty: nothing lost).
     """
-    targets = list(_open_states if states is None else states)
+    targets = (
+        list(states)
+        if states is not None
+        else [s for s in _open_states if isinstance(s, AuthState)]
+    )
     outcomes = await asyncio.gather(
         *(state.aclose(deadline) for state in targets), return_exceptions=True
     )

@@ -27,8 +27,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from .backends.lease import Lease, fenced
 from .errors import InvalidInputError, InvalidTypeError, StoreClosedError
-from .leases import Lease, fenced
 from .metrics import metrics_of
 from .store import AuthStateStore
 from .throttle import BackupScheduler, Throttler

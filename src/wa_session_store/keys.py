@@ -47,13 +47,13 @@ from ._codec import (
     given_twice,
     key_batch_entries,
 )
+from .backends.lease import Lease, fenced
 from .errors import (
     InvalidInputError,
     LeaseLostError,
     describe_error,
     shown,
 )
-from .leases import Lease, fenced
 from .store import AuthStateStore
 
 __all__ = [

@@ -286,6 +286,25 @@ class AuthStateStore(Protocol):
         """The session's creds and every key, read in one snapshot; None if absent."""
 
 
+class FencedWrites(Protocol):
+    """The fenced write primitives of a store with leases (``PostgresLeases``).
+
+    Each is one attempt, like the primitives of :class:`BaseStore`, and
+    raises :class:`~wa_session_store.LeaseLostError` (writing nothing) unless
+    ``token`` is the session's newest lease token.
+    """
+
+    async def _write_creds_fenced(
+        self, session_id: str, blob: bytes, version: int, token: int, timeout: float
+    ) -> bool: ...
+
+    async def _write_keys_fenced(
+        self, session_id: str, rows: list[KeyRow], token: int, timeout: float
+    ) -> None: ...
+
+    async def _clear_keys_fenced(self, session_id: str, token: int, timeout: float) -> int: ...
+
+
 class Fence(Protocol):
     """What fences a write: a lease's session and token (a :class:`~wa_session_store.Lease`)."""
 
@@ -635,11 +654,17 @@ class BaseStore(ABC):
         blob = encode_creds(creds, session_id=sid, max_size=self.max_value_size)
         if self.cipher is not None:
             blob = self.cipher.seal(blob, associated_data(sid))
-        token = self._fence_token(sid, fence)
+        fencing = self._fence(sid, fence)
         version = self._clock.next()
-        await self._call(
-            "save_creds", sid, lambda t: self._write_creds(sid, blob, version, token, t)
-        )
+        if fencing is None:
+            await self._call("save_creds", sid, lambda t: self._write_creds(sid, blob, version, t))
+        else:
+            writes, token = fencing
+            await self._call(
+                "save_creds",
+                sid,
+                lambda t: writes._write_creds_fenced(sid, blob, version, token, t),
+            )
 
     async def get_keys(
         self, session_id: str, category: str, ids: Iterable[str | int]
@@ -715,10 +740,16 @@ class BaseStore(ABC):
         )
         return [(c, k, self._decode_key(sid, c, k, v)) for c, k, v in rows]
 
-    def _fence_token(self, session_id: str, fence: Fence | None) -> int | None:
+    def _fencing(self) -> FencedWrites | None:
+        """The fenced write primitives, for stores with leases (None: none)."""
+        return None
+
+    def _fence(self, session_id: str, fence: Fence | None) -> tuple[FencedWrites, int] | None:
+        """Where a write with ``fence`` goes, and its token (None: an unfenced write)."""
         if fence is None:
             return None
-        if not self.supports_leases:
+        writes = self._fencing()
+        if writes is None:
             raise InvalidInputError(
                 f"{self.kind} stores cannot fence writes with leases; use PostgresStore"
             )
@@ -726,7 +757,7 @@ class BaseStore(ABC):
             raise InvalidInputError(
                 f"the lease is for session {fence.session_id!r}, not {session_id!r}"
             )
-        return fence.token
+        return writes, fence.token
 
     def _encode_keys(self, session_id: str, data: object, extra: int = 0) -> list[KeyRow]:
         """Validate, encode and seal a key batch; ``extra`` bytes more travel with it."""
@@ -807,8 +838,14 @@ class BaseStore(ABC):
         if not rows:
             self._check_open()
             return
-        token = self._fence_token(sid, fence)
-        await self._call("set_keys", sid, lambda t: self._write_keys(sid, rows, token, t))
+        fencing = self._fence(sid, fence)
+        if fencing is None:
+            await self._call("set_keys", sid, lambda t: self._write_keys(sid, rows, t))
+        else:
+            writes, token = fencing
+            await self._call(
+                "set_keys", sid, lambda t: writes._write_keys_fenced(sid, rows, token, t)
+            )
 
     async def clear_keys(self, session_id: str, *, fence: Fence | None = None) -> int:
         """Delete every key of the session, keeping its creds; return how many were deleted.
@@ -816,8 +853,13 @@ class BaseStore(ABC):
         With ``fence``, only while that lease is the newest (see :meth:`save_creds`).
         """
         sid = check_session_id(session_id)
-        token = self._fence_token(sid, fence)
-        return await self._call("clear_keys", sid, lambda t: self._clear_keys(sid, token, t))
+        fencing = self._fence(sid, fence)
+        if fencing is None:
+            return await self._call("clear_keys", sid, lambda t: self._clear_keys(sid, t))
+        writes, token = fencing
+        return await self._call(
+            "clear_keys", sid, lambda t: writes._clear_keys_fenced(sid, token, t)
+        )
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Return every stored session (with creds or keys), ordered by id."""
@@ -1099,13 +1141,10 @@ class BaseStore(ABC):
 
     @abstractmethod
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
+        self, session_id: str, blob: bytes, version: int, timeout: float
     ) -> bool:
-        """Upsert unless a newer version is stored; True if written.
-
-        With a ``fence`` token, raise :class:`LeaseLostError` (writing nothing)
-        unless it is the session's newest lease token.
-        """
+        """Upsert unless a newer version is stored; True if written (fenced
+        writes go to :class:`FencedWrites`)."""
 
     @abstractmethod
     async def _read_keys(
@@ -1125,13 +1164,11 @@ class BaseStore(ABC):
         """Up to ``limit`` key rows of ``categories`` after ``after``, in key order."""
 
     @abstractmethod
-    async def _write_keys(
-        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
-    ) -> None:
-        """Upsert and delete ``rows`` in one transaction (fenced as ``_write_creds``)."""
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
+        """Upsert and delete ``rows`` in one transaction."""
 
     @abstractmethod
-    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int: ...
+    async def _clear_keys(self, session_id: str, timeout: float) -> int: ...
 
     @abstractmethod
     async def _list_sessions(self, timeout: float) -> list[SessionInfo]: ...

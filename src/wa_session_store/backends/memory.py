@@ -73,7 +73,7 @@ class MemoryStore(BaseStore):
         return rows[:limit]
 
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
+        self, session_id: str, blob: bytes, version: int, timeout: float
     ) -> bool:
         current = self._sessions.get(session_id)
         if current is not None and current.creds is not None and current.version >= version:
@@ -110,9 +110,7 @@ class MemoryStore(BaseStore):
         )
         return rows[:limit]
 
-    async def _write_keys(
-        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
-    ) -> None:
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
         keys = self._touch(session_id).keys
         for category, key_id, blob in rows:
             if blob is None:
@@ -121,7 +119,7 @@ class MemoryStore(BaseStore):
                 keys[category, key_id] = blob
         self._forget_if_empty(session_id)
 
-    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
+    async def _clear_keys(self, session_id: str, timeout: float) -> int:
         session = self._sessions.get(session_id)
         if session is None:
             return 0

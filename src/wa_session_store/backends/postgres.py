@@ -21,7 +21,7 @@ import os
 import select
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import partial
 from typing import Any, Final, TypeVar
@@ -32,20 +32,19 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typing_extensions import Unpack
 
-from .._codec import KeyRow, check_session_id
-from .._open import SECRET_PARAMS
+from .._codec import KeyRow
 from ..errors import (
     InvalidInputError,
     InvalidTypeError,
     LeaseLostError,
-    LeaseUnavailableError,
     StoreClosedError,
     StoreConfigurationError,
     shown,
 )
-from ..leases import Lease, LeaseInfo, check_lease_args
+from ..redaction import SECRET_PARAMS
 from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
 from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
+from .postgres_leases import PostgresLeases
 from .postgres_schema import SCHEMA_VERSION, Schema
 
 __all__ = ["PostgresStore"]
@@ -58,7 +57,7 @@ T = TypeVar("T")
 _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 
 
-class PostgresStore(BaseStore):
+class PostgresStore(PostgresLeases, BaseStore):
     """Stores auth states in PostgreSQL.
 
     Args:
@@ -251,193 +250,6 @@ class PostgresStore(BaseStore):
         if self._owns_pool:
             await self.pool.close()
 
-    # -- leases ------------------------------------------------------------------------
-
-    #: Seconds between attempts while ``acquire_lease`` waits for a holder.
-    LEASE_POLL_INTERVAL = 0.2
-
-    async def acquire_lease(
-        self, session_id: str, *, owner: str, ttl: float = 30.0, wait: float | None = 0.0
-    ) -> Lease:
-        """Grant the session to ``owner`` until ``ttl`` seconds pass without renewal.
-
-        If another live owner holds it, try again every
-        ``LEASE_POLL_INTERVAL`` seconds for up to ``wait`` seconds (``None``:
-        forever) until it is released or expires. Acquiring a lease one
-        already holds grants a new one with a higher token.
-
-        Returns:
-            The :class:`~wa_session_store.Lease`, with a fencing token higher
-            than any granted for this session before.
-
-        Raises:
-            LeaseUnavailableError: still held by someone else after ``wait``,
-                naming the holder and when its lease expires.
-            InvalidInputError: a bad session id, owner, ttl or wait.
-        """
-        sid = check_session_id(session_id)
-        owner, ttl = check_lease_args(owner, ttl, wait)
-        loop = asyncio.get_running_loop()
-        deadline = None if wait is None else loop.time() + wait
-        params = {"sid": sid, "owner": owner, "ttl": ttl}
-        while True:
-            granted, holder, token, expires_at = await self._call(
-                "acquire_lease",
-                sid,
-                partial(
-                    self._query, statement=self.schema.acquire_lease, params=params, fetch="one"
-                ),
-            )
-            if granted:
-                if self.metrics is not None:
-                    self.metrics.leases_granted(self.kind)
-                return Lease(self, sid, holder, token, expires_at, ttl)
-            remaining = math.inf if deadline is None else deadline - loop.time()
-            if remaining <= 0:
-                raise LeaseUnavailableError(sid, holder, expires_at)
-            await asyncio.sleep(min(self.LEASE_POLL_INTERVAL, remaining))
-
-    async def claim_sessions(self, owner: str, *, limit: int, ttl: float = 30.0) -> list[Lease]:
-        """Lease up to ``limit`` stored sessions whose lease is free or expired.
-
-        Several workers claiming at once split the sessions between them
-        (``FOR UPDATE SKIP LOCKED``); a session is never granted twice.
-
-        Raises:
-            InvalidInputError: a bad owner, limit or ttl.
-        """
-        owner, ttl = check_lease_args(owner, ttl)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"limit must be an int >= 1, not {shown(limit)}")
-        params = {"owner": owner, "limit": limit, "ttl": ttl}
-
-        rows = await self._call(
-            "claim_sessions",
-            None,
-            partial(self._query, statement=self.schema.claim_sessions, params=params, fetch="all"),
-        )
-        if rows and self.metrics is not None:
-            self.metrics.leases_granted(self.kind, len(rows))
-        return [
-            Lease(self, sid, holder, token, expires, ttl) for sid, holder, token, expires in rows
-        ]
-
-    async def lease_holder(self, session_id: str) -> tuple[str, int, datetime] | None:
-        """The newest lease of the session: (owner, token, expires_at), or None."""
-        sid = check_session_id(session_id)
-        params = {"sid": sid}
-
-        row = await self._call(
-            "lease_holder",
-            sid,
-            partial(self._query, statement=self.schema.lease_holder, params=params, fetch="one"),
-        )
-        return None if row is None else (row[0], row[1], row[2])
-
-    async def list_leases(self) -> list[LeaseInfo]:
-        """The newest lease of every session that ever had one, ordered by session id.
-
-        A released lease reads as expired: its row outlives it, so that tokens
-        keep increasing.
-        """
-        rows = await self._call(
-            "list_leases",
-            None,
-            partial(self._query, statement=self.schema.list_leases, fetch="all"),
-        )
-        return [LeaseInfo(*row) for row in rows]
-
-    async def _renew_lease(self, lease: Lease) -> datetime:
-        rows = await self._renew_batch("renew_lease", lease.session_id, {lease.session_id: lease})
-        ((sid, expires_at, holder, holder_token),) = rows
-        if expires_at is None:
-            raise LeaseLostError(sid, lease.token, holder, holder_token)
-        if self.metrics is not None:
-            self.metrics.leases_renewed(self.kind, 1)
-        return expires_at
-
-    async def _release_lease(self, lease: Lease) -> None:
-        await self._release_batch("release_lease", lease.session_id, {lease.session_id: lease})
-
-    async def _renew_batch(
-        self, op: str, session_id: str | None, leases: dict[str, Lease]
-    ) -> list[tuple[str, datetime | None, str | None, int | None]]:
-        """One statement renewing ``leases``: (session, new expiry or None, holder, token)."""
-        params = {
-            "sids": list(leases),
-            "tokens": [lease.token for lease in leases.values()],
-            "ttls": [lease.ttl for lease in leases.values()],
-        }
-        rows: list[tuple[str, datetime | None, str | None, int | None]] = await self._call(
-            op,
-            session_id,
-            partial(self._query, statement=self.schema.renew_leases, params=params, fetch="all"),
-        )
-        return rows
-
-    async def _release_batch(
-        self, op: str, session_id: str | None, leases: dict[str, Lease]
-    ) -> int:
-        params = {"sids": list(leases), "tokens": [lease.token for lease in leases.values()]}
-        count = await self._call(
-            op,
-            session_id,
-            partial(self._query, statement=self.schema.release_leases, params=params),
-        )
-        return int(count)
-
-    async def renew_leases(self, leases: Iterable[Lease]) -> list[Lease]:
-        """Renew many leases in one statement; return those found lost.
-
-        Each lease is extended by its own ``ttl`` from now (server time) if its
-        token is still the session's newest, exactly as :meth:`Lease.renew`
-        fences it. A lease that is not renewed is marked lost individually
-        (:meth:`Lease.mark_lost` with a :class:`LeaseLostError` naming the
-        current holder); the others are unaffected. Leases already known to
-        be lost are skipped.
-
-        Raises:
-            StoreUnavailableError, StoreOperationError: the statement failed;
-                no lease is marked lost then (the caller decides, by expiry).
-        """
-        live = {lease.session_id: lease for lease in leases if not lease.lost}
-        if not live:
-            return []
-        rows = await self._renew_batch("renew_leases", None, live)
-        lost: list[Lease] = []
-        for sid, expires_at, holder, holder_token in rows:
-            lease = live[sid]
-            if expires_at is not None:
-                lease.expires_at = expires_at
-            elif not lease.lost:
-                lease.mark_lost(LeaseLostError(sid, lease.token, holder, holder_token))
-                lost.append(lease)
-        if self.metrics is not None:
-            self.metrics.leases_renewed(self.kind, len(rows) - len(lost))
-        return lost
-
-    async def release_leases(self, leases: Iterable[Lease]) -> int:
-        """Release many leases in one statement (see :meth:`Lease.release`).
-
-        Leases already lost or released are skipped; the others end released
-        (``lease.lost`` turns True, without loss callbacks) even when they had
-        been taken over meanwhile. Stop their keep-alives first.
-
-        Returns:
-            How many were still held and are now free.
-
-        Raises:
-            StoreUnavailableError, StoreOperationError: the statement failed
-                (nothing is marked released).
-        """
-        live = {lease.session_id: lease for lease in leases if not lease.lost}
-        if not live:
-            return 0
-        count = await self._release_batch("release_leases", None, live)
-        for lease in live.values():
-            lease._released()
-        return count
-
     # -- connections ---------------------------------------------------------------
 
     async def _on_connection(
@@ -592,20 +404,24 @@ class PostgresStore(BaseStore):
         return rows
 
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
+        self, session_id: str, blob: bytes, version: int, timeout: float
     ) -> bool:
-        if fence is not None:
-            params = {"sid": session_id, "token": fence, "value": blob, "version": version}
-            return await self._fenced(self.schema.write_creds_fenced, params, timeout) > 0
-        count = await self._query(timeout, self.schema.write_creds, (session_id, blob, version))
-        return bool(count > 0)
+        params = {"sid": session_id, "value": blob, "version": version}
+        return await self._write_statement(self.schema.write_creds, params, timeout) > 0
 
-    async def _fenced(self, statement: sql.Composed, params: dict[str, Any], timeout: float) -> int:
-        """Run a fenced write; its result, or LeaseLostError when the fence failed."""
+    async def _write_statement(
+        self, statement: sql.Composed, params: dict[str, Any], timeout: float
+    ) -> int:
+        """Run a write built by ``Schema`` (see ``postgres_schema._write``): its result.
+
+        Raises:
+            LeaseLostError: a fenced write whose token is no longer the newest
+                (nothing was written).
+        """
         row = await self._query(timeout, statement, params, fetch="one")
-        held, result, holder, holder_token = row
+        held, result, *holder = row
         if not held:
-            raise LeaseLostError(params["sid"], params["token"], holder, holder_token)
+            raise LeaseLostError(params["sid"], params["token"], *holder)
         return int(result)
 
     async def _read_keys(
@@ -630,34 +446,13 @@ class PostgresStore(BaseStore):
         )
         return [(c, k, v) for c, k, v in rows]
 
-    async def _write_keys(
-        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
-    ) -> None:
-        categories = [row[0] for row in rows]
-        key_ids = [row[1] for row in rows]
-        values = [row[2] for row in rows]
-        if fence is not None:
-            params = {
-                "sid": session_id,
-                "token": fence,
-                "categories": categories,
-                "ids": key_ids,
-                "values": values,
-            }
-            await self._fenced(self.schema.write_keys_fenced, params, timeout)
-            return
-        if None in values:
-            batch = (categories, key_ids, values, session_id, session_id)
-            await self._query(timeout, self.schema.write_keys, batch)
-        else:
-            upserts = (session_id, categories, key_ids, values)
-            await self._query(timeout, self.schema.upsert_keys, upserts)
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
+        params = {"sid": session_id, **Schema.key_batch_params(rows)}
+        await self._write_statement(self.schema.key_batch(rows, fenced=False), params, timeout)
 
-    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
-        if fence is not None:
-            params = {"sid": session_id, "token": fence}
-            return await self._fenced(self.schema.clear_keys_fenced, params, timeout)
-        return int(await self._query(timeout, self.schema.clear_keys, (session_id,)))
+    async def _clear_keys(self, session_id: str, timeout: float) -> int:
+        params = {"sid": session_id}
+        return await self._write_statement(self.schema.clear_keys, params, timeout)
 
     async def _list_sessions(self, timeout: float) -> list[SessionInfo]:
         rows: list[tuple[str, datetime, int, bool, int]] = await self._query(
@@ -735,11 +530,8 @@ class PostgresStore(BaseStore):
                 if creds is not None:
                     await conn.execute(schema.insert_creds, (session_id, creds, version))
                 if rows:
-                    columns = list(zip(*rows, strict=True))
-                    await conn.execute(
-                        schema.insert_keys,
-                        (session_id, list(columns[0]), list(columns[1]), list(columns[2])),
-                    )
+                    params = {"sid": session_id, **Schema.key_batch_params(rows)}
+                    await conn.execute(schema.key_batch(rows, fenced=False), params)
             return True
 
         return await self._on_connection(timeout, replace)
