@@ -33,7 +33,8 @@ from .errors import (
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .metrics import open_auth_states
-from .store import AuthStateStore, BaseStore, _collector_paused
+from .rows import collector_paused
+from .store import AuthStateStore, BaseStore
 from .throttle import Throttler
 
 __all__ = [
@@ -543,7 +544,7 @@ async def restore_all(
                     failed(state.session_id, exc)
 
         async for page in store.iter_creds_pages():
-            with _collector_paused():  # thousands of small objects, none cyclic
+            with collector_paused():  # thousands of small objects, none cyclic
                 states = [
                     AuthState._of(store, session_id, creds, session_options)
                     for session_id, creds in page.creds.items()

@@ -8,7 +8,8 @@ from typing import Any
 from typing_extensions import Unpack
 
 from .._codec import KeyRow
-from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions
+from ..store import BaseStore, StoreOptions
+from ..store_types import CredsRow, RowKey, SessionInfo
 
 __all__ = ["MemoryStore"]
 

@@ -43,7 +43,9 @@ from ..errors import (
 )
 from ..redaction import SECRET_PARAMS
 from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
-from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
+from ..rows import split_session_rows
+from ..store import BaseStore, StoreOptions
+from ..store_types import CredsRow, RowKey, SessionInfo
 from .postgres_leases import PostgresLeases
 from .postgres_schema import SCHEMA_VERSION, Schema
 

@@ -32,7 +32,9 @@ from ..errors import (
     shown,
 )
 from ..retry import AttemptTimeoutError, within
-from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
+from ..rows import split_session_rows
+from ..store import BaseStore, StoreOptions
+from ..store_types import CredsRow, RowKey, SessionInfo
 
 __all__ = ["SQLiteStore"]
 
