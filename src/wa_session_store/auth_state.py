@@ -15,7 +15,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
@@ -85,6 +85,10 @@ class SessionOptions:
     def __post_init__(self) -> None:
         check_urgent(self.urgent)
 
+    def state_options(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`AuthState`: every option but ``preload``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preload"}
+
     def categories(self) -> list[str]:
         """The key categories to preload (raises InvalidTypeError for a bad ``preload``)."""
         return _preload_categories(self.preload)
@@ -140,6 +144,7 @@ class AuthState:
             urgent=urgent,
             lease=lease,
         )
+        self._saver.owner = self
 
     @classmethod
     def _of(
@@ -150,20 +155,7 @@ class AuthState:
         options: SessionOptions,
     ) -> AuthState:
         """Build one from :class:`SessionOptions` (``preload`` is the caller's)."""
-        return cls(
-            store,
-            session_id,
-            creds,
-            throttle=options.throttle,
-            backup_interval=options.backup_interval,
-            initial_delay=options.initial_delay,
-            backup_jitter=options.backup_jitter,
-            urgent=options.urgent,
-            lease=options.lease,
-            on_lost=options.on_lost,
-            key_writes=options.key_writes,
-            key_cache_bytes=options.key_cache_bytes,
-        )
+        return cls(store, session_id, creds, **options.state_options())
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("pending" if self.pending else "saved")

@@ -103,6 +103,7 @@ class CredsSaver:
         "_urgent",
         "_urgent_generation",
         "creds",
+        "owner",
         "session_id",
     )
 
@@ -122,6 +123,11 @@ class CredsSaver:
         self._store = store
         self.session_id = session_id
         self.creds = creds
+        # The object this saver works for (its AuthState), held strongly: a
+        # save owed (a timer on the loop) keeps the auth state alive, so the
+        # weak registries that close forgotten auth states at exit
+        # (close_all, the sync facade's) still find it and save its creds.
+        self.owner: object = None
         self._lease = lease
         self._urgent = urgent
         self._previous: dict[str, Any] | None = dict(creds) if creds is not None else None
