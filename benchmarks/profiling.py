@@ -63,7 +63,7 @@ STEPS = [
     ("retry.py", "call"),
     ("postgres.py", "_connection"),
     ("postgres.py", "_checkout"),
-    ("postgres.py", "_closed_by_server"),
+    ("postgres_connections.py", "closed_by_server"),
     ("base_pool.py", "getconn"),
     ("pool_async.py", "getconn"),
     ("pool_async.py", "putconn"),

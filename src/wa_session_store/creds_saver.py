@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from .backends.lease import Lease, fenced
@@ -260,7 +261,7 @@ class CredsSaver:
         lease = self._lease
         if creds is None or generation == self._saved_generation or (lease and lease.lost):
             return
-        await fenced(lease, lambda **fence: self._store.save_creds(self.session_id, creds, **fence))
+        await fenced(lease, partial(self._store.save_creds, self.session_id, creds))
         self._saved_generation = max(self._saved_generation, generation)
         self._last_saved = time.time()
         metrics = metrics_of(self._store)

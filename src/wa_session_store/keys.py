@@ -34,6 +34,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
+from functools import partial
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal
 
@@ -298,9 +299,7 @@ class AuthKeys:
             self._cancel_timer()
             self._forget()
             try:
-                await fenced(
-                    self._lease, lambda **fence: self._store.clear_keys(self._session_id, **fence)
-                )
+                await fenced(self._lease, partial(self._store.clear_keys, self._session_id))
             except BaseException:
                 self._pending = {**saved, **self._pending}
                 raise
@@ -524,9 +523,7 @@ class AuthKeys:
     async def _store_batch(self, batch: dict[Key, Entry]) -> None:
         """Store ``batch`` in one fenced ``set_keys``."""
         data = grouped(batch)
-        await fenced(
-            self._lease, lambda **fence: self._store.set_keys(self._session_id, data, **fence)
-        )
+        await fenced(self._lease, partial(self._store.set_keys, self._session_id, data))
 
     def _arm(self, delay: float) -> None:
         if self._timer is not None or self._flush_task is not None:

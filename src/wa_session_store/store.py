@@ -281,7 +281,7 @@ class BaseStore(StoreCalls):
             StoreOperationError: the database refused the query.
         """
         sid = check_session_id(session_id)
-        row = await self._call("load_creds", sid, lambda t: self._read_creds(sid, t))
+        row = await self._call("load_creds", sid, partial(self._read_creds, sid))
         if row is None:
             return None
         blob, version = row
@@ -366,13 +366,13 @@ class BaseStore(StoreCalls):
         fencing = self._fence(sid, fence)
         version = self._clock.next()
         if fencing is None:
-            await self._call("save_creds", sid, lambda t: self._write_creds(sid, blob, version, t))
+            await self._call("save_creds", sid, partial(self._write_creds, sid, blob, version))
         else:
             writes, token = fencing
             await self._call(
                 "save_creds",
                 sid,
-                lambda t: writes._write_creds_fenced(sid, blob, version, token, t),
+                partial(writes._write_creds_fenced, sid, blob, version, token),
             )
 
     async def get_keys(
@@ -392,7 +392,7 @@ class BaseStore(StoreCalls):
         if not wanted:
             self._check_open()
             return {}
-        found = await self._call("get_keys", sid, lambda t: self._read_keys(sid, cat, wanted, t))
+        found = await self._call("get_keys", sid, partial(self._read_keys, sid, cat, wanted))
         return {
             key_id: self._rows.key(sid, cat, key_id, found[key_id]) if key_id in found else None
             for key_id in wanted
@@ -433,7 +433,7 @@ class BaseStore(StoreCalls):
             self._check_open()
             return []
         rows = await self._call(
-            "load_categories", sid, lambda t: self._read_categories(sid, cats, after, limit, t)
+            "load_categories", sid, partial(self._read_categories, sid, cats, after, limit)
         )
         return [(c, k, self._rows.key(sid, c, k, v)) for c, k, v in rows]
 
@@ -485,12 +485,10 @@ class BaseStore(StoreCalls):
             return
         fencing = self._fence(sid, fence)
         if fencing is None:
-            await self._call("set_keys", sid, lambda t: self._write_keys(sid, rows, t))
+            await self._call("set_keys", sid, partial(self._write_keys, sid, rows))
         else:
             writes, token = fencing
-            await self._call(
-                "set_keys", sid, lambda t: writes._write_keys_fenced(sid, rows, token, t)
-            )
+            await self._call("set_keys", sid, partial(writes._write_keys_fenced, sid, rows, token))
 
     async def clear_keys(self, session_id: str, *, fence: Fence | None = None) -> int:
         """Delete every key of the session, keeping its creds; return how many were deleted.
@@ -500,11 +498,9 @@ class BaseStore(StoreCalls):
         sid = check_session_id(session_id)
         fencing = self._fence(sid, fence)
         if fencing is None:
-            return await self._call("clear_keys", sid, lambda t: self._clear_keys(sid, t))
+            return await self._call("clear_keys", sid, partial(self._clear_keys, sid))
         writes, token = fencing
-        return await self._call(
-            "clear_keys", sid, lambda t: writes._clear_keys_fenced(sid, token, t)
-        )
+        return await self._call("clear_keys", sid, partial(writes._clear_keys_fenced, sid, token))
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Return every stored session (with creds or keys), ordered by id."""
@@ -517,7 +513,7 @@ class BaseStore(StoreCalls):
             True if anything was stored for it.
         """
         sid = check_session_id(session_id)
-        return await self._call("delete_session", sid, lambda t: self._delete_session(sid, t))
+        return await self._call("delete_session", sid, partial(self._delete_session, sid))
 
     async def import_session(
         self,
@@ -549,7 +545,7 @@ class BaseStore(StoreCalls):
         written = await self._call(
             "import_session",
             sid,
-            lambda t: self._replace_session(sid, blob, version, rows, overwrite, t),
+            partial(self._replace_session, sid, blob, version, rows, overwrite),
         )
         if not written:
             raise SessionExistsError(
@@ -563,7 +559,7 @@ class BaseStore(StoreCalls):
             The :class:`SessionExport`, or None if nothing is stored for it.
         """
         sid = check_session_id(session_id)
-        found = await self._call("export_session", sid, lambda t: self._read_session(sid, t))
+        found = await self._call("export_session", sid, partial(self._read_session, sid))
         return None if found is None else self._rows.session(sid, found)
 
     #: Seconds :meth:`health` waits for the database at most, by default.

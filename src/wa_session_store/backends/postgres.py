@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import select
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typing_extensions import Unpack
 
 from .._codec import KeyRow
@@ -41,11 +37,17 @@ from ..errors import (
     StoreConfigurationError,
     shown,
 )
-from ..redaction import SECRET_PARAMS
 from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
 from ..rows import split_session_rows
 from ..store import BaseStore, StoreOptions
 from ..store_types import CredsRow, RowKey, SessionInfo
+from .postgres_connections import (
+    closed_by_server,
+    parse_conninfo,
+    permanent_connect_failure,
+    scrub,
+    shutdown,
+)
 from .postgres_leases import PostgresLeases
 from .postgres_schema import SCHEMA_VERSION, Schema
 
@@ -144,7 +146,7 @@ class PostgresStore(PostgresLeases, BaseStore):
             raise InvalidInputError(
                 f"prepare_threshold must be None or an int >= 0, not {shown(prepare_threshold)}"
             )
-        self._params = _parse_conninfo(conninfo) if conninfo is not None else {}
+        self._params = parse_conninfo(conninfo) if conninfo is not None else {}
         self._owns_pool = pool is None
         if pool is None:
             timeout = self.retry.timeout
@@ -237,7 +239,7 @@ class PostgresStore(PostgresLeases, BaseStore):
             if problem is not None:
                 raise StoreConfigurationError(
                     f"cannot connect to PostgreSQL{self._where()}: "
-                    f"{_scrub(problem[0], self._params)}; {problem[1]}"
+                    f"{scrub(problem[0], self._params)}; {problem[1]}"
                 ) from None
             raise
         await conn.close()
@@ -278,7 +280,7 @@ class PostgresStore(PostgresLeases, BaseStore):
         def expire() -> None:
             nonlocal fired
             fired = True
-            _shutdown(conn)
+            shutdown(conn)
 
         timer = loop.call_later(max(0.0, deadline - loop.time()), expire)
         try:
@@ -372,7 +374,7 @@ class PostgresStore(PostgresLeases, BaseStore):
                 # running. Hand the connection back and be cancelled after all.
                 await self.pool.putconn(conn)
                 raise asyncio.CancelledError
-            if not _closed_by_server(conn):
+            if not closed_by_server(conn):
                 return conn
             # The server closed it while idle (restart, pg_terminate_backend):
             # drop it without spending an attempt on it.
@@ -569,120 +571,3 @@ class PostgresStore(PostgresLeases, BaseStore):
             query = self.schema.rewrite_keys
             params = (sids, categories, key_ids, list(olds), list(news))
         return int(await self._query(timeout, query, params))
-
-
-# Connection failures no retry can fix: (what the driver says, what to fix).
-# libpq gives no SQLSTATE for a refused connection, so its messages are matched.
-_PERMANENT_CONNECT: Final = (
-    ("does not exist", "fix the role or database name in the DSN, or create it"),
-    ("password authentication failed", "fix the user name or password in the DSN"),
-    ("authentication failed", "fix the user name or credentials in the DSN"),
-    ("no password supplied", "put the password in the DSN (or in PGPASSWORD or a passfile)"),
-    ("no pg_hba.conf entry", "allow this client in the server's pg_hba.conf, or fix the DSN"),
-    ("not permitted to log in", "grant LOGIN to the role, or use another one"),
-    ("permission denied for database", "grant CONNECT on the database to the role"),
-    ("invalid integer value", "fix that option's value in the DSN"),
-    ("invalid port number", "use a port from 1 to 65535 in the DSN"),
-    (
-        "invalid sslmode value",
-        "use an sslmode libpq knows (disable, allow, prefer, require, verify-ca, verify-full)",
-    ),
-    ("invalid connection option", "remove or fix that option in the DSN"),
-    ("server does not support ssl", "use an sslmode that the server supports, or enable SSL on it"),
-    ("certificate", "fix the certificates (sslrootcert, sslcert, sslkey) or the sslmode"),
-    ("name or service not known", "fix the host name in the DSN"),
-    ("no address associated with hostname", "fix the host name in the DSN"),
-    ("nodename nor servname", "fix the host name in the DSN"),
-)
-
-
-def permanent_connect_failure(exc: BaseException) -> tuple[str, str] | None:
-    """``(reason, what to fix)`` when a failed connect cannot succeed on a retry, else None.
-
-    The reason is the driver's message in one line. A host that does not
-    resolve *now* ("Temporary failure in name resolution"), a refused or
-    timed-out connection, a server starting up or shutting down, and too
-    many connections stay transient.
-    """
-    if not isinstance(exc, psycopg.OperationalError) or exc.sqlstate is not None:
-        return None
-    text = " ".join(str(exc).split())
-    lowered = text.lower()
-    for marker, fix in _PERMANENT_CONNECT:
-        if marker in lowered:
-            for prefix in ("connection failed: ", "connection is bad: "):
-                text = text.removeprefix(prefix)
-            return text, fix
-    return None
-
-
-def _scrub(text: str, params: dict[str, Any]) -> str:
-    """``text`` with every secret parameter's value (of 4 or more characters) blanked."""
-    for name in SECRET_PARAMS:
-        value = params.get(name)
-        if isinstance(value, str) and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
-
-
-def _parse_conninfo(conninfo: object) -> dict[str, Any]:
-    if not isinstance(conninfo, str):
-        raise InvalidTypeError(f"conninfo must be a str, not {type(conninfo).__name__}")
-    if "\x00" in conninfo:
-        raise InvalidInputError("conninfo contains a NUL character, which libpq cannot take")
-    scheme, sep, rest = conninfo.partition("://")
-    if sep and scheme.lower() in ("postgresql", "postgres"):
-        authority = rest.split("/", 1)[0].split("?", 1)[0]
-        if authority.count("@") > 1:
-            # libpq would end the user info at the first '@' and take the rest
-            # of the password for a host name, which its errors then repeat.
-            raise InvalidInputError(
-                "the user name or password in the PostgreSQL URL holds an unescaped '@': "
-                "write each '@' in them as %40 (percent-encoding)"
-            )
-    try:
-        params = conninfo_to_dict(conninfo)
-        make_conninfo(conninfo)
-    except psycopg.ProgrammingError:
-        # libpq's message quotes the string, which may hold a password.
-        raise InvalidInputError(
-            "malformed PostgreSQL conninfo: expected a URL such as "
-            "postgresql://user:password@host:5432/dbname or 'host=... dbname=...'"
-        ) from None
-    return params
-
-
-def _closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection's socket already has data or EOF waiting.
-
-    An idle connection receives nothing unless the server is closing it (or
-    sends a notification, which this library never listens to): a readable
-    socket means the connection is unusable. A local syscall, not a round trip.
-    """
-    if conn.closed or conn.broken:
-        return True
-    try:
-        poller = select.poll()  # not select(): descriptors above 1024 are common in big bots
-        poller.register(conn.pgconn.socket, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError, psycopg.OperationalError):
-        return True
-
-
-def _shutdown(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Shut the connection's socket down, waking whatever awaits on it.
-
-    A local operation: it needs no answer from the network, so it works when
-    packets are silently dropped. The duplicate descriptor is closed at once;
-    the original stays owned by libpq.
-    """
-    try:
-        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
-    except (OSError, psycopg.OperationalError):
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()
