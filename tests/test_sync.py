@@ -1,5 +1,5 @@
 """The synchronous facade: the whole contract suite through it, then what only it has,
-then the generator of its thin methods (``python -m tests.test_sync --write``).
+then the staleness check of its generated methods (``tools/sync_twins.py``).
 
 The contract suite runs here a second time, unchanged, through the facade:
 every ``test_*`` function of ``test_contract`` is imported into this module,
@@ -18,17 +18,12 @@ knows about it.
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import copy
 import gc
-import importlib.util
 import inspect
 import logging
-import re
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -515,152 +510,19 @@ async def test_the_contract_suite_here_runs_through_the_facade(store: Any) -> No
 # -- the generated methods ----------------------------------------------------------
 #
 # The thin blocking methods of wa_session_store/sync.py are generated from the
-# coroutines they mirror, psycopg-style: `python -m tests.test_sync --write`
-# rewrites the regions between "# -- generated from X" and "# -- end of
-# generated code" markers; the test below fails when they are stale.
+# coroutines they mirror by tools/sync_twins.py (psycopg-style); CI runs its
+# --check in the lint step, and this test runs it too, so a stale twin fails
+# the suite. Neither skips: without ruff, the tool exits with status 2.
 
-SOURCES: dict[str, tuple[str, str]] = {
-    # source (class or function): (where its calls go, its public path for docstrings)
-    "BaseStore": ("self._store", "wa_session_store.store.BaseStore"),
-    "AuthKeys": ("self._keys", "wa_session_store.AuthKeys"),
-    "AuthState": ("self.state", "wa_session_store.AuthState"),
-    "use_auth_state": ("", "wa_session_store.use_auth_state"),
-}
-# Twins whose name differs from their coroutine's.
-RENAMES = {"aclose": "close", "use_auth_state": "use_sync_auth_state"}
-SYNC_PY = Path(__file__).resolve().parents[1] / "src" / "wa_session_store" / "sync.py"
-MARKER = re.compile(r"^(?P<indent> *)# -- generated from (?P<source>\w+)\b.*$", re.MULTILINE)
-END = "# -- end of generated code"
-
-
-def _source_nodes() -> dict[str, ast.ClassDef | ast.AsyncFunctionDef]:
-    nodes: dict[str, ast.ClassDef | ast.AsyncFunctionDef] = {}
-    for module in ("store.py", "keys.py", "auth_state.py"):
-        for node in ast.parse((SYNC_PY.parent / module).read_text()).body:
-            if isinstance(node, (ast.ClassDef, ast.AsyncFunctionDef)):
-                nodes[node.name] = node
-    return nodes
-
-
-def _call_arguments(args: ast.arguments) -> str:
-    """``a, b, *rest, c=c, **options`` for the parameters after the first."""
-    positional = [*args.posonlyargs, *args.args][1:]
-    parts = [a.arg for a in positional]
-    if args.vararg:
-        parts.append(f"*{args.vararg.arg}")
-    parts += [f"{a.arg}={a.arg}" for a in args.kwonlyargs]
-    if args.kwarg:
-        parts.append(f"**{args.kwarg.arg}")
-    return ", ".join(parts)
-
-
-def _twin(node: ast.AsyncFunctionDef, *, indent: str, pointer: str, body: str) -> str:
-    header = ast.FunctionDef(**{field: getattr(node, field) for field in node._fields})
-    header.name = RENAMES.get(node.name, node.name)
-    header.body = [ast.Pass()]
-    header.decorator_list = []
-    if node.name == "use_auth_state":  # takes a SyncStore, returns a SyncAuthState
-        header.args = copy.deepcopy(node.args)
-        header.args.args[0].annotation = ast.Name("SyncStore")
-        header.returns = ast.Name("SyncAuthState")
-    signature = ast.unparse(ast.fix_missing_locations(header)).rsplit("\n", 1)[0]
-    summary = (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
-    inner = indent + "    "
-    doc = "\n".join(
-        [
-            textwrap.fill(summary, 96, initial_indent=f'{inner}"""', subsequent_indent=inner),
-            "",
-            textwrap.fill(pointer, 96, initial_indent=inner, subsequent_indent=inner),
-            f'{inner}"""',
-        ]
-    )
-    return f"{indent}{signature}\n{doc}\n{inner}{body}\n"
-
-
-def _generate(text: str) -> str:
-    """``text`` (sync.py) with every generated region produced again."""
-    nodes = _source_nodes()
-    protocol = {n.name for n in ast.walk(nodes["AuthStateStore"]) if hasattr(n, "name")}
-    out: list[str] = []
-    position = 0
-    for marker in MARKER.finditer(text):
-        end = text.index(END, marker.end())
-        end = text.rindex("\n", 0, end) + 1
-        indent, source = marker["indent"], marker["source"]
-        target, path = SOURCES[source]
-        out.append(text[position : marker.end() + 1])
-        node = nodes[source]
-        twins: list[str] = []
-        if isinstance(node, ast.AsyncFunctionDef):  # a function: use_auth_state
-            twins.append(
-                _twin(
-                    node,
-                    indent=indent,
-                    pointer=f"Blocking twin of :func:`~{path}` (the same arguments and errors, "
-                    "``store`` a SyncStore). The auth state runs on the store's loop "
-                    "thread and is closed, saving what is pending, by its close() or "
-                    "the store's.",
-                    body=f"return _sync_auth_state(store, lambda async_store: "
-                    f"{node.name}(async_store, {_call_arguments(node.args)}))",
-                )
-            )
-        else:
-            facade = text[: marker.start()].rsplit("\nclass ", 1)[1]
-            written = set(re.findall(r"^    def (\w+)\(", facade, re.MULTILINE))
-            for method in node.body:
-                if not isinstance(method, ast.AsyncFunctionDef) or method.name.startswith("_"):
-                    continue
-                name = RENAMES.get(method.name, method.name)
-                if name in written:
-                    continue  # the facade's own (life cycle, thread hops)
-                on = target
-                if source == "BaseStore" and method.name not in protocol:
-                    on = "self._base_store()"
-                twins.append(
-                    _twin(
-                        method,
-                        indent=indent,
-                        pointer=f"Blocking twin of :meth:`~{path}.{method.name}`: the same "
-                        "arguments, result and errors.",
-                        body=f"return self._run({name!r}, lambda: "
-                        f"{on}.{method.name}({_call_arguments(method.args)}))",
-                    )
-                )
-        out.append("\n".join(twins))
-        position = end
-    out.append(text[position:])
-    return _ruff_format("".join(out))
-
-
-def _ruff_format(text: str) -> str:
-    if importlib.util.find_spec("ruff") is None:
-        pytest.skip("ruff is not installed (pip install -e '.[lint]')")
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(SYNC_PY), "-"],
-        input=text,
-        capture_output=True,
-        text=True,
-        cwd=root,
-        check=True,
-    )
-    return done.stdout
+SYNC_TWINS = Path(__file__).resolve().parents[1] / "tools" / "sync_twins.py"
 
 
 def test_generated_methods_are_current() -> None:
-    current = SYNC_PY.read_text()
-    expected = _generate(current)
-    assert current == expected, (
-        "src/wa_session_store/sync.py is stale: run `python -m tests.test_sync --write`"
+    done = subprocess.run(
+        [sys.executable, str(SYNC_TWINS), "--check"], capture_output=True, text=True, check=False
     )
+    assert done.returncode == 0, done.stderr
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] not in (["--write"], ["--check"]):
-        sys.exit("usage: python -m tests.test_sync --write | --check")
-    text = SYNC_PY.read_text()
-    generated = _generate(text)
-    if sys.argv[1] == "--write":
-        SYNC_PY.write_text(generated)
-    elif generated != text:
-        sys.exit(f"{SYNC_PY} is stale: run python -m tests.test_sync --write")
+if __name__ == "__main__":  # the former entry point: `python -m tests.test_sync --write`
+    sys.exit(subprocess.call([sys.executable, str(SYNC_TWINS), *sys.argv[1:]]))

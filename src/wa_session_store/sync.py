@@ -10,8 +10,8 @@ blocking method hands the coroutine it mirrors to an event loop on a daemon
 thread and waits for its result, so the same exceptions, of the same types,
 reach the caller. The thin methods are not written by hand either: the
 regions marked "generated" are produced from the coroutines' signatures (as
-psycopg generates its sync pool) by ``python -m tests.test_sync --write``,
-and a test fails when they are stale.
+psycopg generates its sync pool) by ``python tools/sync_twins.py --write``,
+whose ``--check`` CI runs (and a test) to fail when they are stale.
 
 One loop thread serves every open facade of the process: the first
 :meth:`SyncStore.open` starts it, the last :meth:`SyncStore.close` stops it
@@ -323,7 +323,7 @@ class SyncStore(_Facade):
             )
         return self._store
 
-    # -- generated from BaseStore by `python -m tests.test_sync --write`: do not edit --------------
+    # -- generated from BaseStore by `python tools/sync_twins.py --write`: do not edit -------------
     def load_creds(self, session_id: str) -> dict[str, Any] | None:
         """Return the session's creds document, or ``None`` if it has none.
 
@@ -578,7 +578,7 @@ class SyncAuthKeys(_Facade):
             self._local.transaction = parent
         self._run("transaction", txn.commit)
 
-    # -- generated from AuthKeys by `python -m tests.test_sync --write`: do not edit ---------------
+    # -- generated from AuthKeys by `python tools/sync_twins.py --write`: do not edit --------------
     def flush(self) -> None:
         """Store every write made before this call, in one batch; wait for it.
 
@@ -705,7 +705,7 @@ class SyncAuthState(_Facade):
     ) -> None:
         self.close()
 
-    # -- generated from AuthState by `python -m tests.test_sync --write`: do not edit --------------
+    # -- generated from AuthState by `python tools/sync_twins.py --write`: do not edit -------------
     def flush(self) -> None:
         """Store the pending key writes and save the pending creds change now; wait for both.
 
@@ -750,7 +750,7 @@ def _sync_auth_state(
     return SyncAuthState(store, state, loop)
 
 
-# -- generated from use_auth_state by `python -m tests.test_sync --write`: do not edit -------------
+# -- generated from use_auth_state by `python tools/sync_twins.py --write`: do not edit ------------
 def use_sync_auth_state(
     store: SyncStore,
     session_id: str,
