@@ -57,6 +57,7 @@ from wa_session_store.sync import (
 
 from . import test_contract
 from .conftest import StoreFactory
+from .support.creds import CREDS
 
 # -- the contract suite, through the facade ------------------------------------
 
@@ -135,14 +136,6 @@ async def store(make_store: Callable[..., Any]) -> AsyncIterator[Any]:
 
 
 # -- what only the facade has -----------------------------------------------------
-
-CREDS: dict[str, Any] = {
-    "registrationId": 7,
-    "noiseKey": {"private": b"\x01" * 32, "public": b"\x02" * 32},
-    "nextPreKeyId": 1,
-    "firstUnuploadedPreKeyId": 1,
-    "accountSyncCounter": 0,
-}
 
 
 def _loop_threads() -> list[threading.Thread]:
