@@ -36,12 +36,18 @@ from wa_session_store import (
     AuthStateStore,
     InvalidInputError,
     InvalidTypeError,
+    Lease,
+    LeaseLostError,
+    LeaseUnavailableError,
     MemoryStore,
+    PostgresStore,
     SessionExistsError,
     SessionStoreError,
+    SessionWorker,
     SQLiteStore,
     StoreClosedError,
     StoreOperationError,
+    restore_all,
     sync,
 )
 from wa_session_store.auth_state import AuthState
@@ -51,6 +57,7 @@ from wa_session_store.sync import (
     BlockingCallInLoopError,
     SyncAuthKeys,
     SyncAuthState,
+    SyncSessionWorker,
     SyncStore,
     open_sync_store,
 )
@@ -498,6 +505,132 @@ async def test_the_contract_suite_here_runs_through_the_facade(store: Any) -> No
     assert isinstance(store, ThreadedSyncStore)
     assert store.sync.is_open
     assert len(_loop_threads()) == 1
+
+
+# -- leases, bulk restore and the session worker (PostgreSQL) --------------------------
+
+
+@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
+def pg_sync(request: pytest.FixtureRequest, pg_schema: str) -> Iterator[SyncStore]:
+    """An open SyncStore over a PostgresStore, directly or through PgBouncer."""
+    dsn, options = request.getfixturevalue("pg_dsn"), {}
+    if request.param == "pgbouncer":
+        dsn, options = request.getfixturevalue("pgbouncer_dsn"), {"prepare_threshold": None}
+    with SyncStore(PostgresStore(dsn, schema=pg_schema, **options)) as store:
+        yield store
+
+
+def test_every_lease_primitive_has_a_blocking_twin_with_its_signature() -> None:
+    names = ["acquire_lease", "claim_sessions", "lease_holder", "list_leases"]
+    for name in [*names, "renew_leases", "release_leases"]:
+        twin = getattr(SyncStore, name)
+        assert not inspect.iscoroutinefunction(twin), name
+        assert inspect.signature(twin) == inspect.signature(getattr(PostgresStore, name)), name
+        assert f"PostgresStore.{name}" in (twin.__doc__ or ""), name
+    restore = inspect.signature(sync.restore_all_sync).parameters
+    assert list(restore) == list(inspect.signature(restore_all).parameters)
+    worker = inspect.signature(SyncSessionWorker).parameters
+    assert list(worker) == list(inspect.signature(SessionWorker).parameters)
+
+
+def test_leases_need_postgres(sqlite_url: str) -> None:
+    with open_sync_store(sqlite_url) as store:
+        with pytest.raises(InvalidTypeError, match="PostgresStore"):
+            store.acquire_lease("s1", owner="a")
+        with pytest.raises(InvalidTypeError, match="PostgresStore"):
+            SyncSessionWorker(store, "w", lambda lease, stopping: None)
+
+
+def test_a_lease_fences_a_sync_auth_state(pg_sync: SyncStore, no_leaked_threads: None) -> None:
+    store = pg_sync
+    lease = store.acquire_lease("s1", owner="a", ttl=2.0)
+    assert isinstance(lease, Lease)
+    with pytest.raises(LeaseUnavailableError, match="'a'"):
+        store.acquire_lease("s1", owner="b")  # wait=0: refused at once
+    assert store.lease_holder("s1") == ("a", lease.token, lease.expires_at)
+    store.keep_alive(lease, every=0.2)
+    auth = sync.use_sync_auth_state(store, "s1", lease=lease, backup_interval=None)
+    auth.save_creds(dict(CREDS))
+    time.sleep(2.5)  # past the ttl: renewed by the keep-alive on the loop thread
+    assert not lease.lost
+    with pytest.raises(LeaseUnavailableError):
+        store.acquire_lease("s1", owner="b")
+    store.release_lease(lease)
+    newer = store.acquire_lease("s1", owner="b")
+    assert newer.token > lease.token
+    assert auth.state.lost  # given up: this process no longer owns the session
+    with pytest.raises(LeaseLostError):
+        store.save_creds("s1", {"stale": True}, fence=lease)  # fenced out
+    auth.save_creds({**CREDS, "accountSyncCounter": 1})  # dropped, as by the async core
+    assert store.load_creds("s1") == CREDS
+    assert [(info.owner, info.expired) for info in store.list_leases()] == [("b", False)]
+    assert store.renew_leases([newer]) == []
+    assert store.release_leases([newer]) == 1
+    auth.close()
+
+
+def test_claim_sessions_and_restore_all_through_the_facade(pg_sync: SyncStore) -> None:
+    store = pg_sync
+    for n in range(3):
+        store.save_creds(f"s{n}", {**CREDS, "accountSyncCounter": n})
+    first = store.claim_sessions("w1", limit=2, ttl=5.0)
+    second = store.claim_sessions("w2", limit=5, ttl=5.0)
+    assert len(first) == 2
+    assert len(second) == 1
+    assert {lease.session_id for lease in first + second} == {"s0", "s1", "s2"}
+    assert store.release_leases(first + second) == 3
+
+    restored = sync.restore_all_sync(store, throttle=60, backup_interval=None, urgent=None)
+    assert isinstance(restored, sync.SyncRestoreResult)
+    assert restored.failed == {}
+    assert sorted(restored.states) == ["s0", "s1", "s2"]
+    auth = restored.states["s2"]
+    assert isinstance(auth, SyncAuthState)
+    assert auth.creds == {**CREDS, "accountSyncCounter": 2}
+    auth.creds_updated({**CREDS, "accountSyncCounter": 20})  # held back by the throttle
+    store.close()  # closes the restored auth states first, saving what is pending
+    assert auth.closed
+    store.open()
+    assert store.load_creds("s2") == {**CREDS, "accountSyncCounter": 20}
+
+
+def test_a_sync_session_worker_runs_each_session_in_a_thread(
+    pg_sync: SyncStore, no_leaked_threads: None
+) -> None:
+    store = pg_sync
+    for n in range(3):
+        store.save_creds(f"s{n}", dict(CREDS))
+    served: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def handler(lease: Lease, stopping: threading.Event) -> None:
+        with sync.use_sync_auth_state(
+            store, lease.session_id, lease=lease, backup_interval=None
+        ) as auth:
+            auth.save_creds({**CREDS, "accountSyncCounter": lease.token})
+            with lock:
+                served[lease.session_id] = threading.current_thread().name
+            stopping.wait(30)
+
+    worker = SyncSessionWorker(store, "w1", handler, ttl=3.0, claim_every=0.05)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(served) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(served) == ["s0", "s1", "s2"]
+    assert worker.sessions == ["s0", "s1", "s2"]
+    assert len(set(served.values())) == 3  # a thread each, none of them the loop thread
+    assert THREAD_NAME not in served.values()
+    started = time.monotonic()
+    worker.stop()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert time.monotonic() - started < 5  # the handlers saw `stopping` and returned
+    assert worker.sessions == []
+    assert all(info.expired for info in store.list_leases())  # released in one statement
+    tokens = {sid: (store.load_creds(sid) or {})["accountSyncCounter"] for sid in served}
+    assert all(token >= 1 for token in tokens.values())
 
 
 # -- the generated methods ----------------------------------------------------------

@@ -39,14 +39,25 @@ COMMAND = "python tools/sync_twins.py --write"
 #: source (class or coroutine function): (where its calls go, its public path for docstrings)
 SOURCES: dict[str, tuple[str, str]] = {
     "BaseStore": ("self._store", "wa_session_store.store.BaseStore"),
+    "PostgresStore": ("self._postgres_store()", "wa_session_store.PostgresStore"),
     "AuthKeys": ("self._keys", "wa_session_store.AuthKeys"),
     "AuthState": ("self.state", "wa_session_store.AuthState"),
     "use_auth_state": ("", "wa_session_store.use_auth_state"),
+    "restore_all": ("", "wa_session_store.restore_all"),
+}
+#: Functions' twins: (what their first parameter becomes, what they return, their wrapper).
+FUNCTIONS: dict[str, tuple[str, str, str]] = {
+    "use_auth_state": ("SyncStore", "SyncAuthState", "_sync_auth_state"),
+    "restore_all": ("SyncStore", "SyncRestoreResult", "_sync_restore_all"),
 }
 #: The modules whose top-level classes and coroutine functions may be sources.
-MODULES = ("store.py", "keys.py", "auth_state.py")
+MODULES = ("store.py", "keys.py", "auth_state.py", "backends/postgres.py")
 #: Twins whose name differs from their coroutine's.
-RENAMES = {"aclose": "close", "use_auth_state": "use_sync_auth_state"}
+RENAMES = {
+    "aclose": "close",
+    "use_auth_state": "use_sync_auth_state",
+    "restore_all": "restore_all_sync",
+}
 MARKER = re.compile(r"^(?P<indent> *)# -- generated from (?P<source>\w+)\b.*$", re.MULTILINE)
 END = "# -- end of generated code"
 
@@ -81,10 +92,11 @@ def _twin(node: ast.AsyncFunctionDef, *, indent: str, pointer: str, body: str) -
     header.name = RENAMES.get(node.name, node.name)
     header.body = [ast.Pass()]
     header.decorator_list = []
-    if node.name == "use_auth_state":  # takes a SyncStore, returns a SyncAuthState
+    if node.name in FUNCTIONS:  # takes a SyncStore, returns the facade of its result
+        takes, returns, _ = FUNCTIONS[node.name]
         header.args = copy.deepcopy(node.args)
-        header.args.args[0].annotation = ast.Name("SyncStore")
-        header.returns = ast.Name("SyncAuthState")
+        header.args.args[0].annotation = ast.Name(takes)
+        header.returns = ast.Name(returns)
     signature = ast.unparse(ast.fix_missing_locations(header)).rsplit("\n", 1)[0]
     summary = (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
     inner = indent + "    "
@@ -122,16 +134,17 @@ def generate(text: str) -> str:
         out.append(text[position : marker.end() + 1])
         node = nodes[source]
         twins: list[str] = []
-        if isinstance(node, ast.AsyncFunctionDef):  # a function: use_auth_state
+        if isinstance(node, ast.AsyncFunctionDef):  # a function: use_auth_state, restore_all
+            wrapper = FUNCTIONS[source][2]
             twins.append(
                 _twin(
                     node,
                     indent=indent,
                     pointer=f"Blocking twin of :func:`~{path}` (the same arguments and errors, "
-                    "``store`` a SyncStore). The auth state runs on the store's loop "
-                    "thread and is closed, saving what is pending, by its close() or "
+                    "``store`` a SyncStore). The auth states run on the store's loop "
+                    "thread and are closed, saving what is pending, by their close() or "
                     "the store's.",
-                    body=f"return _sync_auth_state(store, lambda async_store: "
+                    body=f"return {wrapper}(store, lambda async_store: "
                     f"{node.name}(async_store, {_call_arguments(node.args)}))",
                 )
             )
