@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
-import selectors
 from collections.abc import Mapping
 from typing import Any
+
+from tests.support.clock import VirtualClockLoop
 
 from wa_session_store import MemoryStore, PostgresStore, use_auth_state
 
@@ -32,55 +33,6 @@ from ._harness import Row
 WORKLOAD = "4 Credential storm"
 UPDATES = 10_000
 URGENT_AT = (2_500, 5_000, 7_500)  # update numbers that move nextPreKeyId
-
-
-class _VirtualSelector(selectors.BaseSelector):
-    """Delegates to a real selector, but a wait with nothing ready advances the clock."""
-
-    def __init__(self, loop_clock: list[float]) -> None:
-        self._real = selectors.DefaultSelector()
-        self._clock = loop_clock
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = self._real.select(0)
-        if ready or timeout == 0:
-            return ready
-        if timeout is None:
-            # Nothing scheduled at all: only I/O can wake us, so really wait.
-            return self._real.select(None)
-        self._clock[0] += timeout
-        return []
-
-    def close(self) -> None:
-        self._real.close()
-
-    def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return self._real.get_map()
-
-
-class VirtualClockLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock only moves when it would otherwise sleep.
-
-    Timers fire in the right order at the right simulated times; code that
-    does no real I/O (a MemoryStore) runs a minute of simulated time in a
-    fraction of a second.
-    """
-
-    def __init__(self) -> None:
-        self._virtual = [1000.0]
-        super().__init__(selector=_VirtualSelector(self._virtual))
-
-    def time(self) -> float:
-        return self._virtual[0]
 
 
 class RecordingMemoryStore(MemoryStore):

@@ -33,14 +33,7 @@ from wa_session_store import (
 from wa_session_store.store import BaseStore
 
 from .proxy import Proxy
-
-CREDS: dict[str, Any] = {
-    "registrationId": 7,
-    "noiseKey": {"private": b"\x01" * 32, "public": b"\x02" * 32},
-    "nextPreKeyId": 1,
-    "firstUnuploadedPreKeyId": 1,
-    "accountSyncCounter": 0,
-}
+from .support.creds import CREDS
 
 
 async def _wait_for(predicate: Any, timeout: float = 5.0) -> None:

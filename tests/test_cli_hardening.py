@@ -334,7 +334,13 @@ def _baileys_folder(root: Path, keys: int = 50) -> Path:
 
 async def _landed(pg_dsn: str, pg_schema: str) -> bool:
     async with PostgresStore(pg_dsn, schema=pg_schema) as store:  # creates the schema too
-        return await store.load_creds("bot-9") is not None
+        return await store.load_creds(_held_session(pg_schema)) is not None
+
+
+def _held_session(pg_schema: str) -> str:
+    # Its own per test: the session lock is server-wide, and other test runs
+    # on this server take it for sessions of their own.
+    return f"bot-{pg_schema[-12:]}"
 
 
 def _read_until(process: subprocess.Popen[str], text: str, seen: list[str]) -> None:
@@ -360,15 +366,17 @@ def _import_held_at_its_lock(
     joiner = "&" if "?" in pg_dsn else "?"
     dsn = f"{pg_dsn}{joiner}options=-csearch_path%3D{pg_schema}"
     holder = psycopg.connect(pg_dsn)
-    holder.execute("SELECT pg_advisory_xact_lock(hashtext('wa_session:' || %s))", ("bot-9",))
-    process = _start(["import", str(folder), "--session", "bot-9", "--dsn", dsn], tmp_path)
+    session = _held_session(pg_schema)
+    holder.execute("SELECT pg_advisory_xact_lock(hashtext('wa_session:' || %s))", (session,))
+    process = _start(["import", str(folder), "--session", session, "--dsn", dsn], tmp_path)
     try:
         with psycopg.connect(pg_dsn, autocommit=True) as watcher:
             deadline = time.monotonic() + 30
+            # Someone waits for this session's lock: the import, nobody else's.
             while not watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE '%%pg_advisory_xact_lock%%' AND pid <> %s",
-                (holder.info.backend_pid,),
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND objid = (hashtext('wa_session:' || %s)::bigint & 4294967295)::oid",
+                (session,),
             ).fetchone()[0]:  # type: ignore[index]
                 assert process.poll() is None, process.communicate()
                 assert time.monotonic() < deadline, "the import never reached its lock"

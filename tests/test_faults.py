@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import sys
@@ -50,8 +49,10 @@ from wa_session_store import (
 )
 
 from . import fault_writer
-from .conftest import DSN, IN_CI
+from .conftest import DSN
 from .proxy import Proxy
+from .support.creds import CREDS
+from .support.faults import need_cluster
 
 pytestmark = [pytest.mark.faults]
 
@@ -63,13 +64,6 @@ STORE_APP = "wa_session_store"
 ADMIN_APP = "wa_fault_suite"
 WRITER = Path(__file__).with_name("fault_writer.py")
 
-CREDS: dict[str, Any] = {
-    "registrationId": 7,
-    "noiseKey": {"private": b"\x01" * 32, "public": b"\x02" * 32},
-    "nextPreKeyId": 1,
-    "firstUnuploadedPreKeyId": 1,
-    "accountSyncCounter": 0,
-}
 
 # -- helpers -----------------------------------------------------------------------
 
@@ -379,26 +373,6 @@ BURST_RESTARTS = 3
 BURST_TERMINATIONS = 3
 
 
-def _local_cluster() -> tuple[str, str] | None:
-    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
-        return None
-    found = [p for p in Path("/etc/postgresql").glob("*/main") if p.parent.name.isdigit()]
-    if not found:
-        return None
-    newest = max(found, key=lambda p: int(p.parent.name))
-    return newest.parent.name, "main"
-
-
-def _need_cluster() -> tuple[str, str]:
-    cluster = _local_cluster()
-    if cluster is None:
-        message = "needs root and pg_ctlcluster to restart the PostgreSQL server"
-        if IN_CI:
-            pytest.fail(f"CI must be able to restart the server: {message}")
-        pytest.skip(message)
-    return cluster
-
-
 async def _run(argv: list[str], timeout: float) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
@@ -559,7 +533,7 @@ async def _burst_auth_creds(auth: AuthState, stop: asyncio.Event, tally: BurstTa
 @pytest.mark.postgres
 @pytest.mark.slow
 async def test_restart_burst_loses_no_acknowledged_write(pg_dsn: str, pg_schema: str) -> None:
-    cluster = _need_cluster()
+    cluster = need_cluster()
     ledger = KeyLedger()
     direct = {f"direct-{i:02d}": CredsLedger() for i in range(BURST_DIRECT_SESSIONS)}
     tally = BurstTally()

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,8 +18,8 @@ from wa_session_store import (
     StoreUnavailableError,
 )
 
-from .conftest import IN_CI
 from .proxy import Proxy
+from .support.faults import need_cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.proxy]
 
@@ -165,22 +163,9 @@ async def test_pool_recovers_after_backends_are_terminated(pg_dsn: str, pg_schem
         assert retries == []
 
 
-def _cluster() -> tuple[str, str] | None:
-    if shutil.which("pg_ctlcluster") is None or os.geteuid() != 0:
-        return None
-    versions = sorted(Path("/etc/postgresql").glob("*/main"))
-    return (versions[-1].parent.name, "main") if versions else None
-
-
 @pytest.mark.slow
 async def test_pool_recovers_after_a_server_restart(pg_dsn: str, pg_schema: str) -> None:
-    cluster = _cluster()
-    if cluster is None:
-        if IN_CI:
-            pytest.fail(
-                "CI must be able to restart the local PostgreSQL cluster (root, pg_ctlcluster)"
-            )
-        pytest.skip("needs root and pg_ctlcluster to restart the server")
+    cluster = need_cluster()
     policy = RetryPolicy(attempts=8, timeout=2.0, backoff=0.5, max_backoff=1.0)
     async with PostgresStore(pg_dsn, schema=pg_schema, retry=policy, min_size=2) as store:
         await store.save_creds("s", {"before": True})

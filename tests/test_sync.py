@@ -1,5 +1,5 @@
 """The synchronous facade: the whole contract suite through it, then what only it has,
-then the generator of its thin methods (``python -m tests.test_sync --write``).
+then the staleness check of its generated methods (``tools/sync_twins.py``).
 
 The contract suite runs here a second time, unchanged, through the facade:
 every ``test_*`` function of ``test_contract`` is imported into this module,
@@ -18,17 +18,12 @@ knows about it.
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import copy
 import gc
-import importlib.util
 import inspect
 import logging
-import re
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -41,12 +36,18 @@ from wa_session_store import (
     AuthStateStore,
     InvalidInputError,
     InvalidTypeError,
+    Lease,
+    LeaseLostError,
+    LeaseUnavailableError,
     MemoryStore,
+    PostgresStore,
     SessionExistsError,
     SessionStoreError,
+    SessionWorker,
     SQLiteStore,
     StoreClosedError,
     StoreOperationError,
+    restore_all,
     sync,
 )
 from wa_session_store.auth_state import AuthState
@@ -56,12 +57,14 @@ from wa_session_store.sync import (
     BlockingCallInLoopError,
     SyncAuthKeys,
     SyncAuthState,
+    SyncSessionWorker,
     SyncStore,
     open_sync_store,
 )
 
 from . import test_contract
 from .conftest import StoreFactory
+from .support.creds import CREDS
 
 # -- the contract suite, through the facade ------------------------------------
 
@@ -140,14 +143,6 @@ async def store(make_store: Callable[..., Any]) -> AsyncIterator[Any]:
 
 
 # -- what only the facade has -----------------------------------------------------
-
-CREDS: dict[str, Any] = {
-    "registrationId": 7,
-    "noiseKey": {"private": b"\x01" * 32, "public": b"\x02" * 32},
-    "nextPreKeyId": 1,
-    "firstUnuploadedPreKeyId": 1,
-    "accountSyncCounter": 0,
-}
 
 
 def _loop_threads() -> list[threading.Thread]:
@@ -512,155 +507,148 @@ async def test_the_contract_suite_here_runs_through_the_facade(store: Any) -> No
     assert len(_loop_threads()) == 1
 
 
+# -- leases, bulk restore and the session worker (PostgreSQL) --------------------------
+
+
+@pytest.fixture(params=["direct", pytest.param("pgbouncer", marks=pytest.mark.pgbouncer)])
+def pg_sync(request: pytest.FixtureRequest, pg_schema: str) -> Iterator[SyncStore]:
+    """An open SyncStore over a PostgresStore, directly or through PgBouncer."""
+    dsn, options = request.getfixturevalue("pg_dsn"), {}
+    if request.param == "pgbouncer":
+        dsn, options = request.getfixturevalue("pgbouncer_dsn"), {"prepare_threshold": None}
+    with SyncStore(PostgresStore(dsn, schema=pg_schema, **options)) as store:
+        yield store
+
+
+def test_every_lease_primitive_has_a_blocking_twin_with_its_signature() -> None:
+    names = ["acquire_lease", "claim_sessions", "lease_holder", "list_leases"]
+    for name in [*names, "renew_leases", "release_leases"]:
+        twin = getattr(SyncStore, name)
+        assert not inspect.iscoroutinefunction(twin), name
+        assert inspect.signature(twin) == inspect.signature(getattr(PostgresStore, name)), name
+        assert f"PostgresStore.{name}" in (twin.__doc__ or ""), name
+    restore = inspect.signature(sync.restore_all_sync).parameters
+    assert list(restore) == list(inspect.signature(restore_all).parameters)
+    worker = inspect.signature(SyncSessionWorker).parameters
+    assert list(worker) == list(inspect.signature(SessionWorker).parameters)
+
+
+def test_leases_need_postgres(sqlite_url: str) -> None:
+    with open_sync_store(sqlite_url) as store:
+        with pytest.raises(InvalidTypeError, match="PostgresStore"):
+            store.acquire_lease("s1", owner="a")
+        with pytest.raises(InvalidTypeError, match="PostgresStore"):
+            SyncSessionWorker(store, "w", lambda lease, stopping: None)
+
+
+def test_a_lease_fences_a_sync_auth_state(pg_sync: SyncStore, no_leaked_threads: None) -> None:
+    store = pg_sync
+    lease = store.acquire_lease("s1", owner="a", ttl=2.0)
+    assert isinstance(lease, Lease)
+    with pytest.raises(LeaseUnavailableError, match="'a'"):
+        store.acquire_lease("s1", owner="b")  # wait=0: refused at once
+    assert store.lease_holder("s1") == ("a", lease.token, lease.expires_at)
+    store.keep_alive(lease, every=0.2)
+    auth = sync.use_sync_auth_state(store, "s1", lease=lease, backup_interval=None)
+    auth.save_creds(dict(CREDS))
+    time.sleep(2.5)  # past the ttl: renewed by the keep-alive on the loop thread
+    assert not lease.lost
+    with pytest.raises(LeaseUnavailableError):
+        store.acquire_lease("s1", owner="b")
+    store.release_lease(lease)
+    newer = store.acquire_lease("s1", owner="b")
+    assert newer.token > lease.token
+    assert auth.state.lost  # given up: this process no longer owns the session
+    with pytest.raises(LeaseLostError):
+        store.save_creds("s1", {"stale": True}, fence=lease)  # fenced out
+    auth.save_creds({**CREDS, "accountSyncCounter": 1})  # dropped, as by the async core
+    assert store.load_creds("s1") == CREDS
+    assert [(info.owner, info.expired) for info in store.list_leases()] == [("b", False)]
+    assert store.renew_leases([newer]) == []
+    assert store.release_leases([newer]) == 1
+    auth.close()
+
+
+def test_claim_sessions_and_restore_all_through_the_facade(pg_sync: SyncStore) -> None:
+    store = pg_sync
+    for n in range(3):
+        store.save_creds(f"s{n}", {**CREDS, "accountSyncCounter": n})
+    first = store.claim_sessions("w1", limit=2, ttl=5.0)
+    second = store.claim_sessions("w2", limit=5, ttl=5.0)
+    assert len(first) == 2
+    assert len(second) == 1
+    assert {lease.session_id for lease in first + second} == {"s0", "s1", "s2"}
+    assert store.release_leases(first + second) == 3
+
+    restored = sync.restore_all_sync(store, throttle=60, backup_interval=None, urgent=None)
+    assert isinstance(restored, sync.SyncRestoreResult)
+    assert restored.failed == {}
+    assert sorted(restored.states) == ["s0", "s1", "s2"]
+    auth = restored.states["s2"]
+    assert isinstance(auth, SyncAuthState)
+    assert auth.creds == {**CREDS, "accountSyncCounter": 2}
+    auth.creds_updated({**CREDS, "accountSyncCounter": 20})  # held back by the throttle
+    store.close()  # closes the restored auth states first, saving what is pending
+    assert auth.closed
+    store.open()
+    assert store.load_creds("s2") == {**CREDS, "accountSyncCounter": 20}
+
+
+def test_a_sync_session_worker_runs_each_session_in_a_thread(
+    pg_sync: SyncStore, no_leaked_threads: None
+) -> None:
+    store = pg_sync
+    for n in range(3):
+        store.save_creds(f"s{n}", dict(CREDS))
+    served: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def handler(lease: Lease, stopping: threading.Event) -> None:
+        with sync.use_sync_auth_state(
+            store, lease.session_id, lease=lease, backup_interval=None
+        ) as auth:
+            auth.save_creds({**CREDS, "accountSyncCounter": lease.token})
+            with lock:
+                served[lease.session_id] = threading.current_thread().name
+            stopping.wait(30)
+
+    worker = SyncSessionWorker(store, "w1", handler, ttl=3.0, claim_every=0.05)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while len(served) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(served) == ["s0", "s1", "s2"]
+    assert worker.sessions == ["s0", "s1", "s2"]
+    assert len(set(served.values())) == 3  # a thread each, none of them the loop thread
+    assert THREAD_NAME not in served.values()
+    started = time.monotonic()
+    worker.stop()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert time.monotonic() - started < 5  # the handlers saw `stopping` and returned
+    assert worker.sessions == []
+    assert all(info.expired for info in store.list_leases())  # released in one statement
+    tokens = {sid: (store.load_creds(sid) or {})["accountSyncCounter"] for sid in served}
+    assert all(token >= 1 for token in tokens.values())
+
+
 # -- the generated methods ----------------------------------------------------------
 #
 # The thin blocking methods of wa_session_store/sync.py are generated from the
-# coroutines they mirror, psycopg-style: `python -m tests.test_sync --write`
-# rewrites the regions between "# -- generated from X" and "# -- end of
-# generated code" markers; the test below fails when they are stale.
+# coroutines they mirror by tools/sync_twins.py (psycopg-style); CI runs its
+# --check in the lint step, and this test runs it too, so a stale twin fails
+# the suite. Neither skips: without ruff, the tool exits with status 2.
 
-SOURCES: dict[str, tuple[str, str]] = {
-    # source (class or function): (where its calls go, its public path for docstrings)
-    "BaseStore": ("self._store", "wa_session_store.store.BaseStore"),
-    "AuthKeys": ("self._keys", "wa_session_store.AuthKeys"),
-    "AuthState": ("self.state", "wa_session_store.AuthState"),
-    "use_auth_state": ("", "wa_session_store.use_auth_state"),
-}
-# Twins whose name differs from their coroutine's.
-RENAMES = {"aclose": "close", "use_auth_state": "use_sync_auth_state"}
-SYNC_PY = Path(__file__).resolve().parents[1] / "src" / "wa_session_store" / "sync.py"
-MARKER = re.compile(r"^(?P<indent> *)# -- generated from (?P<source>\w+)\b.*$", re.MULTILINE)
-END = "# -- end of generated code"
-
-
-def _source_nodes() -> dict[str, ast.ClassDef | ast.AsyncFunctionDef]:
-    nodes: dict[str, ast.ClassDef | ast.AsyncFunctionDef] = {}
-    for module in ("store.py", "keys.py", "auth_state.py"):
-        for node in ast.parse((SYNC_PY.parent / module).read_text()).body:
-            if isinstance(node, (ast.ClassDef, ast.AsyncFunctionDef)):
-                nodes[node.name] = node
-    return nodes
-
-
-def _call_arguments(args: ast.arguments) -> str:
-    """``a, b, *rest, c=c, **options`` for the parameters after the first."""
-    positional = [*args.posonlyargs, *args.args][1:]
-    parts = [a.arg for a in positional]
-    if args.vararg:
-        parts.append(f"*{args.vararg.arg}")
-    parts += [f"{a.arg}={a.arg}" for a in args.kwonlyargs]
-    if args.kwarg:
-        parts.append(f"**{args.kwarg.arg}")
-    return ", ".join(parts)
-
-
-def _twin(node: ast.AsyncFunctionDef, *, indent: str, pointer: str, body: str) -> str:
-    header = ast.FunctionDef(**{field: getattr(node, field) for field in node._fields})
-    header.name = RENAMES.get(node.name, node.name)
-    header.body = [ast.Pass()]
-    header.decorator_list = []
-    if node.name == "use_auth_state":  # takes a SyncStore, returns a SyncAuthState
-        header.args = copy.deepcopy(node.args)
-        header.args.args[0].annotation = ast.Name("SyncStore")
-        header.returns = ast.Name("SyncAuthState")
-    signature = ast.unparse(ast.fix_missing_locations(header)).rsplit("\n", 1)[0]
-    summary = (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
-    inner = indent + "    "
-    doc = "\n".join(
-        [
-            textwrap.fill(summary, 96, initial_indent=f'{inner}"""', subsequent_indent=inner),
-            "",
-            textwrap.fill(pointer, 96, initial_indent=inner, subsequent_indent=inner),
-            f'{inner}"""',
-        ]
-    )
-    return f"{indent}{signature}\n{doc}\n{inner}{body}\n"
-
-
-def _generate(text: str) -> str:
-    """``text`` (sync.py) with every generated region produced again."""
-    nodes = _source_nodes()
-    protocol = {n.name for n in ast.walk(nodes["AuthStateStore"]) if hasattr(n, "name")}
-    out: list[str] = []
-    position = 0
-    for marker in MARKER.finditer(text):
-        end = text.index(END, marker.end())
-        end = text.rindex("\n", 0, end) + 1
-        indent, source = marker["indent"], marker["source"]
-        target, path = SOURCES[source]
-        out.append(text[position : marker.end() + 1])
-        node = nodes[source]
-        twins: list[str] = []
-        if isinstance(node, ast.AsyncFunctionDef):  # a function: use_auth_state
-            twins.append(
-                _twin(
-                    node,
-                    indent=indent,
-                    pointer=f"Blocking twin of :func:`~{path}` (the same arguments and errors, "
-                    "``store`` a SyncStore). The auth state runs on the store's loop "
-                    "thread and is closed, saving what is pending, by its close() or "
-                    "the store's.",
-                    body=f"return _sync_auth_state(store, lambda async_store: "
-                    f"{node.name}(async_store, {_call_arguments(node.args)}))",
-                )
-            )
-        else:
-            facade = text[: marker.start()].rsplit("\nclass ", 1)[1]
-            written = set(re.findall(r"^    def (\w+)\(", facade, re.MULTILINE))
-            for method in node.body:
-                if not isinstance(method, ast.AsyncFunctionDef) or method.name.startswith("_"):
-                    continue
-                name = RENAMES.get(method.name, method.name)
-                if name in written:
-                    continue  # the facade's own (life cycle, thread hops)
-                on = target
-                if source == "BaseStore" and method.name not in protocol:
-                    on = "self._base_store()"
-                twins.append(
-                    _twin(
-                        method,
-                        indent=indent,
-                        pointer=f"Blocking twin of :meth:`~{path}.{method.name}`: the same "
-                        "arguments, result and errors.",
-                        body=f"return self._run({name!r}, lambda: "
-                        f"{on}.{method.name}({_call_arguments(method.args)}))",
-                    )
-                )
-        out.append("\n".join(twins))
-        position = end
-    out.append(text[position:])
-    return _ruff_format("".join(out))
-
-
-def _ruff_format(text: str) -> str:
-    if importlib.util.find_spec("ruff") is None:
-        pytest.skip("ruff is not installed (pip install -e '.[lint]')")
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(SYNC_PY), "-"],
-        input=text,
-        capture_output=True,
-        text=True,
-        cwd=root,
-        check=True,
-    )
-    return done.stdout
+SYNC_TWINS = Path(__file__).resolve().parents[1] / "tools" / "sync_twins.py"
 
 
 def test_generated_methods_are_current() -> None:
-    current = SYNC_PY.read_text()
-    expected = _generate(current)
-    assert current == expected, (
-        "src/wa_session_store/sync.py is stale: run `python -m tests.test_sync --write`"
+    done = subprocess.run(
+        [sys.executable, str(SYNC_TWINS), "--check"], capture_output=True, text=True, check=False
     )
+    assert done.returncode == 0, done.stderr
 
 
-if __name__ == "__main__":
-    if sys.argv[1:] not in (["--write"], ["--check"]):
-        sys.exit("usage: python -m tests.test_sync --write | --check")
-    text = SYNC_PY.read_text()
-    generated = _generate(text)
-    if sys.argv[1] == "--write":
-        SYNC_PY.write_text(generated)
-    elif generated != text:
-        sys.exit(f"{SYNC_PY} is stale: run python -m tests.test_sync --write")
+if __name__ == "__main__":  # the former entry point: `python -m tests.test_sync --write`
+    sys.exit(subprocess.call([sys.executable, str(SYNC_TWINS), *sys.argv[1:]]))

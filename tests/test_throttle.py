@@ -1,8 +1,11 @@
 """Tests of wa_session_store.throttle: Throttler and BackupScheduler.
 
-Real asyncio timing with short intervals. Waits are on events with generous
-timeouts; a fixed sleep is used only to show that something does NOT happen,
-and the lower bounds on times allow a timer firing a hair early.
+Every coroutine test here runs on a virtual clock (tests/support/clock.py):
+the loop's clock jumps to the next timer whenever it would sleep, so a timer
+fires at exactly its time, sleeps cost nothing, and a busy machine cannot
+make a bound fail. Waits are still on events, with timeouts (in simulated
+seconds) that only a bug can reach; a fixed sleep is used only to show that
+something does NOT happen.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ import pytest
 from wa_session_store.errors import InvalidInputError, InvalidTypeError, StoreClosedError
 from wa_session_store.throttle import BackupScheduler, Throttler, jittered_delay
 
-EPS = 0.005  # a timer may fire up to the clock resolution early; be lenient
-WAIT = 5.0  # upper bound for things that should happen "soon" (loaded CI)
+from .support.clock import virtual_clock_tests
+
+# Float rounding of `start + interval` against the timer's own sum, not timer slack:
+# on the virtual clock a timer fires at exactly its time.
+EPS = 1e-9
+WAIT = 5.0  # upper bound (simulated seconds) for things that should happen "soon"
 
 
 class Recorder:
@@ -621,11 +628,10 @@ async def test_backup_first_run_after_initial_delay_then_periodic_without_drift(
     bs.start()
     nri = bs.next_run_in
     assert nri is not None
-    assert initial - EPS <= nri <= initial
+    assert nri == pytest.approx(initial, abs=EPS)  # no time passed since start()
     first_due = now() + nri
     await rec.wait_calls(1)
-    assert rec.starts[0] - t0 >= initial - EPS
-    assert rec.starts[0] - t0 < initial + 1.0
+    assert rec.starts[0] - t0 == pytest.approx(initial, abs=EPS)  # exactly when due
     for k in range(2, 6):
         await rec.wait_calls(k)
         for start in rec.starts:
@@ -862,3 +868,7 @@ def test_backup_start_without_running_loop_raises() -> None:
     bs = BackupScheduler(lambda: None, 1.0)
     with pytest.raises(RuntimeError):
         bs.start()
+
+
+# Last, so that it sees every test above.
+virtual_clock_tests(globals())

@@ -10,13 +10,14 @@ the statements that grant, renew and release them and the fenced writes in
 from __future__ import annotations
 
 from .backends.lease import Lease, LeaseInfo, LossCallback, check_lease_args, fenced
-from .backends.lease_workers import LeaseRenewer, SessionWorker
+from .backends.lease_workers import LeaseRenewer, SessionHandler, SessionWorker
 
 __all__ = [
     "Lease",
     "LeaseInfo",
     "LeaseRenewer",
     "LossCallback",
+    "SessionHandler",
     "SessionWorker",
     "check_lease_args",
     "fenced",

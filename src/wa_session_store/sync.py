@@ -10,8 +10,8 @@ blocking method hands the coroutine it mirrors to an event loop on a daemon
 thread and waits for its result, so the same exceptions, of the same types,
 reach the caller. The thin methods are not written by hand either: the
 regions marked "generated" are produced from the coroutines' signatures (as
-psycopg generates its sync pool) by ``python -m tests.test_sync --write``,
-and a test fails when they are stale.
+psycopg generates its sync pool) by ``python tools/sync_twins.py --write``,
+whose ``--check`` CI runs (and a test) to fail when they are stale.
 
 One loop thread serves every open facade of the process: the first
 :meth:`SyncStore.open` starts it, the last :meth:`SyncStore.close` stops it
@@ -32,20 +32,26 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
 
-from typing_extensions import Self
+from typing_extensions import Self, Unpack
 
 from ._open import DEFAULT_URL, open_store
 from .auth_state import (
     AuthKeys,
     AuthState,
+    AuthStateOptions,
+    RestoreResult,
     UrgentPredicate,
     close_all,
     prekey_counters_changed,
+    restore_all,
     use_auth_state,
 )
+from .backends.postgres import PostgresStore
 from .errors import (
     InvalidInputError,
     InvalidTypeError,
@@ -54,7 +60,7 @@ from .errors import (
     describe_error,
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, KeyTransaction, KeyWrites
-from .leases import Lease
+from .leases import Lease, LeaseInfo, LossCallback, SessionHandler, SessionWorker
 from .store import (
     AuthStateStore,
     BaseStore,
@@ -70,8 +76,12 @@ __all__ = [
     "BlockingCallInLoopError",
     "SyncAuthKeys",
     "SyncAuthState",
+    "SyncRestoreResult",
+    "SyncSessionHandler",
+    "SyncSessionWorker",
     "SyncStore",
     "open_sync_store",
+    "restore_all_sync",
     "use_sync_auth_state",
 ]
 
@@ -323,7 +333,7 @@ class SyncStore(_Facade):
             )
         return self._store
 
-    # -- generated from BaseStore by `python -m tests.test_sync --write`: do not edit --------------
+    # -- generated from BaseStore by `python tools/sync_twins.py --write`: do not edit -------------
     def load_creds(self, session_id: str) -> dict[str, Any] | None:
         """Return the session's creds document, or ``None`` if it has none.
 
@@ -472,6 +482,106 @@ class SyncStore(_Facade):
 
     # -- end of generated code ---------------------------------------------------------------------
 
+    # -- leases (PostgreSQL) ----------------------------------------------------
+
+    def _postgres_store(self) -> PostgresStore:
+        """The store, for what only :class:`~wa_session_store.PostgresStore` has (leases)."""
+        if not isinstance(self._store, PostgresStore):
+            raise InvalidTypeError(
+                f"{type(self._store).__name__} has no leases: they need a PostgresStore"
+            )
+        return self._store
+
+    def keep_alive(
+        self, lease: Lease, *, every: float | None = None, on_lost: LossCallback | None = None
+    ) -> None:
+        """Renew ``lease`` in the background on the loop thread, for code without a loop.
+
+        :meth:`Lease.keep_alive <wa_session_store.Lease.keep_alive>` started
+        on the facade's loop (``every`` defaults to ``ttl / 3``): renewals run
+        there until :meth:`release_lease`, and ``on_lost`` (like any loss
+        callback of the lease) is called on the loop thread, so it must not
+        block or call the facade.
+
+        Raises:
+            InvalidInputError: ``every`` is not in (0, ttl).
+        """
+
+        async def start() -> None:
+            lease.keep_alive(every=every, on_lost=on_lost)
+
+        self._run("keep_alive", start)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the session up at once: :meth:`Lease.release
+        <wa_session_store.Lease.release>` (its keep-alive stops first), on the loop thread.
+
+        Raises:
+            StoreUnavailableError: the database could not be reached.
+        """
+        self._run("release_lease", lease.release)
+
+    # -- generated from PostgresLeases by `python tools/sync_twins.py --write`: do not edit --------
+    def acquire_lease(
+        self, session_id: str, *, owner: str, ttl: float = 30.0, wait: float | None = 0.0
+    ) -> Lease:
+        """Grant the session to ``owner`` until ``ttl`` seconds pass without renewal.
+
+        Blocking twin of :meth:`~wa_session_store.PostgresStore.acquire_lease`: the same
+        arguments, result and errors.
+        """
+        return self._run(
+            "acquire_lease",
+            lambda: self._postgres_store().acquire_lease(
+                session_id, owner=owner, ttl=ttl, wait=wait
+            ),
+        )
+
+    def claim_sessions(self, owner: str, *, limit: int, ttl: float = 30.0) -> list[Lease]:
+        """Lease up to ``limit`` stored sessions whose lease is free or expired.
+
+        Blocking twin of :meth:`~wa_session_store.PostgresStore.claim_sessions`: the same
+        arguments, result and errors.
+        """
+        return self._run(
+            "claim_sessions",
+            lambda: self._postgres_store().claim_sessions(owner, limit=limit, ttl=ttl),
+        )
+
+    def lease_holder(self, session_id: str) -> tuple[str, int, datetime] | None:
+        """The newest lease of the session: (owner, token, expires_at), or None.
+
+        Blocking twin of :meth:`~wa_session_store.PostgresStore.lease_holder`: the same
+        arguments, result and errors.
+        """
+        return self._run("lease_holder", lambda: self._postgres_store().lease_holder(session_id))
+
+    def list_leases(self) -> list[LeaseInfo]:
+        """The newest lease of every session that ever had one, ordered by session id.
+
+        Blocking twin of :meth:`~wa_session_store.PostgresStore.list_leases`: the same
+        arguments, result and errors.
+        """
+        return self._run("list_leases", lambda: self._postgres_store().list_leases())
+
+    def renew_leases(self, leases: Iterable[Lease]) -> list[Lease]:
+        """Renew many leases in one statement; return those found lost.
+
+        Blocking twin of :meth:`~wa_session_store.PostgresStore.renew_leases`: the same
+        arguments, result and errors.
+        """
+        return self._run("renew_leases", lambda: self._postgres_store().renew_leases(leases))
+
+    def release_leases(self, leases: Iterable[Lease]) -> int:
+        """Release many leases in one statement (see :meth:`Lease.release`).
+
+        Blocking twin of :meth:`~wa_session_store.PostgresStore.release_leases`: the same
+        arguments, result and errors.
+        """
+        return self._run("release_leases", lambda: self._postgres_store().release_leases(leases))
+
+    # -- end of generated code ---------------------------------------------------------------------
+
 
 # Facades still open (kept alive until closed, as they hold a thread and
 # connections) are closed at interpreter exit, so that a script that forgot
@@ -578,7 +688,7 @@ class SyncAuthKeys(_Facade):
             self._local.transaction = parent
         self._run("transaction", txn.commit)
 
-    # -- generated from AuthKeys by `python -m tests.test_sync --write`: do not edit ---------------
+    # -- generated from AuthKeys by `python tools/sync_twins.py --write`: do not edit --------------
     def flush(self) -> None:
         """Store every write made before this call, in one batch; wait for it.
 
@@ -705,7 +815,7 @@ class SyncAuthState(_Facade):
     ) -> None:
         self.close()
 
-    # -- generated from AuthState by `python -m tests.test_sync --write`: do not edit --------------
+    # -- generated from AuthState by `python tools/sync_twins.py --write`: do not edit -------------
     def flush(self) -> None:
         """Store the pending key writes and save the pending creds change now; wait for both.
 
@@ -750,7 +860,7 @@ def _sync_auth_state(
     return SyncAuthState(store, state, loop)
 
 
-# -- generated from use_auth_state by `python -m tests.test_sync --write`: do not edit -------------
+# -- generated from use_auth_state by `python tools/sync_twins.py --write`: do not edit ------------
 def use_sync_auth_state(
     store: SyncStore,
     session_id: str,
@@ -769,8 +879,8 @@ def use_sync_auth_state(
     """Load a session's auth state from ``store`` and keep it saved.
 
     Blocking twin of :func:`~wa_session_store.use_auth_state` (the same arguments and errors,
-    ``store`` a SyncStore). The auth state runs on the store's loop thread and is closed, saving
-    what is pending, by its close() or the store's.
+    ``store`` a SyncStore). The auth states run on the store's loop thread and are closed,
+    saving what is pending, by their close() or the store's.
     """
     return _sync_auth_state(
         store,
@@ -792,3 +902,190 @@ def use_sync_auth_state(
 
 
 # -- end of generated code -------------------------------------------------------------------------
+
+
+@dataclass
+class SyncRestoreResult:
+    """What :func:`restore_all_sync` brought back.
+
+    Attributes:
+        states: the restored sessions' :class:`SyncAuthState` facades by session id.
+        failed: the sessions that could not be loaded, with their error.
+    """
+
+    states: dict[str, SyncAuthState] = field(default_factory=dict)
+    failed: dict[str, Exception] = field(default_factory=dict)
+
+
+def _sync_restore_all(
+    store: SyncStore, restore: Callable[[AuthStateStore], Coroutine[Any, Any, RestoreResult]]
+) -> SyncRestoreResult:
+    """Run ``restore(store.store)`` on the loop thread; wrap the auth states it returns."""
+    if not isinstance(store, SyncStore):
+        raise InvalidTypeError(
+            f"store must be a SyncStore (e.g. open_sync_store(url)), not {type(store).__name__}"
+        )
+
+    async def start() -> tuple[RestoreResult, asyncio.AbstractEventLoop]:
+        return await restore(store.store), asyncio.get_running_loop()
+
+    result, loop = store._run("restore_all_sync", start)
+    states: dict[str, SyncAuthState] = {}
+    for session_id, state in result.states.items():
+        store._states.add(state)
+        states[session_id] = SyncAuthState(store, state, loop)
+    return SyncRestoreResult(states, dict(result.failed))
+
+
+# -- generated from restore_all by `python tools/sync_twins.py --write`: do not edit ---------------
+def restore_all_sync(
+    store: SyncStore, *, concurrency: int = 16, **options: Unpack[AuthStateOptions]
+) -> SyncRestoreResult:
+    """Bring back every stored session at start-up.
+
+    Blocking twin of :func:`~wa_session_store.restore_all` (the same arguments and errors,
+    ``store`` a SyncStore). The auth states run on the store's loop thread and are closed,
+    saving what is pending, by their close() or the store's.
+    """
+    return _sync_restore_all(
+        store, lambda async_store: restore_all(async_store, concurrency=concurrency, **options)
+    )
+
+
+# -- end of generated code -------------------------------------------------------------------------
+
+
+# -- the session worker ---------------------------------------------------------
+
+#: A blocking session handler: ``handler(lease, stopping)`` runs one session
+#: in a thread of its own until it returns; ``stopping`` is set when the lease
+#: is lost or the worker stops, and the handler should then return soon.
+SyncSessionHandler = Callable[[Lease, threading.Event], object]
+
+
+def _in_own_thread(handler: SyncSessionHandler) -> SessionHandler:
+    """The async handler a :class:`~wa_session_store.SessionWorker` runs, for ``handler``.
+
+    Each session gets a daemon thread (the loop's default executor has a few
+    threads only, and a worker runs up to ``capacity`` sessions). Cancelling
+    the async handler sets ``stopping`` and waits for the thread to return,
+    until a second cancellation (the worker's ``STOP_TIMEOUT``) abandons it.
+    """
+
+    async def run(lease: Lease) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        stopping = threading.Event()
+
+        def settle(error: BaseException | None) -> None:
+            if done.done():
+                return
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+        def target() -> None:
+            error: BaseException | None = None
+            try:
+                handler(lease, stopping)
+            except BaseException as exc:  # reported by the worker, on the loop
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(settle, error)
+
+        name = f"{THREAD_NAME}-worker:{lease.session_id}"
+        threading.Thread(target=target, name=name, daemon=True).start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            stopping.set()
+            await asyncio.shield(done)  # cancelled again: the thread is abandoned
+            raise
+
+    return run
+
+
+class SyncSessionWorker(_Facade):
+    """The blocking :class:`~wa_session_store.SessionWorker`: claims sessions, runs a handler each.
+
+    The async worker does the work on the facade's loop thread (claims,
+    renewals in one statement, release in one statement at stop); each
+    session's blocking ``handler(lease, stopping)`` runs in a daemon thread of
+    its own, and typically calls ``use_sync_auth_state(store,
+    lease.session_id, lease=lease)`` and serves the session until
+    ``stopping`` is set (the lease was lost, or :meth:`stop` was called).
+    An exception from the handler is logged, and its lease released.
+
+    :meth:`run` blocks until :meth:`stop` is called from another thread.
+    Stop the worker before closing the store.
+
+    Args:
+        store: an open :class:`SyncStore` over a :class:`~wa_session_store.PostgresStore`.
+        owner, capacity, ttl, claim_every, claim_batch: as for
+            :class:`~wa_session_store.SessionWorker` (defaults 100, 30.0,
+            ``ttl / 3`` and 10).
+        handler: the blocking :data:`SyncSessionHandler`.
+
+    Raises:
+        InvalidTypeError: ``store`` is not a SyncStore over a PostgresStore.
+        InvalidInputError: as :class:`~wa_session_store.SessionWorker`.
+    """
+
+    __slots__ = ("_store", "worker")
+
+    def __init__(
+        self,
+        store: SyncStore,
+        owner: str,
+        handler: SyncSessionHandler,
+        *,
+        capacity: int = 100,
+        ttl: float = 30.0,
+        claim_every: float | None = None,
+        claim_batch: int = 10,
+    ) -> None:
+        if not isinstance(store, SyncStore):
+            raise InvalidTypeError(
+                f"store must be a SyncStore (e.g. open_sync_store(url)), not {type(store).__name__}"
+            )
+        postgres = store._postgres_store()
+        self._store = store
+
+        async def make() -> SessionWorker:  # on the loop that will run it
+            return SessionWorker(
+                postgres,
+                owner,
+                _in_own_thread(handler),
+                capacity=capacity,
+                ttl=ttl,
+                claim_every=claim_every,
+                claim_batch=claim_batch,
+            )
+
+        #: The async worker this facade drives.
+        self.worker: SessionWorker = store._run("SyncSessionWorker", make)
+
+    def __repr__(self) -> str:
+        return f"<SyncSessionWorker {self.worker.owner!r} of {self._store!r}>"
+
+    @property
+    def sessions(self) -> list[str]:
+        """The sessions this worker runs now."""
+        return self.worker.sessions
+
+    def run(self) -> None:
+        """Claim and run sessions until :meth:`stop`: the blocking
+        :meth:`SessionWorker.run <wa_session_store.SessionWorker.run>`."""
+        self._run("run", self.worker.run)
+
+    def stop(self) -> None:
+        """Stop claiming, stop every handler, release every lease in one statement.
+
+        The blocking :meth:`SessionWorker.stop <wa_session_store.SessionWorker.stop>`:
+        ``stopping`` is set for every handler, whose threads get
+        ``SessionWorker.STOP_TIMEOUT`` (5.0) seconds to return (a thread still
+        running then is abandoned; it is a daemon). Call it from another
+        thread than the one in :meth:`run`, or from a signal handler there.
+        """
+        self._run("stop", self.worker.stop)
