@@ -184,7 +184,7 @@ async def test_a_late_write_never_overwrites_a_newer_one(pg_dsn: str, pg_schema:
         # What a retry of an earlier call does: write with the version it was given.
         late = store._clock._last - 1_000_000
         blob = b'{"v":1}'
-        assert await store._write_creds("s", blob, late, None, 5.0) is False
+        assert await store._write_creds("s", blob, late, 5.0) is False
         assert await store.load_creds("s") == stored == {"v": 2}
 
 

@@ -39,7 +39,8 @@ COMMAND = "python tools/sync_twins.py --write"
 #: source (class or coroutine function): (where its calls go, its public path for docstrings)
 SOURCES: dict[str, tuple[str, str]] = {
     "BaseStore": ("self._store", "wa_session_store.store.BaseStore"),
-    "PostgresStore": ("self._postgres_store()", "wa_session_store.PostgresStore"),
+    # PostgresStore's lease methods are its lease capability's (backends/postgres_leases.py).
+    "PostgresLeases": ("self._postgres_store()", "wa_session_store.PostgresStore"),
     "AuthKeys": ("self._keys", "wa_session_store.AuthKeys"),
     "AuthState": ("self.state", "wa_session_store.AuthState"),
     "use_auth_state": ("", "wa_session_store.use_auth_state"),
@@ -51,7 +52,7 @@ FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "restore_all": ("SyncStore", "SyncRestoreResult", "_sync_restore_all"),
 }
 #: The modules whose top-level classes and coroutine functions may be sources.
-MODULES = ("store.py", "keys.py", "auth_state.py", "backends/postgres.py")
+MODULES = ("store.py", "keys.py", "auth_state.py", "backends/postgres_leases.py")
 #: Twins whose name differs from their coroutine's.
 RENAMES = {
     "aclose": "close",

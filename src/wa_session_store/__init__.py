@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
 from ._open import open_store
+from ._version import __version__
 from .auth_state import (
     AuthKeys,
     AuthState,
@@ -48,11 +47,6 @@ from .store import (
 )
 from .throttle import BackupScheduler, Throttler
 from .transfer import CopyProgress, CopyReport, SessionCopy, copy_sessions
-
-try:
-    __version__ = version("wa-session-store")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
 
 __all__ = [
     "AESGCMCipher",

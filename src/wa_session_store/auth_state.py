@@ -14,15 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
+from .backends.lease import Lease
+from .creds_saver import CredsSaver, UrgentPredicate, check_urgent, prekey_counters_changed
 from .errors import (
     InvalidInputError,
     InvalidTypeError,
@@ -32,10 +32,10 @@ from .errors import (
     shown,
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
-from .leases import Lease
-from .metrics import metrics_of
-from .store import AuthStateStore, BaseStore, _collector_paused
-from .throttle import BackupScheduler, Throttler
+from .metrics import open_auth_states
+from .rows import collector_paused
+from .store import AuthStateStore, BaseStore
+from .throttle import Throttler
 
 __all__ = [
     "AuthKeys",
@@ -52,30 +52,46 @@ __all__ = [
 
 logger = logging.getLogger("wa_session_store")
 
-UrgentPredicate = Callable[[Mapping[str, Any] | None, Mapping[str, Any]], bool]
-"""``urgent(previous, current) -> bool``: True saves at once, bypassing the throttle."""
-
-_PREKEY_COUNTERS = (
-    "nextPreKeyId",
-    "firstUnuploadedPreKeyId",
-    "next_pre_key_id",
-    "first_unuploaded_pre_key_id",
-)
-
-# Every AuthState not yet closed, for install_shutdown_handler() and close_all().
-_open_states: weakref.WeakSet[AuthState] = weakref.WeakSet()
+# Every AuthState not yet closed, for install_shutdown_handler() and close_all()
+# (and the metrics' gauges, whose module keeps the set).
+_open_states = open_auth_states
 
 
-def prekey_counters_changed(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> bool:
-    """The default ``urgent`` predicate: the pre-key counters moved (or creds are new).
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """The per-session options of :func:`use_auth_state`, validated once, frozen.
 
-    The counters (``nextPreKeyId``, ``firstUnuploadedPreKeyId`` or their
-    snake_case spellings) must reach the database before the pre-keys they
-    count are handed out, or a restart reuses pre-key ids ("Invalid PreKey ID").
+    The one list of them that the library passes around: ``use_auth_state``
+    and ``restore_all`` build one (the keyword arguments stay the public
+    form), and :class:`AuthState` is built from it. The defaults are
+    ``use_auth_state``'s; see it for what each option does.
+
+    Raises:
+        InvalidTypeError: ``urgent`` is not callable, or ``preload`` is not
+            True, False or an iterable of categories.
     """
-    if previous is None:
-        return True
-    return any(previous.get(name) != current.get(name) for name in _PREKEY_COUNTERS)
+
+    throttle: float = 30.0
+    backup_interval: float | None = 300.0
+    initial_delay: float = 10.0
+    backup_jitter: float = 0.0
+    urgent: UrgentPredicate | None = prekey_counters_changed
+    lease: Lease | None = None
+    on_lost: Callable[[AuthState], None] | None = None
+    key_writes: KeyWrites = "write-through"
+    preload: bool | Iterable[str] = False
+    key_cache_bytes: int = DEFAULT_KEY_CACHE_BYTES
+
+    def __post_init__(self) -> None:
+        check_urgent(self.urgent)
+
+    def state_options(self) -> dict[str, Any]:
+        """The keyword arguments of :class:`AuthState`: every option but ``preload``."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preload"}
+
+    def categories(self) -> list[str]:
+        """The key categories to preload (raises InvalidTypeError for a bad ``preload``)."""
+        return _preload_categories(self.preload)
 
 
 class AuthState:
@@ -87,23 +103,7 @@ class AuthState:
         keys: the Signal key store, :class:`AuthKeys`.
     """
 
-    __slots__ = (
-        "__weakref__",
-        "_generation",
-        "_last_saved",
-        "_lease",
-        "_on_lost",
-        "_previous",
-        "_saved_generation",
-        "_scheduler",
-        "_store",
-        "_throttler",
-        "_urgent",
-        "_urgent_generation",
-        "creds",
-        "keys",
-        "session_id",
-    )
+    __slots__ = ("__weakref__", "_lease", "_on_lost", "_saver", "_store", "keys", "session_id")
 
     def __init__(
         self,
@@ -121,64 +121,75 @@ class AuthState:
         key_writes: KeyWrites = "write-through",
         key_cache_bytes: int = DEFAULT_KEY_CACHE_BYTES,
     ) -> None:
-        if urgent is not None and not callable(urgent):
-            raise InvalidTypeError(
-                f"urgent must be a callable or None, not {type(urgent).__name__}"
-            )
+        check_urgent(urgent)
         if lease is not None and lease.session_id != session_id:
             raise InvalidInputError(
                 f"the lease is for session {lease.session_id!r}, not {session_id!r}"
             )
         self._store = store
         self.session_id = session_id
-        self.creds = creds
         self.keys = AuthKeys(
             store, session_id, lease, key_writes=key_writes, cache_bytes=key_cache_bytes
         )
         self._lease = lease
         self._on_lost = on_lost
-        self._urgent = urgent
-        self._previous: dict[str, Any] | None = dict(creds) if creds is not None else None
-        # A change is pending while the generation handed out by creds_updated()
-        # is ahead of the one the last successful save captured.
-        self._generation = 0
-        self._saved_generation = 0
-        # The generation of the last urgent change: what a barrier waits for.
-        self._urgent_generation = 0
-        self._last_saved: float | None = None
-        self._throttler = Throttler(self._save, throttle, name=session_id)
-        self._scheduler = (
-            BackupScheduler(
-                self._backup, backup_interval, initial_delay, backup_jitter, name=session_id
-            )
-            if backup_interval
-            else None
+        self._saver = CredsSaver(
+            store,
+            session_id,
+            creds,
+            throttle=throttle,
+            backup_interval=backup_interval,
+            initial_delay=initial_delay,
+            backup_jitter=backup_jitter,
+            urgent=urgent,
+            lease=lease,
         )
+        self._saver.owner = self
+
+    @classmethod
+    def _of(
+        cls,
+        store: AuthStateStore,
+        session_id: str,
+        creds: dict[str, Any] | None,
+        options: SessionOptions,
+    ) -> AuthState:
+        """Build one from :class:`SessionOptions` (``preload`` is the caller's)."""
+        return cls(store, session_id, creds, **options.state_options())
 
     def __repr__(self) -> str:
-        state = "closed" if self._throttler.closed else ("pending" if self.pending else "saved")
+        state = "closed" if self.closed else ("pending" if self.pending else "saved")
         return f"<AuthState session={self.session_id!r} {state}>"
+
+    @property
+    def creds(self) -> dict[str, Any] | None:
+        """The current creds document, or ``None`` until the client pairs."""
+        return self._saver.creds
+
+    @creds.setter
+    def creds(self, creds: dict[str, Any] | None) -> None:
+        self._saver.creds = creds
 
     @property
     def pending(self) -> bool:
         """Whether a creds change has not been saved yet."""
-        return self._generation != self._saved_generation
+        return self._saver.pending
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
-        return self._throttler.closed
+        return self._saver.closed
 
     @property
     def last_saved_at(self) -> datetime | None:
         """When this process last saved the creds (UTC), or None if it has not yet."""
-        saved = self._last_saved
+        saved = self._saver.last_saved
         return None if saved is None else datetime.fromtimestamp(saved, timezone.utc)
 
     @property
     def consecutive_failures(self) -> int:
         """Creds saves that failed in a row (0 after a successful one)."""
-        return self._throttler.failures
+        return self._saver.throttler.failures
 
     @property
     def lease(self) -> Lease | None:
@@ -202,7 +213,7 @@ class AuthState:
                 extra={"session_id": self.session_id, "op": "lease"},
             )
         # They belong to a replaced owner: saving them would break the new one.
-        self._saved_generation = self._generation
+        self._saver.drop()
         self.keys._drop()
         if self._on_lost is not None:
             try:
@@ -213,13 +224,12 @@ class AuthState:
     @property
     def throttler(self) -> Throttler:
         """The throttler of creds saves (for its counters: ``runs``, ``failures``)."""
-        return self._throttler
+        return self._saver.throttler
 
     def _start(self) -> None:
         if self._lease is not None:
             self._lease.on_lost(self._lease_lost)
-        if self._scheduler is not None:
-            self._scheduler.start()
+        self._saver.start()
         _open_states.add(self)
 
     def creds_updated(self, creds: Mapping[str, Any] | None = None) -> None:
@@ -232,28 +242,12 @@ class AuthState:
         the pre-key counters (see ``urgent``) is saved at once.
         """
         try:
-            if creds is not None:
-                if not isinstance(creds, Mapping):
-                    raise InvalidTypeError(
-                        f"creds must be a mapping (dict), not {type(creds).__name__}"
-                    )
-                self.creds = creds if isinstance(creds, dict) else dict(creds)
-            if self.creds is None:
+            if not self._saver.changed(creds):
                 logger.warning(
                     "creds_updated() for %s before any creds exist; nothing to save",
                     self.session_id,
                     extra={"session_id": self.session_id, "op": "creds_updated"},
                 )
-                return
-            self._generation += 1
-            metrics = metrics_of(self._store)
-            if metrics is not None:
-                metrics.creds_update(self._store_kind())
-            urgent = self._urgent is not None and self._urgent(self._previous, self.creds)
-            self._previous = dict(self.creds)
-            if urgent:
-                self._urgent_generation = self._generation
-            self._throttler.trigger(urgent=urgent)
         except StoreClosedError:
             logger.error(
                 "creds_updated() for %s after aclose(); the update is not saved",
@@ -279,29 +273,7 @@ class AuthState:
             StoreUnavailableError, StoreOperationError: the save failed; the
                 change stays pending and is retried by the throttle and backups.
         """
-        if self._throttler.closed:
-            raise StoreClosedError(f"auth state of {self.session_id!r} is closed")
-        before = (self.creds, self._previous, self._generation)
-        if creds is not None:
-            if not isinstance(creds, Mapping):
-                raise InvalidTypeError(
-                    f"creds must be a mapping (dict), not {type(creds).__name__}"
-                )
-            self.creds = creds if isinstance(creds, dict) else dict(creds)
-            self._previous = dict(self.creds)
-        if self.creds is None:
-            raise InvalidInputError(f"no creds to save for {self.session_id!r}")
-        self._generation += 1
-        generation = self._generation
-        self._throttler.trigger(urgent=True)
-        try:
-            await self._throttler.flush()
-        except InvalidInputError:
-            # Refused before anything was written: put the previous document
-            # back, unless another update arrived meanwhile.
-            if self._generation == generation:
-                self.creds, self._previous, self._generation = before
-            raise
+        await self._saver.save_now(creds)
 
     async def flush(self) -> None:
         """Store the pending key writes and save the pending creds change now; wait for both.
@@ -310,7 +282,7 @@ class AuthState:
             LeaseLostError: the lease was lost.
             StoreUnavailableError, StoreOperationError: a write failed (it stays pending).
         """
-        await self._both(self._throttler.flush())
+        await self._both(self._saver.flush())
 
     async def barrier(self) -> None:
         """Wait until what an outgoing frame may depend on is stored.
@@ -329,18 +301,14 @@ class AuthState:
             StoreUnavailableError, StoreOperationError: a write failed after
                 its retries; it stays pending for the next barrier.
         """
-        owed = self._saved_generation < self._urgent_generation and not self.lost
-        await self._both(self._throttler.flush() if owed else None)
+        await self._both(self._saver.urgent_owed())
 
     async def _both(self, creds: Awaitable[None] | None) -> None:
         """Flush the keys and, concurrently, ``creds``; raise the first error."""
         if creds is None:
             await self.keys.flush()
             return
-        outcomes = await asyncio.gather(self.keys.flush(), creds, return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await _first_error(self.keys.flush(), creds)
 
     async def aclose(self, deadline: float = 10.0) -> None:
         """Stop the backups, save what is pending, refuse further saves.
@@ -358,9 +326,8 @@ class AuthState:
         """
         _open_states.discard(self)
         try:
-            if self._scheduler is not None:
-                await self._scheduler.stop()
-            await asyncio.wait_for(self._close_both(), deadline)
+            await self._saver.stop_backups()
+            await asyncio.wait_for(_first_error(self.keys._close(), self._saver.aclose()), deadline)
         except LeaseLostError:
             # A save that was already running when the lease was lost: its
             # creds were dropped and the loss reported (see _lease_lost).
@@ -377,41 +344,13 @@ class AuthState:
                 )
             raise
 
-    async def _close_both(self) -> None:
-        outcomes = await asyncio.gather(
-            self.keys._close(), self._throttler.aclose(), return_exceptions=True
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
 
-    async def _save(self) -> None:
-        creds, generation = self.creds, self._generation
-        if creds is None or generation == self._saved_generation or self.lost:
-            return
-        if self._lease is None:
-            await self._store.save_creds(self.session_id, creds)
-        else:
-            try:
-                await self._store.save_creds(self.session_id, creds, fence=self._lease)
-            except LeaseLostError as exc:
-                self._lease.mark_lost(exc)  # drops what is pending, see _lease_lost
-                raise
-        self._saved_generation = max(self._saved_generation, generation)
-        self._last_saved = time.time()
-        metrics = metrics_of(self._store)
-        if metrics is not None:
-            metrics.creds_save(self._store_kind())
-
-    async def _backup(self) -> None:
-        metrics = metrics_of(self._store)
-        if metrics is not None:
-            metrics.backup(self._store_kind())
-        if self.pending:
-            await self._throttler.flush()
-
-    def _store_kind(self) -> str:
-        return str(getattr(self._store, "kind", "store"))
+async def _first_error(*writes: Awaitable[None]) -> None:
+    """Run ``writes`` concurrently, each to its end; raise the first error."""
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def use_auth_state(
@@ -474,12 +413,7 @@ async def use_auth_state(
         InvalidInputError: an invalid session id or option.
         StoreUnavailableError, StoreOperationError, DecodeError: loading failed.
     """
-    categories = _preload_categories(preload)
-    creds = await store.load_creds(session_id)
-    state = AuthState(
-        store,
-        session_id,
-        creds,
+    options = SessionOptions(
         throttle=throttle,
         backup_interval=backup_interval,
         initial_delay=initial_delay,
@@ -488,9 +422,17 @@ async def use_auth_state(
         lease=lease,
         on_lost=on_lost,
         key_writes=key_writes,
+        preload=preload,
         key_cache_bytes=key_cache_bytes,
     )
-    return await _started(state, categories)
+    return await _load(store, session_id, options)
+
+
+async def _load(store: AuthStateStore, session_id: str, options: SessionOptions) -> AuthState:
+    """:func:`use_auth_state` with its options already gathered."""
+    categories = options.categories()
+    creds = await store.load_creds(session_id)
+    return await _started(AuthState._of(store, session_id, creds, options), categories)
 
 
 async def _started(state: AuthState, categories: list[str]) -> AuthState:
@@ -581,9 +523,9 @@ async def restore_all(
             extra={"session_id": session_id, "op": "restore"},
         )
 
+    session_options = SessionOptions(**options)
     if isinstance(store, BaseStore):
-        state_options: dict[str, Any] = dict(options)  # AuthState's own, preload aside
-        categories = _preload_categories(state_options.pop("preload", False))
+        categories = session_options.categories()
         gate = asyncio.Semaphore(concurrency)
 
         async def preloaded(state: AuthState) -> None:
@@ -594,9 +536,9 @@ async def restore_all(
                     failed(state.session_id, exc)
 
         async for page in store.iter_creds_pages():
-            with _collector_paused():  # thousands of small objects, none cyclic
+            with collector_paused():  # thousands of small objects, none cyclic
                 states = [
-                    AuthState(store, session_id, creds, **state_options)
+                    AuthState._of(store, session_id, creds, session_options)
                     for session_id, creds in page.creds.items()
                 ]
             if categories:  # one query per session: that work runs concurrently, bounded
@@ -614,7 +556,7 @@ async def restore_all(
         async def restore(session_id: str) -> None:
             async with gate:
                 try:
-                    result.states[session_id] = await use_auth_state(store, session_id, **options)
+                    result.states[session_id] = await _load(store, session_id, session_options)
                 except Exception as exc:
                     failed(session_id, exc)
 
@@ -641,7 +583,11 @@ async def close_all(
     Returns:
         The sessions whose final save failed, with the error (empty: nothing lost).
     """
-    targets = list(_open_states if states is None else states)
+    targets = (
+        list(states)
+        if states is not None
+        else [s for s in _open_states if isinstance(s, AuthState)]
+    )
     outcomes = await asyncio.gather(
         *(state.aclose(deadline) for state in targets), return_exceptions=True
     )

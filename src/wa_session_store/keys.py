@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
+from functools import partial
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal
 
@@ -42,18 +42,17 @@ from ._codec import (
     DEFAULT_MAX_VALUE_SIZE,
     check_category,
     check_key_ids,
-    decode_value,
-    encode_value,
     given_twice,
     key_batch_entries,
 )
+from .backends.lease import Lease, fenced
 from .errors import (
     InvalidInputError,
     LeaseLostError,
     describe_error,
     shown,
 )
-from .leases import Lease
+from .key_cache import Cache, Entry, Key, freeze, grouped
 from .store import AuthStateStore
 
 __all__ = [
@@ -84,99 +83,6 @@ DEFAULT_PRELOAD: Final = (
 #: 5,000 Signal session records).
 DEFAULT_KEY_CACHE_BYTES: Final = 8 * 1024 * 1024
 
-_Key = tuple[str, str]
-# Bookkeeping bytes counted per cached entry besides its value.
-_OVERHEAD = 64
-_IMMUTABLE = (bytes, str, int, float, bool, type(None))
-
-
-class _Entry:
-    """One key's value as this module keeps it: immutable values as they are
-    (the hot path: Signal records are bytes), containers as their encoded
-    BufferJSON, decoded afresh for every reader so no caller can change
-    another's copy. ``None`` is an absent (or deleted) key."""
-
-    __slots__ = ("blob", "size", "value")
-
-    def __init__(self, value: object, blob: bytes | None, size: int) -> None:
-        self.value = value
-        self.blob = blob
-        self.size = size
-
-    def same(self, other: _Entry) -> bool:
-        return self.blob == other.blob and (self.blob is not None or self.value == other.value)
-
-    def read(self) -> Any:
-        if self.blob is None:
-            return self.value
-        return decode_value(self.blob, what="a cached key value")
-
-
-_ABSENT = _Entry(None, None, _OVERHEAD)
-
-
-def _freeze(value: object, category: str, key_id: str, max_size: int) -> _Entry:
-    """Validate ``value`` as the store would, and snapshot it."""
-    if value is None:
-        return _ABSENT
-    if isinstance(value, (bytearray, memoryview)):
-        value = bytes(value)
-    if type(value) is bytes and len(value) * 4 // 3 + 64 < max_size:
-        return _Entry(value, None, len(value) + _OVERHEAD)
-    blob = encode_value(
-        value, what=lambda: f"value of {category} key {key_id!r}", max_size=max_size
-    )
-    if isinstance(value, _IMMUTABLE):
-        return _Entry(value, None, len(blob) + _OVERHEAD)
-    return _Entry(None, blob, len(blob) + _OVERHEAD)
-
-
-class _Cache:
-    """A least-recently-used map of entries, bounded by the bytes they hold."""
-
-    __slots__ = ("budget", "bytes", "entries")
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.bytes = 0
-        self.entries: OrderedDict[_Key, _Entry] = OrderedDict()
-
-    def get(self, key: _Key) -> _Entry | None:
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.entries.move_to_end(key)
-        return entry
-
-    def put(self, key: _Key, entry: _Entry) -> None:
-        self.discard(key)
-        if entry.size > self.budget:
-            return
-        self.entries[key] = entry
-        self.bytes += entry.size
-        while self.bytes > self.budget:
-            _, evicted = self.entries.popitem(last=False)
-            self.bytes -= evicted.size
-
-    def fits(self, size: int) -> bool:
-        return self.bytes + size <= self.budget
-
-    def discard(self, key: _Key) -> None:
-        entry = self.entries.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry.size
-
-    def clear(self) -> None:
-        self.entries.clear()
-        self.bytes = 0
-
-
-def _grouped(batch: Mapping[_Key, _Entry]) -> dict[str, dict[str, Any]]:
-    data: dict[str, dict[str, Any]] = {}
-    for (category, key_id), entry in batch.items():
-        data.setdefault(category, {})[key_id] = entry.read()
-    return data
-
-
 # The open transactions of the running task, by the AuthKeys they belong to.
 _TRANSACTIONS: ContextVar[Mapping[int, KeyTransaction]] = ContextVar(
     "wa_session_store_key_transactions", default=MappingProxyType({})
@@ -199,13 +105,13 @@ class KeyTransaction:
     def __init__(self, keys: AuthKeys, parent: KeyTransaction | None) -> None:
         self._keys = keys
         self.parent = parent
-        self.writes: dict[_Key, _Entry] = {}
+        self.writes: dict[Key, Entry] = {}
         self._token: Any = None
 
     def __repr__(self) -> str:
         return f"<KeyTransaction of {self._keys!r} writes={len(self.writes)}>"
 
-    def lookup(self, key: _Key) -> _Entry | None:
+    def lookup(self, key: Key) -> Entry | None:
         txn: KeyTransaction | None = self
         while txn is not None:
             entry = txn.writes.get(key)
@@ -315,9 +221,9 @@ class AuthKeys:
         self._lease = lease
         self._mode: KeyWrites = key_writes
         self._max_size = int(getattr(store, "max_value_size", DEFAULT_MAX_VALUE_SIZE))
-        self._cache = _Cache(cache_bytes)
-        self._pending: dict[_Key, _Entry] = {}
-        self._inflight: dict[_Key, _Entry] = {}
+        self._cache = Cache(cache_bytes)
+        self._pending: dict[Key, Entry] = {}
+        self._inflight: dict[Key, Entry] = {}
         self._flush_task: asyncio.Task[Exception | None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._io = asyncio.Lock()
@@ -326,10 +232,10 @@ class AuthKeys:
         # Reads in flight, and the keys written while they were: a read's
         # answer for such a key may be older than the write and is not cached.
         self._reads = 0
-        self._raced: set[_Key] | None = None
+        self._raced: set[Key] | None = None
         self._stale_reads = False
         # Write-through writes in flight, per key: while two race, neither is cached.
-        self._writing: dict[_Key, int] = {}
+        self._writing: dict[Key, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -393,7 +299,7 @@ class AuthKeys:
             self._cancel_timer()
             self._forget()
             try:
-                await self._fenced(self._store.clear_keys)
+                await fenced(self._lease, partial(self._store.clear_keys, self._session_id))
             except BaseException:
                 self._pending = {**saved, **self._pending}
                 raise
@@ -456,7 +362,7 @@ class AuthKeys:
                 )
                 for category, key_id, value in page:
                     key = (category, key_id)
-                    entry = _freeze(value, category, key_id, self._max_size)
+                    entry = freeze(value, category, key_id, self._max_size)
                     if not self._cache.fits(entry.size):
                         logger.debug(
                             "preload of %s stopped at the key cache budget (%d bytes)",
@@ -480,7 +386,7 @@ class AuthKeys:
     def _current(self) -> KeyTransaction | None:
         return _TRANSACTIONS.get().get(id(self))
 
-    def _known(self, key: _Key, txn: KeyTransaction | None) -> _Entry | None:
+    def _known(self, key: Key, txn: KeyTransaction | None) -> Entry | None:
         if txn is not None:
             entry = txn.lookup(key)
             if entry is not None:
@@ -514,7 +420,7 @@ class AuthKeys:
                 value = stored.get(key_id)
                 found[key_id] = value
                 if self._cacheable(key):
-                    self._cache.put(key, _freeze(value, cat, key_id, self._max_size))
+                    self._cache.put(key, freeze(value, cat, key_id, self._max_size))
         finally:
             self._end_read()
         return {key_id: found[key_id] for key_id in wanted}
@@ -530,12 +436,12 @@ class AuthKeys:
             self._raced = None
             self._stale_reads = False
 
-    def _cacheable(self, key: _Key) -> bool:
+    def _cacheable(self, key: Key) -> bool:
         if self._lost:
             return False
         return self._raced is None or not (self._stale_reads or key in self._raced)
 
-    def _touch(self, keys: Iterable[_Key]) -> None:
+    def _touch(self, keys: Iterable[Key]) -> None:
         if self._raced is not None:
             self._raced.update(keys)
 
@@ -547,10 +453,10 @@ class AuthKeys:
 
     # -- writes -----------------------------------------------------------------
 
-    def _freeze_batch(self, data: object) -> dict[_Key, _Entry]:
-        batch: dict[_Key, _Entry] = {}
+    def _freeze_batch(self, data: object) -> dict[Key, Entry]:
+        batch: dict[Key, Entry] = {}
         for category, key_id, value in key_batch_entries(data):
-            entry = _freeze(value, category, key_id, self._max_size)
+            entry = freeze(value, category, key_id, self._max_size)
             earlier = batch.get((category, key_id))
             if earlier is not None and not earlier.same(entry):
                 raise given_twice(category, key_id)
@@ -564,7 +470,7 @@ class AuthKeys:
             return
         await self._apply(batch, barrier=False)
 
-    async def _apply(self, batch: dict[_Key, _Entry], *, barrier: bool) -> None:
+    async def _apply(self, batch: dict[Key, Entry], *, barrier: bool) -> None:
         """Store ``batch`` (write-through), or make it pending (barrier mode) and,
         with ``barrier``, flush it."""
         if not batch:
@@ -596,15 +502,13 @@ class AuthKeys:
             getattr(reason, "holder_token", None),
         )
 
-    async def _write_through(self, batch: dict[_Key, _Entry]) -> None:
+    async def _write_through(self, batch: dict[Key, Entry]) -> None:
         self._touch(batch)
         for key in batch:
             self._cache.discard(key)
             self._writing[key] = self._writing.get(key, 0) + 1
         try:
-            await self._fenced(
-                lambda sid, **fence: self._store.set_keys(sid, _grouped(batch), **fence)
-            )
+            await self._store_batch(batch)
         finally:
             raced = set()
             for key in batch:
@@ -616,15 +520,10 @@ class AuthKeys:
             if key not in raced and key not in self._writing and self._cacheable(key):
                 self._cache.put(key, entry)
 
-    async def _fenced(self, write: Any) -> Any:
-        """``write(session_id[, fence=lease])``; a lost lease is reported to the lease."""
-        if self._lease is None:
-            return await write(self._session_id)
-        try:
-            return await write(self._session_id, fence=self._lease)
-        except LeaseLostError as exc:
-            self._lease.mark_lost(exc)
-            raise
+    async def _store_batch(self, batch: dict[Key, Entry]) -> None:
+        """Store ``batch`` in one fenced ``set_keys``."""
+        data = grouped(batch)
+        await fenced(self._lease, partial(self._store.set_keys, self._session_id, data))
 
     def _arm(self, delay: float) -> None:
         if self._timer is not None or self._flush_task is not None:
@@ -659,9 +558,7 @@ class AuthKeys:
                     return None
                 self._inflight = batch
                 try:
-                    await self._fenced(
-                        lambda sid, **fence: self._store.set_keys(sid, _grouped(batch), **fence)
-                    )
+                    await self._store_batch(batch)
                 except BaseException as exc:
                     if not self._lost:
                         # Kept, beneath anything written since.

@@ -43,7 +43,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["DURATION_BUCKETS", "Metrics", "OpenTelemetryMetrics", "PrometheusMetrics"]
 
@@ -118,6 +118,24 @@ def metrics_of(store: object) -> Metrics | None:
     return metrics if isinstance(metrics, Metrics) else None
 
 
+class _Observed(Protocol):
+    """What the gauges read of an open auth state (an ``AuthState``)."""
+
+    @property
+    def _store(self) -> object: ...
+
+    @property
+    def keys(self) -> object: ...
+
+    @property
+    def pending(self) -> bool: ...
+
+
+#: Every auth state not yet closed. ``AuthState`` adds and removes itself (and
+#: ``close_all`` and the shutdown handler close them); kept here, below the
+#: auth states, so that counting them needs no import of auth_state.
+open_auth_states: weakref.WeakSet[_Observed] = weakref.WeakSet()
+
 #: The gauges counted over the open auth states when an exporter collects:
 #: (name, description), in the order :func:`_auth_state_gauges` returns them.
 AUTH_STATE_GAUGES = (
@@ -132,13 +150,11 @@ def _auth_state_gauges(owners: Iterable[Metrics]) -> list[Counter[str]]:
     states, those with unsaved creds, and their key writes not yet stored
     (``AuthKeys.pending``, barrier mode). Counted when the exporter collects,
     so keeping them costs nothing in between."""
-    from .auth_state import _open_states
-
     wanted = set(map(id, owners))
     open_: Counter[str] = Counter()
     pending: Counter[str] = Counter()
     key_writes: Counter[str] = Counter()
-    for state in list(_open_states):
+    for state in list(open_auth_states):
         store = state._store
         if id(getattr(store, "metrics", None)) not in wanted:
             continue
@@ -405,7 +421,7 @@ class OpenTelemetryMetrics(Metrics):
     def __init__(self, meter_provider: Any = None) -> None:
         from opentelemetry import metrics as otel_metrics
 
-        from . import __version__
+        from ._version import __version__
 
         provider = meter_provider or otel_metrics.get_meter_provider()
         with _otel_lock:

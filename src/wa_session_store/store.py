@@ -1,27 +1,26 @@
 """The store contract and the machinery every backend shares.
 
 :class:`AuthStateStore` is what the rest of the library (and any client
-integration) programs against. :class:`BaseStore` implements it once:
-argument validation, encoding, creds versions and retries live here, and a
-backend only supplies single attempts of a few primitive operations on
-already encoded bytes. So every backend refuses the same inputs with the same
-errors, and a fix to the codec or the retry rules reaches all of them.
+integration) programs against. :class:`BaseStore` implements it once, in
+three layers, each in its own module: a call is turned into encoded, sealed
+rows (and rows back into values) by the I/O-free
+:class:`~wa_session_store.rows.RowCodec`; it is sent by the one retried,
+instrumented call of this module (:meth:`BaseStore._run`); and a backend only
+supplies single attempts of a few primitive operations on those rows
+(:class:`~wa_session_store.primitives.StorePrimitives`). Maintenance over many
+rows (scans in pages, reencryption, health reports) is in
+:mod:`~wa_session_store.maintenance`, the value types in
+:mod:`~wa_session_store.store_types`. So every backend refuses the same
+inputs with the same errors, and a fix to the codec or the retry rules
+reaches all of them.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
-import math
-import time
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from functools import partial
 from types import TracebackType
-from typing import Any, Protocol, TypedDict, TypeVar, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from typing_extensions import Self
 
@@ -30,29 +29,30 @@ from ._codec import (
     MAX_WRITE_SIZE,
     KeyRow,
     check_category,
-    check_key_id,
     check_key_ids,
     check_session_id,
-    decode_value,
-    encode_creds,
-    encode_key_batch,
 )
-from .crypto import MAGIC, Cipher, associated_data, sealed_key_id
+from .crypto import Cipher
 from .errors import (
-    DecodeError,
-    DecryptionError,
     InvalidInputError,
     InvalidTypeError,
     SessionExistsError,
-    SessionStoreError,
-    StoreClosedError,
-    StoreOperationError,
-    StoreUnavailableError,
-    describe_error,
-    shown,
 )
+from .maintenance import creds_pages, health_report, health_timeout, reencrypt_rows
 from .metrics import Metrics
-from .retry import RetryDetails, RetryHook, RetryPolicy
+from .retry import RetryHook, RetryPolicy
+from .rows import RowCodec, category_query, check_page_limit
+from .store_calls import StoreCalls
+from .store_types import (
+    CredsPage,
+    CredsRow,
+    ReencryptProgress,
+    RowKey,
+    SessionExport,
+    SessionInfo,
+    StoreHealth,
+    StoreOptions,
+)
 
 __all__ = [
     "AuthStateStore",
@@ -65,146 +65,7 @@ __all__ = [
     "StoreOptions",
 ]
 
-RowKey = tuple[str, str, str]
-"""A row's key: (session id, category, key id); creds rows use ("", "") for the last two."""
-
-
-def split_session_rows(
-    rows: list[tuple[str | None, str | None, bytes]],
-) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
-    """Split one session's rows, as backends read them in one statement for
-    :meth:`BaseStore.export_session`: the creds (the row without a category) and
-    the key rows; None when there are no rows."""
-    if not rows:
-        return None
-    creds = next((value for category, _, value in rows if category is None), None)
-    keys = [(c, k, v) for c, k, v in rows if c is not None and k is not None]
-    return creds, keys
-
-
-@dataclass(frozen=True, slots=True)
-class CredsPage:
-    """One page of :meth:`BaseStore.load_creds_page`: many sessions' creds, decoded.
-
-    Attributes:
-        creds: ``{session_id: creds document}`` of the sessions that decoded.
-        failed: the sessions of the page whose stored document did not decode
-            or open (:class:`DecodeError`, :class:`DecryptionError`).
-        next_after: the ``after`` of the next page, or None after the last one.
-    """
-
-    creds: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failed: dict[str, SessionStoreError] = field(default_factory=dict)
-    next_after: str | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"<CredsPage {len(self.creds)} sessions, {len(self.failed)} failed, "
-            f"{'last' if self.next_after is None else 'more'}>"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class StoreHealth:
-    """What :meth:`BaseStore.health` found: made for a bot's ``/healthz``.
-
-    Attributes:
-        ok: the store answered and its schema is the one this library writes.
-        backend: the store kind (``postgresql``, ``sqlite``, ``memory``).
-        round_trip_ms: milliseconds of one statement, or None when unreachable.
-        schema_version: the schema version found (None: no schema, or unreachable).
-        expected_schema_version: the version this library writes (None: no schema).
-        server_version: the database server's (PostgreSQL) or library's
-            (SQLite) version, or None.
-        role: ``"primary"`` or ``"replica"`` (PostgreSQL), else None.
-        pool: pooled connections (PostgreSQL): ``size``, ``available``,
-            ``waiting``, ``min``, ``max``; else None.
-        error: why ``ok`` is False (never a password), or None.
-    """
-
-    ok: bool
-    backend: str
-    round_trip_ms: float | None = None
-    schema_version: int | None = None
-    expected_schema_version: int | None = None
-    server_version: str | None = None
-    role: str | None = None
-    pool: dict[str, int] | None = None
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict."""
-        return {name: getattr(self, name) for name in self.__slots__}
-
-
-#: Rows of one creds page as backends read them: (session id, encoded creds, version).
-CredsRow = tuple[str, bytes, int]
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for a synchronous burst of allocations.
-
-    Decoding a page of creds builds tens of thousands of dicts, none of them
-    cyclic; left on, the collector runs full passes over them and doubles the
-    time. Nothing else runs meanwhile (no await inside), and it is switched
-    back on at once.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-@dataclass(slots=True)
-class ReencryptProgress:
-    """Counts of :meth:`BaseStore.reencrypt`: rows looked at, and rows sealed again."""
-
-    scanned: int = 0
-    rewritten: int = 0
-
-
-T = TypeVar("T")
-
-
-def _page_limit(limit: object) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
-        raise InvalidInputError(f"limit must be an int from 1 to 100000, not {limit!r}")
-    return limit
-
-
-class StoreOptions(TypedDict, total=False):
-    """The keyword arguments every store accepts (see :class:`BaseStore`)."""
-
-    retry: RetryPolicy | None
-    max_value_size: int
-    on_retry: RetryHook | None
-    on_giveup: RetryHook | None
-    cipher: Cipher | None
-    allow_plaintext: bool
-    metrics: Metrics | None
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """What :meth:`AuthStateStore.list_sessions` reports of one session.
-
-    Attributes:
-        session_id: the session's id.
-        updated_at: when its creds or a key last changed (timezone-aware, UTC).
-        key_count: how many Signal keys it holds.
-        has_creds: whether a creds document is stored.
-        size: bytes stored for it (creds and keys, as encoded).
-    """
-
-    session_id: str
-    updated_at: datetime
-    key_count: int
-    has_creds: bool = True
-    size: int = 0
+Row = tuple[RowKey, bytes]
 
 
 @runtime_checkable
@@ -286,6 +147,25 @@ class AuthStateStore(Protocol):
         """The session's creds and every key, read in one snapshot; None if absent."""
 
 
+class FencedWrites(Protocol):
+    """The fenced write primitives of a store with leases (``PostgresLeases``).
+
+    Each is one attempt, like the primitives of :class:`BaseStore`, and
+    raises :class:`~wa_session_store.LeaseLostError` (writing nothing) unless
+    ``token`` is the session's newest lease token.
+    """
+
+    async def _write_creds_fenced(
+        self, session_id: str, blob: bytes, version: int, token: int, timeout: float
+    ) -> bool: ...
+
+    async def _write_keys_fenced(
+        self, session_id: str, rows: list[KeyRow], token: int, timeout: float
+    ) -> None: ...
+
+    async def _clear_keys_fenced(self, session_id: str, token: int, timeout: float) -> int: ...
+
+
 class Fence(Protocol):
     """What fences a write: a lease's session and token (a :class:`~wa_session_store.Lease`)."""
 
@@ -296,47 +176,7 @@ class Fence(Protocol):
     def token(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
-class SessionExport:
-    """A whole session as :meth:`AuthStateStore.export_session` reads it.
-
-    Attributes:
-        creds: the creds document, or None if only keys are stored.
-        keys: ``{category: {key_id: value}}``.
-    """
-
-    creds: dict[str, Any] | None
-    keys: dict[str, dict[str, Any]]
-
-    def __repr__(self) -> str:
-        counts = {category: len(entries) for category, entries in self.keys.items()}
-        return f"<SessionExport creds={'yes' if self.creds is not None else 'no'} keys={counts}>"
-
-
-class VersionClock:
-    """Issues creds versions: strictly increasing, and above any version seen.
-
-    Versions are nanoseconds since the epoch, bumped past the last one issued
-    or observed, so a save retried late (carrying its old version) can never
-    overwrite a newer save, and a new process, which observes the stored
-    version when it loads the creds, writes above it even if its clock is
-    behind.
-    """
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last = 0
-
-    def next(self) -> int:
-        self._last = max(self._last + 1, time.time_ns())
-        return self._last
-
-    def observe(self, version: int) -> None:
-        self._last = max(self._last, version)
-
-
-class BaseStore(ABC):
+class BaseStore(StoreCalls):
     """The shared implementation of :class:`AuthStateStore`.
 
     Subclasses implement the ``_``-prefixed primitives; each is one attempt
@@ -390,120 +230,44 @@ class BaseStore(ABC):
                 "metrics must be a wa_session_store.metrics.Metrics (PrometheusMetrics(), "
                 f"OpenTelemetryMetrics()) or None, not {type(metrics).__name__}"
             )
-        if cipher is not None and not isinstance(cipher, Cipher):
-            raise InvalidTypeError(
-                f"cipher must provide active, seal() and open() (e.g. AESGCMCipher), "
-                f"not {type(cipher).__name__}"
-            )
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise InvalidInputError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
-        if (
-            isinstance(max_value_size, bool)
-            or not isinstance(max_value_size, int)
-            or not (1 <= max_value_size <= MAX_WRITE_SIZE)
-        ):
-            raise InvalidInputError(
-                f"max_value_size must be an int of bytes from 1 to {MAX_WRITE_SIZE:,} "
-                f"(512 MiB, the same on every backend), not {shown(max_value_size)}"
-            )
+        self._rows = RowCodec(
+            max_value_size=max_value_size, cipher=cipher, allow_plaintext=allow_plaintext
+        )
         self.retry = retry if retry is not None else RetryPolicy()
-        self.max_value_size = max_value_size
         self.on_retry = on_retry
         self.on_giveup = on_giveup
-        self.cipher = cipher
-        self.allow_plaintext = bool(allow_plaintext)
         self.metrics = metrics
-        self._clock = VersionClock()
-        self._is_open = False
-        self._opening: asyncio.Future[None] | None = None
-        self._open_waiters = 0
-
-    # -- life cycle -------------------------------------------------------
+        self._clock = self._rows.clock
+        super().__init__()
 
     @property
-    def is_open(self) -> bool:
-        """Whether the store is open."""
-        return self._is_open
+    def cipher(self) -> Cipher | None:
+        """The cipher sealing every value, or None."""
+        return self._rows.cipher
 
-    async def open(self) -> None:
-        """Open the store: connect, and create or upgrade the schema.
+    @cipher.setter
+    def cipher(self, cipher: Cipher | None) -> None:
+        self._rows.cipher = cipher
 
-        Opening an open store does nothing; calls made while an open is in
-        flight wait for that one (one set of connections, whoever called).
-        A closed store can be opened again.
+    @property
+    def allow_plaintext(self) -> bool:
+        """With a cipher, whether unsealed values are read too."""
+        return self._rows.allow_plaintext
 
-        Raises:
-            StoreConfigurationError: the store cannot work as configured (a
-                refused role or password, a missing database, a bad port,
-                sslmode or host name); raised at the first attempt.
-            StoreClosedError: :meth:`close` was called while this open was
-                in flight; the store is closed.
-            StoreUnavailableError, StoreOperationError, SchemaVersionError:
-                as the backend reports them.
-        """
-        if self._is_open:
-            return
-        opening = self._opening
-        if opening is None or opening.done():
-            opening = self._opening = asyncio.ensure_future(self._open_once())
-        self._open_waiters += 1
-        try:
-            await asyncio.shield(opening)
-        except asyncio.CancelledError:
-            if opening.cancelled():
-                raise StoreClosedError(
-                    f"{self.kind} store was closed while it was opening"
-                ) from None
-            if self._open_waiters == 1:
-                # The last caller gave up: the open must not go on unowned.
-                opening.cancel()
-                await asyncio.wait([opening])
-            raise
-        finally:
-            self._open_waiters -= 1
+    @allow_plaintext.setter
+    def allow_plaintext(self, allow: bool) -> None:
+        self._rows.allow_plaintext = bool(allow)
 
-    async def _open_once(self) -> None:
-        await self._open()
-        # Set by the task itself, so close() sees it the moment the task is done.
-        self._is_open = True
+    @property
+    def max_value_size(self) -> int:
+        """The largest encoded value accepted, in bytes."""
+        return self._rows.max_value_size
 
-    async def close(self) -> None:
-        """Close the store; closing a closed store does nothing.
-
-        A close during an in-flight :meth:`open` cancels that open (which
-        releases whatever it had connected) and waits for it: when close
-        returns, the store is closed, and that open raises
-        :class:`StoreClosedError`.
-        """
-        opening, self._opening = self._opening, None
-        if opening is not None and not opening.done():
-            opening.cancel()
-            await asyncio.wait([opening])
-        if opening is not None and not opening.cancelled():
-            opening.exception()  # retrieved here; the waiting open() reports it
-        if not self._is_open:
-            return
-        self._is_open = False
-        await self._close()
-
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    def __repr__(self) -> str:
-        state = "open" if self._is_open else "closed"
-        return f"<{type(self).__name__} {self._describe()} ({state})>"
-
-    def _describe(self) -> str:
-        return self.kind
+    @max_value_size.setter
+    def max_value_size(self, size: int) -> None:
+        self._rows.max_value_size = size
 
     # -- the contract -----------------------------------------------------
 
@@ -517,19 +281,12 @@ class BaseStore(ABC):
             StoreOperationError: the database refused the query.
         """
         sid = check_session_id(session_id)
-        row = await self._call("load_creds", sid, lambda t: self._read_creds(sid, t))
+        row = await self._call("load_creds", sid, partial(self._read_creds, sid))
         if row is None:
             return None
         blob, version = row
         self._clock.observe(version)
-        return self._decode_creds(sid, blob)
-
-    def _decode_creds(self, session_id: str, blob: bytes) -> dict[str, Any]:
-        what = f"creds of session {session_id!r}"
-        creds = decode_value(self._unseal(blob, associated_data(session_id), what), what=what)
-        if not isinstance(creds, dict):
-            raise DecodeError(f"{what} are not a JSON object")
-        return creds
+        return self._rows.creds(sid, blob)
 
     #: Sessions per page of :meth:`iter_creds_pages` (and ``restore_all``).
     CREDS_PAGE_SIZE = 1000
@@ -558,11 +315,11 @@ class BaseStore(ABC):
         """
         if after is not None and not isinstance(after, str):
             raise InvalidTypeError(f"after must be a session id (str) or None, not {after!r}")
-        size = _page_limit(self.CREDS_PAGE_SIZE if limit is None else limit)
+        size = check_page_limit(self.CREDS_PAGE_SIZE if limit is None else limit)
         rows = await self._call(
             "load_creds_page", None, partial(self._read_creds_page, after, size)
         )
-        return self._creds_page(rows, size)
+        return self._rows.creds_page(rows, size)
 
     def iter_creds_pages(self, *, page_size: int | None = None) -> AsyncIterator[CredsPage]:
         """Every session's creds, page by page (see :meth:`load_creds_page`).
@@ -579,39 +336,12 @@ class BaseStore(ABC):
         Raises:
             InvalidInputError: a bad ``page_size`` (at once, before any statement).
         """
-        limit = _page_limit(self.CREDS_PAGE_SIZE if page_size is None else page_size)
-        return self._creds_pages(limit)
+        limit = check_page_limit(self.CREDS_PAGE_SIZE if page_size is None else page_size)
 
-    async def _creds_pages(self, limit: int) -> AsyncIterator[CredsPage]:
-        def fetch(after: str | None) -> asyncio.Task[list[CredsRow]]:
-            return asyncio.ensure_future(
-                self._call("load_creds_page", None, partial(self._read_creds_page, after, limit))
-            )
+        def fetch(after: str | None) -> Awaitable[list[CredsRow]]:
+            return self._call("load_creds_page", None, partial(self._read_creds_page, after, limit))
 
-        pending: asyncio.Task[list[CredsRow]] | None = fetch(None)
-        try:
-            while pending is not None:
-                rows = await pending
-                pending = fetch(rows[-1][0]) if len(rows) >= limit else None
-                if rows:  # the page after an exact multiple is empty
-                    yield self._creds_page(rows, limit)
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
-
-    def _creds_page(self, rows: list[CredsRow], limit: int) -> CredsPage:
-        page = CredsPage(next_after=rows[-1][0] if len(rows) >= limit else None)
-        if rows:
-            self._clock.observe(max(version for _, _, version in rows))
-        with _collector_paused():
-            for sid, blob, _ in rows:
-                try:
-                    page.creds[sid] = self._decode_creds(sid, blob)
-                except (DecodeError, DecryptionError) as exc:
-                    page.failed[sid] = exc
-        return page
+        return creds_pages(fetch, partial(self._rows.creds_page, limit=limit), limit)
 
     async def save_creds(
         self, session_id: str, creds: Mapping[str, Any], *, fence: Fence | None = None
@@ -632,14 +362,18 @@ class BaseStore(ABC):
             StoreUnavailableError, StoreOperationError: as for every call.
         """
         sid = check_session_id(session_id)
-        blob = encode_creds(creds, session_id=sid, max_size=self.max_value_size)
-        if self.cipher is not None:
-            blob = self.cipher.seal(blob, associated_data(sid))
-        token = self._fence_token(sid, fence)
+        blob = self._rows.creds_value(sid, creds)
+        fencing = self._fence(sid, fence)
         version = self._clock.next()
-        await self._call(
-            "save_creds", sid, lambda t: self._write_creds(sid, blob, version, token, t)
-        )
+        if fencing is None:
+            await self._call("save_creds", sid, partial(self._write_creds, sid, blob, version))
+        else:
+            writes, token = fencing
+            await self._call(
+                "save_creds",
+                sid,
+                partial(writes._write_creds_fenced, sid, blob, version, token),
+            )
 
     async def get_keys(
         self, session_id: str, category: str, ids: Iterable[str | int]
@@ -658,9 +392,9 @@ class BaseStore(ABC):
         if not wanted:
             self._check_open()
             return {}
-        found = await self._call("get_keys", sid, lambda t: self._read_keys(sid, cat, wanted, t))
+        found = await self._call("get_keys", sid, partial(self._read_keys, sid, cat, wanted))
         return {
-            key_id: self._decode_key(sid, cat, key_id, found[key_id]) if key_id in found else None
+            key_id: self._rows.key(sid, cat, key_id, found[key_id]) if key_id in found else None
             for key_id in wanted
         }
 
@@ -694,31 +428,25 @@ class BaseStore(ABC):
             DecodeError, StoreUnavailableError, StoreOperationError.
         """
         sid = check_session_id(session_id)
-        if isinstance(categories, (str, bytes)) or not isinstance(categories, Iterable):
-            raise InvalidTypeError(
-                f"categories must be an iterable of str, not {type(categories).__name__}"
-            )
-        cats = sorted({check_category(category) for category in categories})
-        if after is not None:
-            if not isinstance(after, tuple) or len(after) != 2:
-                raise InvalidTypeError(
-                    "after must be None or the (category, key_id) of the last row of a page"
-                )
-            after = (check_category(after[0]), check_key_id(after[1]))
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100_000:
-            raise InvalidInputError(f"limit must be an int from 1 to 100,000, not {shown(limit)}")
+        cats, after, limit = category_query(categories, after, limit)
         if not cats:
             self._check_open()
             return []
         rows = await self._call(
-            "load_categories", sid, lambda t: self._read_categories(sid, cats, after, limit, t)
+            "load_categories", sid, partial(self._read_categories, sid, cats, after, limit)
         )
-        return [(c, k, self._decode_key(sid, c, k, v)) for c, k, v in rows]
+        return [(c, k, self._rows.key(sid, c, k, v)) for c, k, v in rows]
 
-    def _fence_token(self, session_id: str, fence: Fence | None) -> int | None:
+    def _fencing(self) -> FencedWrites | None:
+        """The fenced write primitives, for stores with leases (None: none)."""
+        return None
+
+    def _fence(self, session_id: str, fence: Fence | None) -> tuple[FencedWrites, int] | None:
+        """Where a write with ``fence`` goes, and its token (None: an unfenced write)."""
         if fence is None:
             return None
-        if not self.supports_leases:
+        writes = self._fencing()
+        if writes is None:
             raise InvalidInputError(
                 f"{self.kind} stores cannot fence writes with leases; use PostgresStore"
             )
@@ -726,62 +454,10 @@ class BaseStore(ABC):
             raise InvalidInputError(
                 f"the lease is for session {fence.session_id!r}, not {session_id!r}"
             )
-        return fence.token
-
-    def _encode_keys(self, session_id: str, data: object, extra: int = 0) -> list[KeyRow]:
-        """Validate, encode and seal a key batch; ``extra`` bytes more travel with it."""
-        rows = encode_key_batch(data, max_size=self.max_value_size)
-        cipher = self.cipher
-        if cipher is not None:
-            rows = [
-                (c, k, None if v is None else cipher.seal(v, associated_data(session_id, c, k)))
-                for c, k, v in rows
-            ]
-        self._check_write_size(session_id, extra + sum(len(v) for _, _, v in rows if v))
-        return rows
+        return writes, fence.token
 
     #: The most bytes of values one write may carry (tests lower it).
     MAX_WRITE_SIZE = MAX_WRITE_SIZE
-
-    def _check_write_size(self, session_id: str, size: int) -> None:
-        # PostgreSQL sends a batch as one statement, which may not exceed 1 GB;
-        # the same limit holds on every backend, so none accepts what another refuses.
-        if size > self.MAX_WRITE_SIZE:
-            raise InvalidInputError(
-                f"one write for session {session_id!r} would carry {size:,} bytes; at most "
-                f"{self.MAX_WRITE_SIZE:,} are allowed on every backend: split the batch"
-            )
-
-    def _decode_key(self, session_id: str, category: str, key_id: str, blob: bytes) -> Any:
-        # Hot path (a group send reads hundreds of keys): the message and the
-        # associated data are only built when they are used.
-        def what() -> str:
-            return f"{category} key {key_id!r} of session {session_id!r}"
-
-        if self.cipher is not None or blob[:1] == MAGIC[:1]:
-            blob = self._unseal(blob, associated_data(session_id, category, key_id), what())
-        return decode_value(blob, what=what)
-
-    def _unseal(self, blob: bytes, aad: bytes, what: str) -> bytes:
-        sealed = bytes(blob[: len(MAGIC)]) == MAGIC
-        if self.cipher is None:
-            if sealed:
-                raise DecryptionError(
-                    f"{what} is encrypted (key {sealed_key_id(bytes(blob))!r}); open the store "
-                    "with cipher=AESGCMCipher(...) holding that key"
-                )
-            return blob
-        if not sealed:
-            if self.allow_plaintext:
-                return blob
-            raise DecryptionError(
-                f"{what} is stored unencrypted; pass allow_plaintext=True to read it while "
-                "migrating, and run reencrypt() to seal it"
-            )
-        try:
-            return self.cipher.open(bytes(blob), aad)
-        except DecryptionError as exc:
-            raise DecryptionError(f"{what}: {exc}") from None
 
     async def set_keys(
         self,
@@ -803,12 +479,16 @@ class BaseStore(ABC):
             StoreUnavailableError, StoreOperationError.
         """
         sid = check_session_id(session_id)
-        rows = self._encode_keys(sid, data)
+        rows = self._rows.key_rows(sid, data, max_write=self.MAX_WRITE_SIZE)
         if not rows:
             self._check_open()
             return
-        token = self._fence_token(sid, fence)
-        await self._call("set_keys", sid, lambda t: self._write_keys(sid, rows, token, t))
+        fencing = self._fence(sid, fence)
+        if fencing is None:
+            await self._call("set_keys", sid, partial(self._write_keys, sid, rows))
+        else:
+            writes, token = fencing
+            await self._call("set_keys", sid, partial(writes._write_keys_fenced, sid, rows, token))
 
     async def clear_keys(self, session_id: str, *, fence: Fence | None = None) -> int:
         """Delete every key of the session, keeping its creds; return how many were deleted.
@@ -816,8 +496,11 @@ class BaseStore(ABC):
         With ``fence``, only while that lease is the newest (see :meth:`save_creds`).
         """
         sid = check_session_id(session_id)
-        token = self._fence_token(sid, fence)
-        return await self._call("clear_keys", sid, lambda t: self._clear_keys(sid, token, t))
+        fencing = self._fence(sid, fence)
+        if fencing is None:
+            return await self._call("clear_keys", sid, partial(self._clear_keys, sid))
+        writes, token = fencing
+        return await self._call("clear_keys", sid, partial(writes._clear_keys_fenced, sid, token))
 
     async def list_sessions(self) -> list[SessionInfo]:
         """Return every stored session (with creds or keys), ordered by id."""
@@ -830,7 +513,7 @@ class BaseStore(ABC):
             True if anything was stored for it.
         """
         sid = check_session_id(session_id)
-        return await self._call("delete_session", sid, lambda t: self._delete_session(sid, t))
+        return await self._call("delete_session", sid, partial(self._delete_session, sid))
 
     async def import_session(
         self,
@@ -853,17 +536,16 @@ class BaseStore(ABC):
             InvalidInputError: anything invalid (nothing is written).
         """
         sid = check_session_id(session_id)
-        blob = None
-        if creds is not None:
-            blob = encode_creds(creds, session_id=sid, max_size=self.max_value_size)
-            if self.cipher is not None:
-                blob = self.cipher.seal(blob, associated_data(sid))
-        rows = [row for row in self._encode_keys(sid, keys, len(blob or b"")) if row[2] is not None]
+        blob = None if creds is None else self._rows.creds_value(sid, creds)
+        encoded = self._rows.key_rows(
+            sid, keys, max_write=self.MAX_WRITE_SIZE, extra=len(blob or b"")
+        )
+        rows = [row for row in encoded if row[2] is not None]
         version = self._clock.next()
         written = await self._call(
             "import_session",
             sid,
-            lambda t: self._replace_session(sid, blob, version, rows, overwrite, t),
+            partial(self._replace_session, sid, blob, version, rows, overwrite),
         )
         if not written:
             raise SessionExistsError(
@@ -877,20 +559,8 @@ class BaseStore(ABC):
             The :class:`SessionExport`, or None if nothing is stored for it.
         """
         sid = check_session_id(session_id)
-        found = await self._call("export_session", sid, lambda t: self._read_session(sid, t))
-        if found is None:
-            return None
-        blob, rows = found
-        creds = None
-        if blob is not None:
-            what = f"creds of session {sid!r}"
-            creds = decode_value(self._unseal(blob, associated_data(sid), what), what=what)
-            if not isinstance(creds, dict):
-                raise DecodeError(f"{what} are not a JSON object")
-        keys: dict[str, dict[str, Any]] = {}
-        for category, key_id, value in rows:
-            keys.setdefault(category, {})[key_id] = self._decode_key(sid, category, key_id, value)
-        return SessionExport(creds=creds, keys=keys)
+        found = await self._call("export_session", sid, partial(self._read_session, sid))
+        return None if found is None else self._rows.session(sid, found)
 
     #: Seconds :meth:`health` waits for the database at most, by default.
     HEALTH_TIMEOUT = 5.0
@@ -910,25 +580,10 @@ class BaseStore(ABC):
         Raises:
             InvalidInputError: a bad ``timeout``.
         """
-        if timeout is None:
-            timeout = min(self.HEALTH_TIMEOUT, self.retry.timeout)
-        elif (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not (timeout > 0 and timeout < math.inf)
-        ):
-            raise InvalidInputError(f"timeout must be seconds > 0, not {timeout!r}")
-        facts: dict[str, Any] = {"backend": self.kind, "pool": self._pool_usage()}
-        if not self._is_open:
-            return StoreHealth(ok=False, error=f"{self.kind} store is not open", **facts)
-        try:
-            facts.update(await self._health(float(timeout)))
-        except Exception as exc:
-            return StoreHealth(ok=False, error=describe_error(exc), **facts)
-        expected = facts.get("expected_schema_version")
-        ok = facts.get("schema_version") == expected
-        error = None if ok else f"schema version {facts.get('schema_version')}, expected {expected}"
-        return StoreHealth(ok=ok, error=error, **facts)
+        seconds = health_timeout(timeout, min(self.HEALTH_TIMEOUT, self.retry.timeout))
+        return await health_report(
+            self.kind, self._pool_usage(), self._is_open, partial(self._health, seconds)
+        )
 
     def _pool_usage(self) -> dict[str, int] | None:
         """Pooled connections (size, available, waiting, min, max), for stores with a pool."""
@@ -965,221 +620,15 @@ class BaseStore(ABC):
             InvalidInputError: no cipher, or a bad ``batch_size``.
             DecryptionError: a row that does not open (nothing of it is rewritten).
         """
-        cipher = self.cipher
-        if cipher is None:
-            raise InvalidInputError("reencrypt() needs a store opened with cipher=...")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidInputError(f"batch_size must be an int >= 1, not {shown(batch_size)}")
-        counts = ReencryptProgress()
-        for table in ("creds", "keys"):
-            after: RowKey | None = None
-            while True:
-                rows = await self._call(
-                    "reencrypt", None, partial(self._scan, table, after, batch_size)
-                )
-                if not rows:
-                    break
-                after = rows[-1][0]
-                changes: list[tuple[RowKey, bytes, bytes]] = []
-                for key, blob in rows:
-                    counts.scanned += 1
-                    if sealed_key_id(bytes(blob)) == cipher.active:
-                        continue
-                    sid, category, key_id = key
-                    aad = (
-                        associated_data(sid)
-                        if table == "creds"
-                        else associated_data(sid, category, key_id)
-                    )
-                    plain = self._unseal(blob, aad, f"{table} row {key!r}")
-                    changes.append((key, bytes(blob), cipher.seal(plain, aad)))
-                if changes:
-                    counts.rewritten += await self._call(
-                        "reencrypt", None, partial(self._rewrite, table, changes)
-                    )
-                if progress is not None:
-                    progress(counts)
-        return counts
 
-    # -- shared machinery -------------------------------------------------
+        def scan(
+            table: str, after: RowKey | None, limit: int
+        ) -> Awaitable[list[tuple[RowKey, bytes]]]:
+            return self._call("reencrypt", None, partial(self._scan, table, after, limit))
 
-    def _check_open(self) -> None:
-        if not self._is_open:
-            raise StoreClosedError(
-                f"{self.kind} store is not open: use 'async with store:' or 'await store.open()'"
-            )
+        def rewrite(table: str, changes: list[tuple[RowKey, bytes, bytes]]) -> Awaitable[int]:
+            return self._call("reencrypt", None, partial(self._rewrite, table, changes))
 
-    async def _call(
-        self, op: str, session_id: str | None, attempt: Callable[[float], Awaitable[T]]
-    ) -> T:
-        self._check_open()
-        return await self._run(op, session_id, attempt)
-
-    async def _run(
-        self, op: str, session_id: str | None, attempt: Callable[[float], Awaitable[T]]
-    ) -> T:
-        """Retry ``attempt`` by the policy; wrap errors a retry cannot fix.
-
-        The one instrumentation point of store calls: with ``metrics`` set,
-        the call's duration and outcome, its retries and its give-up are
-        reported here.
-        """
-        metrics = self.metrics
-        if metrics is None:
-            return await self._attempts(op, session_id, attempt, self.on_retry, self.on_giveup)
-        kind = self.kind
-        on_retry, on_giveup = self.on_retry, self.on_giveup
-
-        def retried(details: RetryDetails) -> None:
-            metrics.retry(op, kind)
-            if on_retry is not None:
-                on_retry(details)
-
-        def gave_up(details: RetryDetails) -> None:
-            metrics.giveup(op, kind)
-            if on_giveup is not None:
-                on_giveup(details)
-
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            result = await self._attempts(op, session_id, attempt, retried, gave_up)
-            outcome = "ok"
-            return result
-        except StoreUnavailableError:
-            outcome = "unavailable"
-            raise
-        finally:
-            metrics.call(op, kind, time.perf_counter() - started, outcome)
-
-    async def _attempts(
-        self,
-        op: str,
-        session_id: str | None,
-        attempt: Callable[[float], Awaitable[T]],
-        on_retry: RetryHook | None,
-        on_giveup: RetryHook | None,
-    ) -> T:
-        try:
-            return await self.retry.call(
-                op,
-                session_id,
-                attempt,
-                is_transient=self._is_transient,
-                on_retry=on_retry,
-                on_giveup=on_giveup,
-            )
-        except SessionStoreError:
-            raise
-        except Exception as exc:
-            target = f" for session {session_id!r}" if session_id is not None else ""
-            raise StoreOperationError(
-                f"{op}{target} was refused by the {self.kind} database: {describe_error(exc)}"
-            ) from exc
-
-    @abstractmethod
-    def _is_transient(self, exc: BaseException) -> bool:
-        """Whether ``exc`` may go away if the attempt is repeated."""
-
-    @abstractmethod
-    async def _open(self) -> None: ...
-
-    @abstractmethod
-    async def _close(self) -> None: ...
-
-    @abstractmethod
-    async def _read_creds(self, session_id: str, timeout: float) -> tuple[bytes, int] | None:
-        """The encoded creds and their version."""
-
-    @abstractmethod
-    async def _read_creds_page(
-        self, after: str | None, limit: int, timeout: float
-    ) -> list[CredsRow]:
-        """Up to ``limit`` creds rows whose session id sorts after ``after``, in id order."""
-
-    @abstractmethod
-    async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
-    ) -> bool:
-        """Upsert unless a newer version is stored; True if written.
-
-        With a ``fence`` token, raise :class:`LeaseLostError` (writing nothing)
-        unless it is the session's newest lease token.
-        """
-
-    @abstractmethod
-    async def _read_keys(
-        self, session_id: str, category: str, ids: list[str], timeout: float
-    ) -> dict[str, bytes]:
-        """The encoded values of the ids that exist."""
-
-    @abstractmethod
-    async def _read_categories(
-        self,
-        session_id: str,
-        categories: list[str],
-        after: tuple[str, str] | None,
-        limit: int,
-        timeout: float,
-    ) -> list[tuple[str, str, bytes]]:
-        """Up to ``limit`` key rows of ``categories`` after ``after``, in key order."""
-
-    @abstractmethod
-    async def _write_keys(
-        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
-    ) -> None:
-        """Upsert and delete ``rows`` in one transaction (fenced as ``_write_creds``)."""
-
-    @abstractmethod
-    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int: ...
-
-    @abstractmethod
-    async def _list_sessions(self, timeout: float) -> list[SessionInfo]: ...
-
-    @abstractmethod
-    async def _delete_session(self, session_id: str, timeout: float) -> bool: ...
-
-    @abstractmethod
-    async def _schema_version(self, timeout: float) -> int | None: ...
-
-    @abstractmethod
-    async def _health(self, timeout: float) -> dict[str, Any]:
-        """One attempt: ``round_trip_ms``, ``schema_version``,
-        ``expected_schema_version``, ``server_version`` and ``role``."""
-
-    @abstractmethod
-    async def _replace_session(
-        self,
-        session_id: str,
-        creds: bytes | None,
-        version: int,
-        rows: list[KeyRow],
-        overwrite: bool,
-        timeout: float,
-    ) -> bool:
-        """In one transaction: unless ``overwrite``, return False if anything is
-        stored for the session; else delete it all and write ``creds`` and ``rows``."""
-
-    @abstractmethod
-    async def _read_session(
-        self, session_id: str, timeout: float
-    ) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:
-        """The encoded creds (or None) and every key row, in one snapshot; None if absent."""
-
-    @abstractmethod
-    async def _scan(
-        self, table: str, after: RowKey | None, limit: int, timeout: float
-    ) -> list[tuple[RowKey, bytes]]:
-        """Up to ``limit`` rows of ``table`` ("creds" or "keys") after ``after``, in key order.
-
-        Creds rows have the key ``(session_id, "", "")``.
-        """
-
-    @abstractmethod
-    async def _rewrite(
-        self, table: str, changes: list[tuple[RowKey, bytes, bytes]], timeout: float
-    ) -> int:
-        """Replace each row's value by the new one where it still holds the old one.
-
-        One transaction; the creds version is left as it is. Returns the rows replaced.
-        """
+        return await reencrypt_rows(
+            self._rows, scan, rewrite, batch_size=batch_size, progress=progress
+        )

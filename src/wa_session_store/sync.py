@@ -521,7 +521,7 @@ class SyncStore(_Facade):
         """
         self._run("release_lease", lease.release)
 
-    # -- generated from PostgresStore by `python tools/sync_twins.py --write`: do not edit ---------
+    # -- generated from PostgresLeases by `python tools/sync_twins.py --write`: do not edit --------
     def acquire_lease(
         self, session_id: str, *, owner: str, ttl: float = 30.0, wait: float | None = 0.0
     ) -> Lease:

@@ -8,7 +8,8 @@ from typing import Any
 from typing_extensions import Unpack
 
 from .._codec import KeyRow
-from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions
+from ..store import BaseStore, StoreOptions
+from ..store_types import CredsRow, RowKey, SessionInfo
 
 __all__ = ["MemoryStore"]
 
@@ -73,7 +74,7 @@ class MemoryStore(BaseStore):
         return rows[:limit]
 
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
+        self, session_id: str, blob: bytes, version: int, timeout: float
     ) -> bool:
         current = self._sessions.get(session_id)
         if current is not None and current.creds is not None and current.version >= version:
@@ -110,9 +111,7 @@ class MemoryStore(BaseStore):
         )
         return rows[:limit]
 
-    async def _write_keys(
-        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
-    ) -> None:
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
         keys = self._touch(session_id).keys
         for category, key_id, blob in rows:
             if blob is None:
@@ -121,7 +120,7 @@ class MemoryStore(BaseStore):
                 keys[category, key_id] = blob
         self._forget_if_empty(session_id)
 
-    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
+    async def _clear_keys(self, session_id: str, timeout: float) -> int:
         session = self._sessions.get(session_id)
         if session is None:
             return 0

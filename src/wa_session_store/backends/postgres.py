@@ -17,35 +17,38 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import select
-import socket
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typing_extensions import Unpack
 
-from .._codec import KeyRow, check_session_id
-from .._open import SECRET_PARAMS
+from .._codec import KeyRow
 from ..errors import (
     InvalidInputError,
     InvalidTypeError,
     LeaseLostError,
-    LeaseUnavailableError,
     StoreClosedError,
     StoreConfigurationError,
     shown,
 )
-from ..leases import Lease, LeaseInfo, check_lease_args
 from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
-from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
+from ..rows import split_session_rows
+from ..store import BaseStore, StoreOptions
+from ..store_types import CredsRow, RowKey, SessionInfo
+from .postgres_connections import (
+    closed_by_server,
+    parse_conninfo,
+    permanent_connect_failure,
+    scrub,
+    shutdown,
+)
+from .postgres_leases import PostgresLeases
 from .postgres_schema import SCHEMA_VERSION, Schema
 
 __all__ = ["PostgresStore"]
@@ -58,7 +61,7 @@ T = TypeVar("T")
 _TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 
 
-class PostgresStore(BaseStore):
+class PostgresStore(PostgresLeases, BaseStore):
     """Stores auth states in PostgreSQL.
 
     Args:
@@ -143,7 +146,7 @@ class PostgresStore(BaseStore):
             raise InvalidInputError(
                 f"prepare_threshold must be None or an int >= 0, not {shown(prepare_threshold)}"
             )
-        self._params = _parse_conninfo(conninfo) if conninfo is not None else {}
+        self._params = parse_conninfo(conninfo) if conninfo is not None else {}
         self._owns_pool = pool is None
         if pool is None:
             timeout = self.retry.timeout
@@ -236,7 +239,7 @@ class PostgresStore(BaseStore):
             if problem is not None:
                 raise StoreConfigurationError(
                     f"cannot connect to PostgreSQL{self._where()}: "
-                    f"{_scrub(problem[0], self._params)}; {problem[1]}"
+                    f"{scrub(problem[0], self._params)}; {problem[1]}"
                 ) from None
             raise
         await conn.close()
@@ -250,193 +253,6 @@ class PostgresStore(BaseStore):
     async def _close(self) -> None:
         if self._owns_pool:
             await self.pool.close()
-
-    # -- leases ------------------------------------------------------------------------
-
-    #: Seconds between attempts while ``acquire_lease`` waits for a holder.
-    LEASE_POLL_INTERVAL = 0.2
-
-    async def acquire_lease(
-        self, session_id: str, *, owner: str, ttl: float = 30.0, wait: float | None = 0.0
-    ) -> Lease:
-        """Grant the session to ``owner`` until ``ttl`` seconds pass without renewal.
-
-        If another live owner holds it, try again every
-        ``LEASE_POLL_INTERVAL`` seconds for up to ``wait`` seconds (``None``:
-        forever) until it is released or expires. Acquiring a lease one
-        already holds grants a new one with a higher token.
-
-        Returns:
-            The :class:`~wa_session_store.Lease`, with a fencing token higher
-            than any granted for this session before.
-
-        Raises:
-            LeaseUnavailableError: still held by someone else after ``wait``,
-                naming the holder and when its lease expires.
-            InvalidInputError: a bad session id, owner, ttl or wait.
-        """
-        sid = check_session_id(session_id)
-        owner, ttl = check_lease_args(owner, ttl, wait)
-        loop = asyncio.get_running_loop()
-        deadline = None if wait is None else loop.time() + wait
-        params = {"sid": sid, "owner": owner, "ttl": ttl}
-        while True:
-            granted, holder, token, expires_at = await self._call(
-                "acquire_lease",
-                sid,
-                partial(
-                    self._query, statement=self.schema.acquire_lease, params=params, fetch="one"
-                ),
-            )
-            if granted:
-                if self.metrics is not None:
-                    self.metrics.leases_granted(self.kind)
-                return Lease(self, sid, holder, token, expires_at, ttl)
-            remaining = math.inf if deadline is None else deadline - loop.time()
-            if remaining <= 0:
-                raise LeaseUnavailableError(sid, holder, expires_at)
-            await asyncio.sleep(min(self.LEASE_POLL_INTERVAL, remaining))
-
-    async def claim_sessions(self, owner: str, *, limit: int, ttl: float = 30.0) -> list[Lease]:
-        """Lease up to ``limit`` stored sessions whose lease is free or expired.
-
-        Several workers claiming at once split the sessions between them
-        (``FOR UPDATE SKIP LOCKED``); a session is never granted twice.
-
-        Raises:
-            InvalidInputError: a bad owner, limit or ttl.
-        """
-        owner, ttl = check_lease_args(owner, ttl)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidInputError(f"limit must be an int >= 1, not {shown(limit)}")
-        params = {"owner": owner, "limit": limit, "ttl": ttl}
-
-        rows = await self._call(
-            "claim_sessions",
-            None,
-            partial(self._query, statement=self.schema.claim_sessions, params=params, fetch="all"),
-        )
-        if rows and self.metrics is not None:
-            self.metrics.leases_granted(self.kind, len(rows))
-        return [
-            Lease(self, sid, holder, token, expires, ttl) for sid, holder, token, expires in rows
-        ]
-
-    async def lease_holder(self, session_id: str) -> tuple[str, int, datetime] | None:
-        """The newest lease of the session: (owner, token, expires_at), or None."""
-        sid = check_session_id(session_id)
-        params = {"sid": sid}
-
-        row = await self._call(
-            "lease_holder",
-            sid,
-            partial(self._query, statement=self.schema.lease_holder, params=params, fetch="one"),
-        )
-        return None if row is None else (row[0], row[1], row[2])
-
-    async def list_leases(self) -> list[LeaseInfo]:
-        """The newest lease of every session that ever had one, ordered by session id.
-
-        A released lease reads as expired: its row outlives it, so that tokens
-        keep increasing.
-        """
-        rows = await self._call(
-            "list_leases",
-            None,
-            partial(self._query, statement=self.schema.list_leases, fetch="all"),
-        )
-        return [LeaseInfo(*row) for row in rows]
-
-    async def _renew_lease(self, lease: Lease) -> datetime:
-        rows = await self._renew_batch("renew_lease", lease.session_id, {lease.session_id: lease})
-        ((sid, expires_at, holder, holder_token),) = rows
-        if expires_at is None:
-            raise LeaseLostError(sid, lease.token, holder, holder_token)
-        if self.metrics is not None:
-            self.metrics.leases_renewed(self.kind, 1)
-        return expires_at
-
-    async def _release_lease(self, lease: Lease) -> None:
-        await self._release_batch("release_lease", lease.session_id, {lease.session_id: lease})
-
-    async def _renew_batch(
-        self, op: str, session_id: str | None, leases: dict[str, Lease]
-    ) -> list[tuple[str, datetime | None, str | None, int | None]]:
-        """One statement renewing ``leases``: (session, new expiry or None, holder, token)."""
-        params = {
-            "sids": list(leases),
-            "tokens": [lease.token for lease in leases.values()],
-            "ttls": [lease.ttl for lease in leases.values()],
-        }
-        rows: list[tuple[str, datetime | None, str | None, int | None]] = await self._call(
-            op,
-            session_id,
-            partial(self._query, statement=self.schema.renew_leases, params=params, fetch="all"),
-        )
-        return rows
-
-    async def _release_batch(
-        self, op: str, session_id: str | None, leases: dict[str, Lease]
-    ) -> int:
-        params = {"sids": list(leases), "tokens": [lease.token for lease in leases.values()]}
-        count = await self._call(
-            op,
-            session_id,
-            partial(self._query, statement=self.schema.release_leases, params=params),
-        )
-        return int(count)
-
-    async def renew_leases(self, leases: Iterable[Lease]) -> list[Lease]:
-        """Renew many leases in one statement; return those found lost.
-
-        Each lease is extended by its own ``ttl`` from now (server time) if its
-        token is still the session's newest, exactly as :meth:`Lease.renew`
-        fences it. A lease that is not renewed is marked lost individually
-        (:meth:`Lease.mark_lost` with a :class:`LeaseLostError` naming the
-        current holder); the others are unaffected. Leases already known to
-        be lost are skipped.
-
-        Raises:
-            StoreUnavailableError, StoreOperationError: the statement failed;
-                no lease is marked lost then (the caller decides, by expiry).
-        """
-        live = {lease.session_id: lease for lease in leases if not lease.lost}
-        if not live:
-            return []
-        rows = await self._renew_batch("renew_leases", None, live)
-        lost: list[Lease] = []
-        for sid, expires_at, holder, holder_token in rows:
-            lease = live[sid]
-            if expires_at is not None:
-                lease.expires_at = expires_at
-            elif not lease.lost:
-                lease.mark_lost(LeaseLostError(sid, lease.token, holder, holder_token))
-                lost.append(lease)
-        if self.metrics is not None:
-            self.metrics.leases_renewed(self.kind, len(rows) - len(lost))
-        return lost
-
-    async def release_leases(self, leases: Iterable[Lease]) -> int:
-        """Release many leases in one statement (see :meth:`Lease.release`).
-
-        Leases already lost or released are skipped; the others end released
-        (``lease.lost`` turns True, without loss callbacks) even when they had
-        been taken over meanwhile. Stop their keep-alives first.
-
-        Returns:
-            How many were still held and are now free.
-
-        Raises:
-            StoreUnavailableError, StoreOperationError: the statement failed
-                (nothing is marked released).
-        """
-        live = {lease.session_id: lease for lease in leases if not lease.lost}
-        if not live:
-            return 0
-        count = await self._release_batch("release_leases", None, live)
-        for lease in live.values():
-            lease._released()
-        return count
 
     # -- connections ---------------------------------------------------------------
 
@@ -464,7 +280,7 @@ class PostgresStore(BaseStore):
         def expire() -> None:
             nonlocal fired
             fired = True
-            _shutdown(conn)
+            shutdown(conn)
 
         timer = loop.call_later(max(0.0, deadline - loop.time()), expire)
         try:
@@ -558,7 +374,7 @@ class PostgresStore(BaseStore):
                 # running. Hand the connection back and be cancelled after all.
                 await self.pool.putconn(conn)
                 raise asyncio.CancelledError
-            if not _closed_by_server(conn):
+            if not closed_by_server(conn):
                 return conn
             # The server closed it while idle (restart, pg_terminate_backend):
             # drop it without spending an attempt on it.
@@ -592,20 +408,24 @@ class PostgresStore(BaseStore):
         return rows
 
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
+        self, session_id: str, blob: bytes, version: int, timeout: float
     ) -> bool:
-        if fence is not None:
-            params = {"sid": session_id, "token": fence, "value": blob, "version": version}
-            return await self._fenced(self.schema.write_creds_fenced, params, timeout) > 0
-        count = await self._query(timeout, self.schema.write_creds, (session_id, blob, version))
-        return bool(count > 0)
+        params = {"sid": session_id, "value": blob, "version": version}
+        return await self._write_statement(self.schema.write_creds, params, timeout) > 0
 
-    async def _fenced(self, statement: sql.Composed, params: dict[str, Any], timeout: float) -> int:
-        """Run a fenced write; its result, or LeaseLostError when the fence failed."""
+    async def _write_statement(
+        self, statement: sql.Composed, params: dict[str, Any], timeout: float
+    ) -> int:
+        """Run a write built by ``Schema`` (see ``postgres_schema._write``): its result.
+
+        Raises:
+            LeaseLostError: a fenced write whose token is no longer the newest
+                (nothing was written).
+        """
         row = await self._query(timeout, statement, params, fetch="one")
-        held, result, holder, holder_token = row
+        held, result, *holder = row
         if not held:
-            raise LeaseLostError(params["sid"], params["token"], holder, holder_token)
+            raise LeaseLostError(params["sid"], params["token"], *holder)
         return int(result)
 
     async def _read_keys(
@@ -630,34 +450,13 @@ class PostgresStore(BaseStore):
         )
         return [(c, k, v) for c, k, v in rows]
 
-    async def _write_keys(
-        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
-    ) -> None:
-        categories = [row[0] for row in rows]
-        key_ids = [row[1] for row in rows]
-        values = [row[2] for row in rows]
-        if fence is not None:
-            params = {
-                "sid": session_id,
-                "token": fence,
-                "categories": categories,
-                "ids": key_ids,
-                "values": values,
-            }
-            await self._fenced(self.schema.write_keys_fenced, params, timeout)
-            return
-        if None in values:
-            batch = (categories, key_ids, values, session_id, session_id)
-            await self._query(timeout, self.schema.write_keys, batch)
-        else:
-            upserts = (session_id, categories, key_ids, values)
-            await self._query(timeout, self.schema.upsert_keys, upserts)
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
+        params = {"sid": session_id, **Schema.key_batch_params(rows)}
+        await self._write_statement(self.schema.key_batch(rows, fenced=False), params, timeout)
 
-    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
-        if fence is not None:
-            params = {"sid": session_id, "token": fence}
-            return await self._fenced(self.schema.clear_keys_fenced, params, timeout)
-        return int(await self._query(timeout, self.schema.clear_keys, (session_id,)))
+    async def _clear_keys(self, session_id: str, timeout: float) -> int:
+        params = {"sid": session_id}
+        return await self._write_statement(self.schema.clear_keys, params, timeout)
 
     async def _list_sessions(self, timeout: float) -> list[SessionInfo]:
         rows: list[tuple[str, datetime, int, bool, int]] = await self._query(
@@ -735,11 +534,8 @@ class PostgresStore(BaseStore):
                 if creds is not None:
                     await conn.execute(schema.insert_creds, (session_id, creds, version))
                 if rows:
-                    columns = list(zip(*rows, strict=True))
-                    await conn.execute(
-                        schema.insert_keys,
-                        (session_id, list(columns[0]), list(columns[1]), list(columns[2])),
-                    )
+                    params = {"sid": session_id, **Schema.key_batch_params(rows)}
+                    await conn.execute(schema.key_batch(rows, fenced=False), params)
             return True
 
         return await self._on_connection(timeout, replace)
@@ -775,120 +571,3 @@ class PostgresStore(BaseStore):
             query = self.schema.rewrite_keys
             params = (sids, categories, key_ids, list(olds), list(news))
         return int(await self._query(timeout, query, params))
-
-
-# Connection failures no retry can fix: (what the driver says, what to fix).
-# libpq gives no SQLSTATE for a refused connection, so its messages are matched.
-_PERMANENT_CONNECT: Final = (
-    ("does not exist", "fix the role or database name in the DSN, or create it"),
-    ("password authentication failed", "fix the user name or password in the DSN"),
-    ("authentication failed", "fix the user name or credentials in the DSN"),
-    ("no password supplied", "put the password in the DSN (or in PGPASSWORD or a passfile)"),
-    ("no pg_hba.conf entry", "allow this client in the server's pg_hba.conf, or fix the DSN"),
-    ("not permitted to log in", "grant LOGIN to the role, or use another one"),
-    ("permission denied for database", "grant CONNECT on the database to the role"),
-    ("invalid integer value", "fix that option's value in the DSN"),
-    ("invalid port number", "use a port from 1 to 65535 in the DSN"),
-    (
-        "invalid sslmode value",
-        "use an sslmode libpq knows (disable, allow, prefer, require, verify-ca, verify-full)",
-    ),
-    ("invalid connection option", "remove or fix that option in the DSN"),
-    ("server does not support ssl", "use an sslmode that the server supports, or enable SSL on it"),
-    ("certificate", "fix the certificates (sslrootcert, sslcert, sslkey) or the sslmode"),
-    ("name or service not known", "fix the host name in the DSN"),
-    ("no address associated with hostname", "fix the host name in the DSN"),
-    ("nodename nor servname", "fix the host name in the DSN"),
-)
-
-
-def permanent_connect_failure(exc: BaseException) -> tuple[str, str] | None:
-    """``(reason, what to fix)`` when a failed connect cannot succeed on a retry, else None.
-
-    The reason is the driver's message in one line. A host that does not
-    resolve *now* ("Temporary failure in name resolution"), a refused or
-    timed-out connection, a server starting up or shutting down, and too
-    many connections stay transient.
-    """
-    if not isinstance(exc, psycopg.OperationalError) or exc.sqlstate is not None:
-        return None
-    text = " ".join(str(exc).split())
-    lowered = text.lower()
-    for marker, fix in _PERMANENT_CONNECT:
-        if marker in lowered:
-            for prefix in ("connection failed: ", "connection is bad: "):
-                text = text.removeprefix(prefix)
-            return text, fix
-    return None
-
-
-def _scrub(text: str, params: dict[str, Any]) -> str:
-    """``text`` with every secret parameter's value (of 4 or more characters) blanked."""
-    for name in SECRET_PARAMS:
-        value = params.get(name)
-        if isinstance(value, str) and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
-
-
-def _parse_conninfo(conninfo: object) -> dict[str, Any]:
-    if not isinstance(conninfo, str):
-        raise InvalidTypeError(f"conninfo must be a str, not {type(conninfo).__name__}")
-    if "\x00" in conninfo:
-        raise InvalidInputError("conninfo contains a NUL character, which libpq cannot take")
-    scheme, sep, rest = conninfo.partition("://")
-    if sep and scheme.lower() in ("postgresql", "postgres"):
-        authority = rest.split("/", 1)[0].split("?", 1)[0]
-        if authority.count("@") > 1:
-            # libpq would end the user info at the first '@' and take the rest
-            # of the password for a host name, which its errors then repeat.
-            raise InvalidInputError(
-                "the user name or password in the PostgreSQL URL holds an unescaped '@': "
-                "write each '@' in them as %40 (percent-encoding)"
-            )
-    try:
-        params = conninfo_to_dict(conninfo)
-        make_conninfo(conninfo)
-    except psycopg.ProgrammingError:
-        # libpq's message quotes the string, which may hold a password.
-        raise InvalidInputError(
-            "malformed PostgreSQL conninfo: expected a URL such as "
-            "postgresql://user:password@host:5432/dbname or 'host=... dbname=...'"
-        ) from None
-    return params
-
-
-def _closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Whether an idle connection's socket already has data or EOF waiting.
-
-    An idle connection receives nothing unless the server is closing it (or
-    sends a notification, which this library never listens to): a readable
-    socket means the connection is unusable. A local syscall, not a round trip.
-    """
-    if conn.closed or conn.broken:
-        return True
-    try:
-        poller = select.poll()  # not select(): descriptors above 1024 are common in big bots
-        poller.register(conn.pgconn.socket, select.POLLIN)
-        return bool(poller.poll(0))
-    except (OSError, ValueError, psycopg.OperationalError):
-        return True
-
-
-def _shutdown(conn: psycopg.AsyncConnection[Any]) -> None:
-    """Shut the connection's socket down, waking whatever awaits on it.
-
-    A local operation: it needs no answer from the network, so it works when
-    packets are silently dropped. The duplicate descriptor is closed at once;
-    the original stays owned by libpq.
-    """
-    try:
-        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
-    except (OSError, psycopg.OperationalError):
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()

@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from .._codec import KeyRow
 from ..errors import InvalidInputError, InvalidTypeError, SchemaVersionError
 
 __all__ = ["SCHEMA_VERSION", "Schema"]
@@ -53,6 +54,59 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,29}")
 
+# Fenced writes: the lease row is locked FOR SHARE in the same statement, so a
+# new grant (which must update that row) waits for the write, and a write
+# after the grant finds the token replaced and changes nothing.
+_FENCE = (
+    "fence AS (SELECT 1 FROM {leases} WHERE session_id = %(sid)s AND token = %(token)s FOR SHARE)"
+)
+_HOLDER = (
+    " (SELECT owner FROM {leases} WHERE session_id = %(sid)s),"
+    " (SELECT token FROM {leases} WHERE session_id = %(sid)s)"
+)
+# A late retry carries its old version and loses to anything newer.
+_CREDS_UPSERT = (
+    "written AS (INSERT INTO {creds} AS c (session_id, value, version)"
+    " SELECT %(sid)s, %(value)b, %(version)s WHERE true{held}"
+    " ON CONFLICT (session_id) DO UPDATE SET value = excluded.value,"
+    " version = excluded.version, updated_at = now()"
+    " WHERE c.version < excluded.version RETURNING 1)",
+)
+# The whole batch in one statement: upserts and deletes travel as arrays. The
+# two parts touch disjoint keys (ids are unique within a batch). Without its
+# middle (the delete) it is a batch of upserts.
+_KEY_BATCH = (
+    "batch AS (SELECT * FROM"
+    " unnest(%(categories)b::text[], %(ids)b::text[], %(values)b::bytea[])"
+    " AS b(category, key_id, value))",
+    "removed AS (DELETE FROM {keys} k USING batch b WHERE b.value IS NULL"
+    " AND k.session_id = %(sid)s AND k.category = b.category AND k.key_id = b.key_id{held})",
+    "written AS (INSERT INTO {keys} (session_id, category, key_id, value)"
+    " SELECT %(sid)s, category, key_id, value FROM batch WHERE value IS NOT NULL{held}"
+    " ON CONFLICT (session_id, category, key_id)"
+    " DO UPDATE SET value = excluded.value, updated_at = now())",
+)
+_CLEAR_KEYS = ("removed AS (DELETE FROM {keys} WHERE session_id = %(sid)s{held} RETURNING 1)",)
+
+
+def _write(ctes: tuple[str, ...], result: str, *, fenced: bool) -> str:
+    """One write statement: ``ctes`` (each with a ``{held}`` slot) and the ``result`` read.
+
+    Every write returns one row, ``(held, result)``. Fenced, the statement
+    also locks the lease row, each part only writes while the token is the
+    newest, and the row adds the current holder and token (for
+    :class:`~wa_session_store.LeaseLostError`); unfenced, ``held`` is true.
+    Data-modifying CTEs run to completion whether or not the result reads them.
+    """
+    held = " AND EXISTS (SELECT 1 FROM fence)" if fenced else ""
+    parts = [_FENCE] if fenced else []
+    parts += [cte.replace("{held}", held) for cte in ctes]
+    if fenced:
+        select = f" SELECT EXISTS (SELECT 1 FROM fence), {result},{_HOLDER}"
+    else:
+        select = f" SELECT true, {result}"
+    return "WITH " + ", ".join(parts) + select
+
 
 class Schema:
     """Names and statements for one (schema, table prefix) pair.
@@ -88,13 +142,6 @@ class Schema:
             "SELECT session_id, value, version FROM {creds}"
             " WHERE session_id > %s ORDER BY session_id LIMIT %s"
         ).format(creds=creds)
-        # A late retry carries its old version and loses to anything newer.
-        self.write_creds = sql.SQL(
-            "INSERT INTO {creds} AS c (session_id, value, version) VALUES (%s, %b, %s)"
-            " ON CONFLICT (session_id) DO UPDATE SET value = excluded.value,"
-            " version = excluded.version, updated_at = now()"
-            " WHERE c.version < excluded.version"
-        ).format(creds=creds)
         self.read_keys = sql.SQL(
             "SELECT key_id, value FROM {keys}"
             " WHERE session_id = %s AND category = %s AND key_id = ANY(%s)"
@@ -106,29 +153,22 @@ class Schema:
             " WHERE session_id = %s AND category = ANY(%s) AND (category, key_id) > (%s, %s)"
             " ORDER BY category, key_id LIMIT %s"
         ).format(keys=keys)
-        # The whole batch in one statement: upserts and deletes travel as arrays.
-        # The two parts touch disjoint keys (ids are unique within a batch).
-        self.write_keys = sql.SQL(
-            "WITH batch AS (SELECT * FROM"
-            " unnest(%b::text[], %b::text[], %b::bytea[]) AS b(category, key_id, value)"
-            "), removed AS ("
-            " DELETE FROM {keys} k USING batch b WHERE b.value IS NULL"
-            " AND k.session_id = %s AND k.category = b.category AND k.key_id = b.key_id"
-            ")"
-            " INSERT INTO {keys} (session_id, category, key_id, value)"
-            " SELECT %s, category, key_id, value FROM batch WHERE value IS NOT NULL"
-            " ON CONFLICT (session_id, category, key_id)"
-            " DO UPDATE SET value = excluded.value, updated_at = now()"
-        ).format(keys=keys)
-        # A batch without deletions (a first pairing's pre-keys) skips the delete part.
-        self.upsert_keys = sql.SQL(
-            "INSERT INTO {keys} (session_id, category, key_id, value)"
-            " SELECT %s, category, key_id, value FROM"
-            " unnest(%b::text[], %b::text[], %b::bytea[]) AS b(category, key_id, value)"
-            " ON CONFLICT (session_id, category, key_id)"
-            " DO UPDATE SET value = excluded.value, updated_at = now()"
-        ).format(keys=keys)
-        self.clear_keys = sql.SQL("DELETE FROM {keys} WHERE session_id = %s").format(keys=keys)
+        # Every write, fenced or not, from one builder (see _write).
+        names = {"creds": creds, "keys": keys, "leases": leases}
+        written, removed = "EXISTS (SELECT 1 FROM written)", "(SELECT count(*) FROM removed)"
+        self.write_creds, self.write_creds_fenced = (
+            sql.SQL(_write(_CREDS_UPSERT, written, fenced=f)).format(**names) for f in (False, True)
+        )
+        self.clear_keys, self.clear_keys_fenced = (
+            sql.SQL(_write(_CLEAR_KEYS, removed, fenced=f)).format(**names) for f in (False, True)
+        )
+        self._key_batches = {
+            (f, deletes): sql.SQL(
+                _write(_KEY_BATCH if deletes else _KEY_BATCH[::2], "true", fenced=f)
+            ).format(**names)
+            for f in (False, True)
+            for deletes in (False, True)
+        }
         self.delete_session = sql.SQL(
             "WITH k AS (DELETE FROM {keys} WHERE session_id = %s RETURNING 1),"
             " c AS (DELETE FROM {creds} WHERE session_id = %s RETURNING 1)"
@@ -145,7 +185,7 @@ class Schema:
             ") s GROUP BY session_id ORDER BY session_id"
         ).format(keys=keys, creds=creds)
 
-        self._lease_statements(creds, keys, leases)
+        self._lease_statements(creds, leases)
 
         # Ending the backends of timed-out attempts (see PostgresStore._on_connection):
         # only this role's, with this connection's application name; the count of
@@ -170,11 +210,6 @@ class Schema:
         self.insert_creds = sql.SQL(
             "INSERT INTO {creds} (session_id, value, version) VALUES (%s, %b, %s)"
         ).format(creds=creds)
-        self.insert_keys = sql.SQL(
-            "INSERT INTO {keys} (session_id, category, key_id, value)"
-            " SELECT %s, category, key_id, value FROM"
-            " unnest(%b::text[], %b::text[], %b::bytea[]) AS b(category, key_id, value)"
-        ).format(keys=keys)
         # One statement, so creds and keys come from one snapshot.
         self.read_session = sql.SQL(
             "SELECT NULL::text, NULL::text, value FROM {creds} WHERE session_id = %s"
@@ -204,10 +239,8 @@ class Schema:
             " AND t.key_id = n.key_id AND t.value = n.old"
         ).format(keys=keys)
 
-    def _lease_statements(
-        self, creds: sql.Identifier, keys: sql.Identifier, leases: sql.Identifier
-    ) -> None:
-        names = {"creds": creds, "keys": keys, "leases": leases}
+    def _lease_statements(self, creds: sql.Identifier, leases: sql.Identifier) -> None:
+        names = {"creds": creds, "leases": leases}
         # A grant, or the current holder when there is none: one round trip.
         # Expiry uses the server's clock, so instances never compare clocks.
         self.acquire_lease = sql.SQL(
@@ -263,45 +296,22 @@ class Schema:
             " WHERE l.expires_at <= now()"
             " RETURNING session_id, owner, token, expires_at"
         ).format(**names)
-        # Fenced writes: the lease row is locked FOR SHARE in the same statement,
-        # so a new grant (which must update that row) waits for the write, and a
-        # write after the grant finds the token replaced and changes nothing.
-        fence = (
-            "WITH fence AS (SELECT 1 FROM {leases}"
-            " WHERE session_id = %(sid)s AND token = %(token)s FOR SHARE)"
-        )
-        holder = (
-            " (SELECT owner FROM {leases} WHERE session_id = %(sid)s),"
-            " (SELECT token FROM {leases} WHERE session_id = %(sid)s)"
-        )
-        self.write_creds_fenced = sql.SQL(
-            fence + ", written AS ("
-            " INSERT INTO {creds} AS c (session_id, value, version)"
-            " SELECT %(sid)s, %(value)b, %(version)s WHERE EXISTS (SELECT 1 FROM fence)"
-            " ON CONFLICT (session_id) DO UPDATE SET value = excluded.value,"
-            " version = excluded.version, updated_at = now()"
-            " WHERE c.version < excluded.version RETURNING 1)"
-            " SELECT EXISTS (SELECT 1 FROM fence), EXISTS (SELECT 1 FROM written)," + holder
-        ).format(**names)
-        self.write_keys_fenced = sql.SQL(
-            fence + ", batch AS (SELECT * FROM"
-            " unnest(%(categories)b::text[], %(ids)b::text[], %(values)b::bytea[])"
-            " AS b(category, key_id, value)),"
-            " removed AS (DELETE FROM {keys} k USING batch b WHERE b.value IS NULL"
-            " AND k.session_id = %(sid)s AND k.category = b.category AND k.key_id = b.key_id"
-            " AND EXISTS (SELECT 1 FROM fence)),"
-            " written AS (INSERT INTO {keys} (session_id, category, key_id, value)"
-            " SELECT %(sid)s, category, key_id, value FROM batch"
-            " WHERE value IS NOT NULL AND EXISTS (SELECT 1 FROM fence)"
-            " ON CONFLICT (session_id, category, key_id)"
-            " DO UPDATE SET value = excluded.value, updated_at = now())"
-            " SELECT EXISTS (SELECT 1 FROM fence), true," + holder
-        ).format(**names)
-        self.clear_keys_fenced = sql.SQL(
-            fence + ", removed AS (DELETE FROM {keys} WHERE session_id = %(sid)s"
-            " AND EXISTS (SELECT 1 FROM fence) RETURNING 1)"
-            " SELECT EXISTS (SELECT 1 FROM fence), (SELECT count(*) FROM removed)," + holder
-        ).format(**names)
+
+    def key_batch(self, rows: list[KeyRow], *, fenced: bool) -> sql.Composed:
+        """The statement writing ``rows`` (see :meth:`key_batch_params`) in one round trip.
+
+        A batch without deletions (a first pairing's pre-keys) skips the delete part.
+        """
+        return self._key_batches[fenced, any(value is None for _, _, value in rows)]
+
+    @staticmethod
+    def key_batch_params(rows: list[KeyRow]) -> dict[str, list[Any]]:
+        """The arrays a key batch travels as (``sid``, and ``token`` if fenced, go with them)."""
+        return {
+            "categories": [row[0] for row in rows],
+            "ids": [row[1] for row in rows],
+            "values": [row[2] for row in rows],
+        }
 
     def table(self, name: str) -> sql.Identifier:
         full = self.prefix + name

@@ -32,7 +32,9 @@ from ..errors import (
     shown,
 )
 from ..retry import AttemptTimeoutError, within
-from ..store import BaseStore, CredsRow, RowKey, SessionInfo, StoreOptions, split_session_rows
+from ..rows import split_session_rows
+from ..store import BaseStore, StoreOptions
+from ..store_types import CredsRow, RowKey, SessionInfo
 
 __all__ = ["SQLiteStore"]
 
@@ -275,7 +277,7 @@ class SQLiteStore(BaseStore):
         return await self._in_thread(read, timeout)
 
     async def _write_creds(
-        self, session_id: str, blob: bytes, version: int, fence: int | None, timeout: float
+        self, session_id: str, blob: bytes, version: int, timeout: float
     ) -> bool:
         def write(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
@@ -323,9 +325,7 @@ class SQLiteStore(BaseStore):
 
         return await self._in_thread(read, timeout)
 
-    async def _write_keys(
-        self, session_id: str, rows: list[KeyRow], fence: int | None, timeout: float
-    ) -> None:
+    async def _write_keys(self, session_id: str, rows: list[KeyRow], timeout: float) -> None:
         now = time.time()
         upserts = [(session_id, c, k, v, now) for c, k, v in rows if v is not None]
         deletes = [(session_id, c, k) for c, k, v in rows if v is None]
@@ -346,7 +346,7 @@ class SQLiteStore(BaseStore):
 
         await self._in_thread(lambda conn: self._write(conn, write), timeout)
 
-    async def _clear_keys(self, session_id: str, fence: int | None, timeout: float) -> int:
+    async def _clear_keys(self, session_id: str, timeout: float) -> int:
         def clear(conn: sqlite3.Connection) -> int:
             return conn.execute("DELETE FROM wa_keys WHERE session_id = ?", (session_id,)).rowcount
 

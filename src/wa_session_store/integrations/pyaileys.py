@@ -564,7 +564,7 @@ class PyaileysAuthState:
         is_new: True when the session had no creds and new ones were made.
     """
 
-    __slots__ = ("_attached", "_auth", "_barriers", "_base", "_last", "is_new", "state")
+    __slots__ = ("_attached", "_auth", "_barriers", "_base", "is_new", "state")
 
     def __init__(
         self,
@@ -576,7 +576,6 @@ class PyaileysAuthState:
     ) -> None:
         self._auth = auth
         self._base = base
-        self._last: dict[str, Any] | None = dict(base) if base is not None else None
         self._attached: list[AsyncEventEmitter] = []
         # (socket, the send_raw installed on it) for every socket behind a barrier.
         self._barriers: list[tuple[WASocket, Callable[[bytes], Any]]] = []
@@ -622,8 +621,8 @@ class PyaileysAuthState:
 
     def _push(self) -> None:
         document = self.document()
-        if document != self._last:
-            self._last = document
+        # The auth state keeps the last document reported; an unchanged one is not a change.
+        if self._auth._saver.differs(document):
             self._auth.creds_updated(document)
 
     def creds_updated(self, creds: object = None, *args: object, **kwargs: object) -> None:
@@ -755,9 +754,7 @@ class PyaileysAuthState:
             StoreUnavailableError, StoreOperationError: the save failed (it
                 stays pending and is retried).
         """
-        document = self.document()
-        self._last = document
-        await self._auth.save_creds(document)
+        await self._auth.save_creds(self.document())
 
     async def flush(self) -> None:
         """Store the pending key writes and save the creds now, including
