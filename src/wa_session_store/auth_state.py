@@ -504,7 +504,8 @@ async def restore_all(
     A session that fails (its document does not decode or open) is reported
     in ``failed`` and logged, and the others go on. ``options`` are those of
     :func:`use_auth_state` (``throttle``, ``backup_interval``,
-    ``initial_delay``, ``backup_jitter``, ``urgent``), applied to every session.
+    ``initial_delay``, ``backup_jitter``, ``urgent``, ``key_writes``,
+    ``preload``, ``key_cache_bytes``), applied to every session.
 
     Raises:
         InvalidInputError: ``concurrency`` is not a positive int.
