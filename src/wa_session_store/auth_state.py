@@ -7,6 +7,10 @@ at the next barrier that the client's outgoing frames wait for); the creds
 document is saved through a :class:`~wa_session_store.Throttler` (at most one
 save per ``throttle`` seconds, the last update always saved) and re-saved by a
 :class:`~wa_session_store.BackupScheduler` while a change is unsaved.
+
+Its length is the public surface of ``AuthState``, ``use_auth_state`` and
+``restore_all`` and their docstrings (the API reference, and what
+``tools/sync_twins.py`` reads); the save decisions live in ``creds_saver.py``.
 """
 
 from __future__ import annotations

@@ -26,6 +26,11 @@ recipient device. Sent straight to a database, a message to 100 devices costs
 * In ``"write-through"`` mode (the default of a bare ``use_auth_state``,
   whose client installs no barrier) every ``set`` is stored before it
   returns, in one round trip, and the cache is only updated once it is.
+
+This module is longer than most because the cache, the pending batch and
+the transactions are one state machine (what a read sees depends on all
+three), and its docstrings are the key store's API reference; the cache's
+data structures are in ``key_cache.py``.
 """
 
 from __future__ import annotations

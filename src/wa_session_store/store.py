@@ -13,6 +13,11 @@ rows (scans in pages, reencryption, health reports) is in
 :mod:`~wa_session_store.store_types`. So every backend refuses the same
 inputs with the same errors, and a fix to the codec or the retry rules
 reaches all of them.
+
+Its length is the public contract: the protocol and ``BaseStore``'s public
+methods, whose docstrings are the API reference and what
+``tools/sync_twins.py`` generates the blocking twins from; the logic beneath
+them lives in the modules named above.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Timeouts are enforced by a timer that shuts the connection's socket down when
 the attempt runs out: the pending await fails at once, even when the network
 silently drops packets, instead of waiting for a query cancellation that
 itself needs the network.
+
+It is one backend's primitives, one method each; the statements are in
+``postgres_schema.py``, connections in ``postgres_connections.py``, leases in
+``postgres_leases.py``.
 """
 
 from __future__ import annotations
