@@ -412,7 +412,7 @@ class AuthKeys:
             else:
                 found[key_id] = entry.read()
         if not missing:
-            return found if len(found) == len(wanted) else {k: found[k] for k in wanted}
+            return found  # filled in the order asked for
         self._begin_read()
         try:
             stored = await self._store.get_keys(self._session_id, cat, missing)
@@ -499,7 +499,7 @@ class AuthKeys:
         lease = self._lease
         if lease is None or not (self._lost or lease.lost):
             return
-        reason = getattr(lease, "_lost", None)
+        reason = lease.reason
         raise LeaseLostError(
             self._session_id,
             lease.token,

@@ -181,6 +181,11 @@ class Lease:
         """Whether the lease is known to be lost (a fenced write or renewal failed)."""
         return self._lost is not None
 
+    @property
+    def reason(self) -> BaseException | None:
+        """Why the lease was lost (a LeaseLostError, or its expiry), or None while held."""
+        return self._lost
+
     def on_lost(self, callback: LossCallback) -> None:
         """Call ``callback(lease, reason)`` once when the lease is lost (at once if it is)."""
         if self._lost is not None:
