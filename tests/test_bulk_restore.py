@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -107,11 +108,31 @@ async def test_restore_all_brings_back_every_paired_session(store: BaseStore) ->
         await state.aclose()
 
 
-async def counted(proxy: Proxy, action: Callable[[], Awaitable[T]]) -> tuple[int, T]:
-    """Round trips of ``action`` at the proxy; measured again if a connection
-    opened meanwhile (the pool replacing one the server closed), whose
-    handshake would count too."""
+async def settled(store: PostgresStore) -> None:
+    """Wait until every connection of the store's pool is open and idle.
+
+    The pool grows while a caller waits (the schema check at open does), so a
+    connection can still be mid-handshake after ``pool.wait()``: accepted by
+    the proxy before a measurement, its startup message would count in it.
+    """
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        stats = store.pool.get_stats()
+        if stats["pool_size"] == stats["pool_available"]:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"the pool did not settle: {stats}")
+        await asyncio.sleep(0.01)
+
+
+async def counted(
+    proxy: Proxy, store: PostgresStore, action: Callable[[], Awaitable[T]]
+) -> tuple[int, T]:
+    """Round trips of ``action`` at the proxy, from a settled pool; measured
+    again if a connection opened meanwhile (the pool growing, or replacing
+    one the server closed), whose handshake would count too."""
     for _ in range(5):
+        await settled(store)
         connections, before = proxy.connections_total, proxy.round_trips
         result = await action()
         if proxy.connections_total == connections:
@@ -124,8 +145,7 @@ async def test_restore_is_one_statement_per_page(pg_schema: str, proxy: Proxy) -
     async with PostgresStore(DSN, schema=pg_schema) as seeder:
         await _seed(seeder, 250)
     async with PostgresStore(proxy.dsn(DSN), schema=pg_schema, min_size=2, max_size=4) as store:
-        await store.pool.wait()  # no connection opens while round trips are counted
-        sent, page = await counted(proxy, lambda: store.load_creds_page(limit=250))
+        sent, page = await counted(proxy, store, lambda: store.load_creds_page(limit=250))
         assert sent == 1
         assert len(page.creds) == 250
         store.CREDS_PAGE_SIZE = 100  # type: ignore[misc]
@@ -135,7 +155,7 @@ async def test_restore_is_one_statement_per_page(pg_schema: str, proxy: Proxy) -
             await close_all(result.states.values())
             return result
 
-        sent, result = await counted(proxy, restore)
+        sent, result = await counted(proxy, store, restore)
         assert sent == 3  # pages of 100, 100 and 50
         assert len(result.states) == 250
         assert store.pool.get_stats()["pool_size"] <= 4
