@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
 from wa_session_store import AESGCMCipher, DecodeError, DecryptionError, InvalidInputError
 from wa_session_store.crypto import sealed_key_id
-from wa_session_store.maintenance import creds_pages, health_timeout, reencrypt_rows
+from wa_session_store.maintenance import DECODE_SLICE, creds_pages, health_timeout, reencrypt_rows
 from wa_session_store.rows import RowCodec, category_query, check_page_limit
 from wa_session_store.store_types import CredsRow, ReencryptProgress, RowKey
 
@@ -100,6 +101,29 @@ async def test_pages_are_read_ahead_and_end_on_a_short_page() -> None:
     pages = [page async for page in creds_pages(fetch, lambda r: rows.creds_page(r, limit=2), 2)]
     assert [list(page.creds) for page in pages] == [["s0", "s1"], ["s2", "s3"], ["s4"]]
     assert asked == [None, "s1", "s3"]
+
+
+async def test_the_next_page_streams_in_while_a_page_decodes() -> None:
+    # Decoding is CPU work; done in one piece it would keep the loop, and the
+    # next page's fetch with it, waiting until the page is handed over.
+    size = 3 * DECODE_SLICE
+    stored: list[CredsRow] = [(f"s{i:04d}", b"{}", i) for i in range(2 * size)]
+    steps: list[int] = []
+
+    async def fetch(after: str | None) -> list[CredsRow]:
+        if after is not None:  # the second page: a read that takes a few loop turns
+            for _ in range(10):
+                steps.append(1)
+                await asyncio.sleep(0)
+        return [row for row in stored if after is None or row[0] > after][:size]
+
+    rows = RowCodec()
+    pages = creds_pages(fetch, lambda r: rows.creds_page(r, limit=size), size)
+    first = await anext(pages)
+    assert len(first.creds) == size
+    assert first.next_after == f"s{size - 1:04d}"
+    assert len(steps) >= 2  # it ran between the slices, before the page was handed over
+    assert [len(page.creds) async for page in pages] == [size]
 
 
 async def test_reencrypt_rows_reseals_only_rows_under_an_old_key() -> None:

@@ -27,6 +27,10 @@ Scan = Callable[[str, "RowKey | None", int], Awaitable[list[tuple[RowKey, bytes]
 Rewrite = Callable[[str, list[tuple[RowKey, bytes, bytes]]], Awaitable[int]]
 
 
+#: Rows decoded between two yields to the event loop while a page decodes.
+DECODE_SLICE = 100
+
+
 async def creds_pages(
     fetch: Callable[[str | None], Awaitable[list[CredsRow]]],
     decode: Callable[[list[CredsRow]], CredsPage],
@@ -38,6 +42,12 @@ async def creds_pages(
     than ``limit`` is the last. At most two fetches are in flight (two pooled
     connections); no page is empty. A fetch still in flight when the iteration
     ends is cancelled.
+
+    Decoding is CPU work that would keep the event loop, and with it the next
+    page's fetch, waiting: the server would fill the socket's buffers and stop
+    sending. A page is therefore decoded :data:`DECODE_SLICE` rows at a time,
+    with a yield to the loop between slices, so the next page keeps streaming
+    in while this one decodes (its rows arrive while the CPU is busy here).
     """
 
     def start(after: str | None) -> asyncio.Task[list[CredsRow]]:
@@ -49,7 +59,14 @@ async def creds_pages(
             rows = await pending
             pending = start(rows[-1][0]) if len(rows) >= limit else None
             if rows:  # the page after an exact multiple is empty
-                yield decode(rows)
+                page = CredsPage(next_after=None if pending is None else rows[-1][0])
+                for first in range(0, len(rows), DECODE_SLICE):
+                    if first:
+                        await asyncio.sleep(0)
+                    part = decode(rows[first : first + DECODE_SLICE])
+                    page.creds.update(part.creds)
+                    page.failed.update(part.failed)
+                yield page
     finally:
         if pending is not None and not pending.done():
             pending.cancel()
