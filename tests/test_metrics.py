@@ -4,6 +4,8 @@ registry and a real OpenTelemetry SDK with an in-memory metric reader."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -200,3 +202,27 @@ async def test_without_metrics_nothing_is_recorded_and_bad_ones_are_refused() ->
     with pytest.raises(InvalidTypeError, match="metrics must be"):
         open_store("memory://", metrics=object())
     assert Metrics().call("save_creds", "memory", 0.1, "ok") is None  # the no-op base
+
+
+def test_the_exporters_cost_nothing_until_named() -> None:
+    """Importing the package and its metrics module loads no exporter and
+    neither optional library; naming an exporter loads its module only, and
+    the library itself waits for the first instance."""
+    program = """
+import sys
+import wa_session_store, wa_session_store.metrics as metrics
+loaded = lambda: sorted(m for m in sys.modules if m.startswith(
+    ("prometheus_client", "opentelemetry", "wa_session_store.metrics_")))
+print(loaded())
+metrics.PrometheusMetrics, metrics.OpenTelemetryMetrics
+print(loaded())
+print(metrics.PrometheusMetrics.__module__, metrics.metrics_of(object()))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == [
+        "[]",
+        "['wa_session_store.metrics_opentelemetry', 'wa_session_store.metrics_prometheus']",
+        "wa_session_store.metrics None",
+    ]

@@ -43,8 +43,8 @@ from .errors import (
     InvalidTypeError,
     SessionExistsError,
 )
+from .instrumentation import Metrics
 from .maintenance import creds_pages, health_report, health_timeout, reencrypt_rows
-from .metrics import Metrics
 from .retry import RetryHook, RetryPolicy
 from .rows import RowCodec, category_query, check_page_limit
 from .store_calls import StoreCalls

@@ -24,7 +24,7 @@ from .errors import (
     StoreUnavailableError,
     describe_error,
 )
-from .metrics import Metrics
+from .instrumentation import Metrics
 from .primitives import StorePrimitives
 from .retry import RetryDetails, RetryHook, RetryPolicy
 

@@ -11,7 +11,7 @@ from typing import Any, TypedDict
 
 from .crypto import Cipher
 from .errors import SessionStoreError
-from .metrics import Metrics
+from .instrumentation import Metrics
 from .retry import RetryHook, RetryPolicy
 
 __all__ = [

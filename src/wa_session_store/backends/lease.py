@@ -32,7 +32,7 @@ from typing_extensions import Self
 
 from .._codec import _check_name
 from ..errors import InvalidInputError, LeaseLostError, SessionStoreError, describe_error, shown
-from ..metrics import Metrics
+from ..instrumentation import Metrics
 from ..retry import finite
 
 __all__ = [

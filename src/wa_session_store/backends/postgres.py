@@ -14,7 +14,11 @@ itself needs the network.
 
 It is one backend's primitives, one method each; the statements are in
 ``postgres_schema.py``, connections in ``postgres_connections.py``, leases in
-``postgres_leases.py``.
+``postgres_leases.py``. What is left, under 600 lines, is the pool's
+set-up (the options checked in ``__init__``), the one connection path every
+primitive runs through (checkout, the timeout timer, the clean-up of
+timed-out attempts, which share the pool's and the store's state) and the
+short primitives on it.
 """
 
 from __future__ import annotations

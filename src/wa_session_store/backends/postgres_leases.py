@@ -20,7 +20,7 @@ from psycopg import sql
 
 from .._codec import KeyRow, check_session_id
 from ..errors import InvalidInputError, LeaseLostError, LeaseUnavailableError, shown
-from ..metrics import Metrics
+from ..instrumentation import Metrics
 from .lease import Lease, LeaseInfo, check_lease_args
 from .postgres_schema import Schema
 

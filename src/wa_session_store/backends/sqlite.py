@@ -6,6 +6,10 @@ database lock up front (``BEGIN IMMEDIATE``), so several stores, threads or
 processes on one file serialise instead of failing with deadlocks; a writer
 waits up to ``busy_timeout`` for the lock, and a lock still held then is a
 transient error that the retry policy repeats.
+
+It is the store's thread and one backend's primitives, one method each;
+opening the file, its schema and migrations, the write transaction and the
+classification of errors are in ``sqlite_connection.py``.
 """
 
 from __future__ import annotations
@@ -24,43 +28,16 @@ from typing import Any, TypeVar
 from typing_extensions import Unpack
 
 from .._codec import KeyRow
-from ..errors import (
-    InvalidInputError,
-    SchemaVersionError,
-    StoreOperationError,
-    describe_error,
-    shown,
-)
+from ..errors import InvalidInputError, shown
 from ..retry import AttemptTimeoutError, within
 from ..rows import split_session_rows
 from ..store import BaseStore, StoreOptions
 from ..store_types import CredsRow, RowKey, SessionInfo
+from .sqlite_connection import SCHEMA_VERSION, connect, is_transient, write_transaction
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
-
-#: The schema version this library writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 1
-
-_MIGRATIONS: dict[int, str] = {
-    1: """
-    CREATE TABLE wa_creds (
-        session_id TEXT PRIMARY KEY,
-        value BLOB NOT NULL,
-        version INTEGER NOT NULL,
-        updated_at REAL NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE wa_keys (
-        session_id TEXT NOT NULL,
-        category TEXT NOT NULL,
-        key_id TEXT NOT NULL,
-        value BLOB NOT NULL,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (session_id, category, key_id)
-    ) WITHOUT ROWID;
-    """,
-}
 
 _LIST_SESSIONS = """
 SELECT session_id, MAX(updated_at), SUM(key_count), MAX(has_creds), SUM(size) FROM (
@@ -71,24 +48,6 @@ SELECT session_id, MAX(updated_at), SUM(key_count), MAX(has_creds), SUM(size) FR
     FROM wa_keys GROUP BY session_id
 ) GROUP BY session_id ORDER BY session_id
 """
-
-
-def _create_private(path: Path) -> None:
-    """Create the database file, if missing, readable and writable by its owner only (0600).
-
-    SQLite creates the ``-wal`` and ``-shm`` files with the mode of the main
-    file, so all three hold the private keys at 0600 whatever the umask. An
-    existing file keeps the mode it has.
-    """
-    if str(path) == ":memory:":
-        return
-    try:
-        fd = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600
-        )
-    except FileExistsError:
-        return
-    os.close(fd)
 
 
 class SQLiteStore(BaseStore):
@@ -147,7 +106,7 @@ class SQLiteStore(BaseStore):
     def _describe(self) -> str:
         return f"sqlite {str(self.path)!r}"
 
-    # -- threads and transactions -------------------------------------------
+    # -- the thread ------------------------------------------------------------
 
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T], timeout: float) -> T:
         conn, executor = self._conn, self._executor
@@ -162,24 +121,8 @@ class SQLiteStore(BaseStore):
             conn.interrupt()
             raise
 
-    @staticmethod
-    def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-        return result
-
     def _is_transient(self, exc: BaseException) -> bool:
-        if not isinstance(exc, sqlite3.OperationalError):
-            return False
-        name = getattr(exc, "sqlite_errorname", "")
-        if name:
-            return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-        return "locked" in str(exc) or "busy" in str(exc)
+        return is_transient(exc)
 
     # -- life cycle --------------------------------------------------------------
 
@@ -187,63 +130,14 @@ class SQLiteStore(BaseStore):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wa-sqlite")
         loop = asyncio.get_running_loop()
         try:
-            self._conn = await loop.run_in_executor(self._executor, self._connect)
+            self._conn = await loop.run_in_executor(
+                self._executor,
+                lambda: connect(self.path, busy_timeout=self.busy_timeout, migrate=self.migrate),
+            )
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            _create_private(self.path)
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreOperationError(
-                f"cannot open SQLite database {str(self.path)!r}: {describe_error(exc)}"
-            ) from exc
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._check_schema(conn)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise StoreOperationError(
-                    f"cannot prepare SQLite database {str(self.path)!r}: {describe_error(exc)}"
-                ) from exc
-            raise
-        return conn
-
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
-        (version,) = conn.execute("PRAGMA user_version").fetchone()
-        if version > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"SQLite database {str(self.path)!r} has schema version {version}, newer than "
-                f"this library's {SCHEMA_VERSION}: upgrade wa_session_store"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        if not self.migrate:
-            raise SchemaVersionError(
-                f"SQLite database {str(self.path)!r} has schema version {version}, expected "
-                f"{SCHEMA_VERSION}: open it once with migrate=True"
-            )
-
-        def upgrade(conn: sqlite3.Connection) -> None:
-            # Read again under the write lock: another process may have migrated meanwhile.
-            (current,) = conn.execute("PRAGMA user_version").fetchone()
-            for step in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {step:d}")
-
-        self._write(conn, upgrade)
 
     async def _close(self) -> None:
         conn, executor = self._conn, self._executor
@@ -344,7 +238,7 @@ class SQLiteStore(BaseStore):
                     deletes,
                 )
 
-        await self._in_thread(lambda conn: self._write(conn, write), timeout)
+        await self._in_thread(lambda conn: write_transaction(conn, write), timeout)
 
     async def _clear_keys(self, session_id: str, timeout: float) -> int:
         def clear(conn: sqlite3.Connection) -> int:
@@ -373,7 +267,7 @@ class SQLiteStore(BaseStore):
             creds = conn.execute("DELETE FROM wa_creds WHERE session_id = ?", (session_id,))
             return keys.rowcount + creds.rowcount > 0
 
-        return await self._in_thread(lambda conn: self._write(conn, delete), timeout)
+        return await self._in_thread(lambda conn: write_transaction(conn, delete), timeout)
 
     async def _schema_version(self, timeout: float) -> int | None:
         def read(conn: sqlite3.Connection) -> int:
@@ -428,7 +322,7 @@ class SQLiteStore(BaseStore):
             )
             return True
 
-        return await self._in_thread(lambda conn: self._write(conn, replace), timeout)
+        return await self._in_thread(lambda conn: write_transaction(conn, replace), timeout)
 
     async def _read_session(
         self, session_id: str, timeout: float
@@ -488,4 +382,4 @@ class SQLiteStore(BaseStore):
             conn.executemany(query, params)
             return conn.total_changes - before
 
-        return await self._in_thread(lambda conn: self._write(conn, write), timeout)
+        return await self._in_thread(lambda conn: write_transaction(conn, write), timeout)
