@@ -11,16 +11,15 @@ from collections.abc import Callable
 from .errors import InvalidInputError, InvalidTypeError, describe_error, shown
 from .retry import finite
 
-__all__ = ["Runner", "check_seconds"]
+__all__ = ["Runner", "check_callable", "check_seconds"]
 
 logger = logging.getLogger("wa_session_store")
 
 
-def _check_func(func: object) -> None:
-    if not callable(func):
+def check_callable(what: str, value: object, kind: str = " (sync or async)") -> None:
+    if not callable(value):
         raise InvalidTypeError(
-            f"func must be a callable taking no arguments (sync or async), "
-            f"not {type(func).__name__}"
+            f"{what} must be a callable taking no arguments{kind}, not {type(value).__name__}"
         )
 
 
@@ -64,7 +63,7 @@ class Runner:
     def __init__(
         self, func: Callable[[], object], interval: float, name: str | None, *, zero: bool
     ) -> None:
-        _check_func(func)
+        check_callable("func", func)
         _check_name(name)
         self._interval = check_seconds("interval", interval, allow_zero=zero)
         self._func = func
@@ -138,3 +137,19 @@ class Runner:
             extra={**self._fields(), **fields, "runs": self._runs},
         )
         return None
+
+    async def _settled(self) -> None:
+        """Wait until no run is in progress, without raising its exception."""
+        while self._task is not None:
+            await asyncio.wait([self._task])
+
+    @staticmethod
+    async def _outcome(task: asyncio.Task[Exception | None]) -> None:
+        """Wait for the run ``task`` and raise its exception, if any.
+
+        Shielded: cancelling the caller (a flush, a manual backup) must not
+        cut the run half-way.
+        """
+        error = await asyncio.shield(task)
+        if error is not None:
+            raise error

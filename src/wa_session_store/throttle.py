@@ -171,19 +171,14 @@ class Throttler(Runner):
             # A run that fails here is reported, not repeated at once: it just
             # spent its whole retry budget, and the caller (a shutdown with a
             # deadline, save_creds()) must learn that rather than wait twice.
-            error = await asyncio.shield(task)
-            if error is not None:
-                raise error
+            await self._outcome(task)
         task = self._task
         if task is None:
             if not self._pending:
                 return
             # Started after this call, so it covers every earlier trigger.
             task = self._start_run(asyncio.get_running_loop())
-        # shield: cancelling flush() must not cancel the save half-way.
-        error = await asyncio.shield(task)
-        if error is not None:
-            raise error
+        await self._outcome(task)
 
     async def aclose(self) -> None:
         """Save what is owed at once, then refuse further triggers.
@@ -199,9 +194,7 @@ class Throttler(Runner):
                 retry.
         """
         if self._closed:
-            task = self._task
-            if task is not None:
-                await asyncio.wait([task])
+            await self._settled()
             return
         self._closed = True
         try:
