@@ -106,11 +106,13 @@ class Runner:
             self._timer = None
 
     async def _call(
-        self, what: str, *, after_failure: str = "", **fields: object
+        self, what: str, *, retried: Callable[[], bool] | None = None, **fields: object
     ) -> Exception | None:
         """Run ``func`` once; count and log the outcome; return its exception, or None.
 
-        Cancellation and other BaseExceptions propagate, with no run counted.
+        ``retried()``, asked after a failure, says whether the log line ends
+        with "will retry". Cancellation and other BaseExceptions propagate,
+        with no run counted.
         """
         try:
             await _invoke(self._func)
@@ -121,7 +123,7 @@ class Runner:
                 what,
                 self._label(),
                 self._failures,
-                after_failure,
+                ", will retry" if retried is not None and retried() else "",
                 describe_error(exc),
                 exc_info=_exc_info(exc),
                 extra={**self._fields(), **fields, "failures": self._failures},
