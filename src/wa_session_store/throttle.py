@@ -62,13 +62,6 @@ class Throttler(Runner):
       ``interval``; at least 1 s later when ``interval`` is shorter) even if no
       trigger comes, or by :meth:`flush`. It never raises into :meth:`trigger`.
 
-    What is owed is the owner's to know when it has a record of it: the
-    throttler only schedules. With ``owed``, every decision to run (a timer
-    due, the end of a run, :meth:`flush`) asks ``owed()``, and :attr:`pending`
-    is its answer; a failed run is retried as above only while ``owed()``
-    says something is still unsaved. Without it, a run is owed after a
-    trigger not yet followed by the start of a run, and after a failed run.
-
     Args:
         func: a callable taking no arguments, sync or async (returning an
             awaitable, which is awaited).
@@ -76,11 +69,13 @@ class Throttler(Runner):
             (default 30.0). 0 disables the rate limit: each trigger runs, still
             coalesced while a run is in progress.
         name: a label for log lines, e.g. the session id (default None).
-        owed: ``owed() -> bool``, the owner's answer to "is a run owed?"
-            (default None: the throttler's own record, as described above).
-            It must be True after a trigger until a run that started after
-            it succeeded; being False at other times (the data was saved by
-            other means, or dropped) spares a run.
+        owed: ``owed() -> bool``, for an owner with its own record of what
+            is unsaved: every run the throttler would make on its own (a
+            timer due, the end of a run, :meth:`flush`) asks it, and
+            :attr:`pending` is its answer, so a failed run is retried only
+            while it says True. It must be True from a trigger until a run
+            started after it succeeds. Default None: owed after a trigger not
+            yet followed by a run's start, and from a failed run until one succeeds.
 
     Raises:
         InvalidInputError: ``interval`` is negative, NaN or infinite.
@@ -107,9 +102,8 @@ class Throttler(Runner):
         if owed is not None:
             check_callable("owed", owed, "")
         self._owed = owed
-        # A trigger since the last run started: the trailing edge's request.
-        # Scheduling, not a record of what is unsaved: a failed run leaves it
-        # alone (what is owed then is owed(), or the failure count).
+        # A trigger since the last run started: the trailing edge's request,
+        # which a failed run leaves alone (then owed(), or the failure count, says).
         self._requested = False
         self._urgent = False
         self._closed = False
@@ -298,9 +292,8 @@ class Throttler(Runner):
         delay = self._interval
         if not self._requested:
             # Owed with no trigger since the run started: what a failed run
-            # left (or what the owner still reports after a run that
-            # succeeded). Never sooner than _MIN_AUTO_RETRY, or a permanent
-            # failure would spin.
+            # left. Never sooner than _MIN_AUTO_RETRY, or a permanent failure
+            # would spin.
             delay = max(delay, _MIN_AUTO_RETRY)
         due = self._last_start + delay
         if loop.time() >= due:
