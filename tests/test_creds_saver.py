@@ -1,10 +1,22 @@
-"""The creds-save pipeline (creds_saver.py) as an auth state uses it."""
+"""The creds-save pipeline (creds_saver.py) as an auth state uses it.
+
+The timing tests run on a virtual clock (tests/support/clock.py): a saver on
+a store without real I/O runs minutes of simulated time in milliseconds, and
+a busy machine cannot move a timer.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections.abc import Mapping
+from typing import Any, cast
 
 from wa_session_store import MemoryStore, close_all, use_auth_state
+from wa_session_store.backends.lease import Lease
+from wa_session_store.creds_saver import CredsSaver
+
+from .support.clock import on_virtual_clock
 
 
 async def test_a_forgotten_auth_state_with_a_save_owed_is_still_closed_and_saved() -> None:
@@ -18,3 +30,146 @@ async def test_a_forgotten_auth_state_with_a_save_owed_is_still_closed_and_saved
         gc.collect()
         assert await close_all() == {}
         assert await store.load_creds("bot") == {"n": 1}
+
+
+class FlakyStore:
+    """The one store call a saver makes, failing while ``down``; records when it was called."""
+
+    kind = "flaky"
+
+    def __init__(self) -> None:
+        self.down = False
+        self.calls: list[float] = []
+        self.saved: dict[str, Any] | None = None
+
+    async def save_creds(self, session_id: str, creds: Mapping[str, Any], **_: object) -> None:
+        self.calls.append(asyncio.get_running_loop().time())
+        if self.down:
+            raise OSError("database away")
+        self.saved = dict(creds)
+
+
+class LostLease:
+    """What the saver reads of a lease replaced by another owner."""
+
+    lost = True
+
+
+def saver(
+    store: FlakyStore,
+    *,
+    throttle: float,
+    backup_interval: float | None = None,
+    initial_delay: float = 0.0,
+    lease: object = None,
+) -> CredsSaver:
+    return CredsSaver(
+        cast(Any, store),
+        "s1",
+        {"n": 0},
+        throttle=throttle,
+        backup_interval=backup_interval,
+        initial_delay=initial_delay,
+        backup_jitter=0.0,
+        urgent=None,
+        lease=cast(Lease | None, lease),
+    )
+
+
+@on_virtual_clock
+async def test_a_failed_save_is_saved_again_once_per_period_until_it_lands() -> None:
+    store = FlakyStore()
+    for throttle, period in ((0.1, 1.0), (5.0, 5.0)):  # the period: max(throttle, 1 s)
+        store.calls.clear()
+        store.down = True
+        s = saver(store, throttle=throttle)
+        s.changed({"n": 1})  # leading edge: saved at once, and fails
+        await asyncio.sleep(4 * period + period / 2)
+        assert s.pending
+        # Exactly one save per period, no more (the store's RetryPolicy is
+        # the only retry inside one save; these are new saves of what is owed).
+        first = store.calls[0]
+        assert store.calls == [first + k * period for k in range(5)]
+        assert s.throttler.failures == 5
+        store.down = False
+        await asyncio.sleep(period)
+        assert not s.pending
+        assert store.saved == {"n": 1}
+        assert len(store.calls) == 6
+        await asyncio.sleep(10 * period)
+        assert len(store.calls) == 6  # saved: nothing more is owed
+        await s.aclose()
+
+
+@on_virtual_clock
+async def test_a_change_during_a_failed_save_is_saved_at_the_next_interval() -> None:
+    store = FlakyStore()
+    store.down = True
+    s = saver(store, throttle=0.1)
+    s.changed({"n": 1})
+    s.changed({"n": 2})  # before the failed save ran: covered by it
+    await asyncio.sleep(0.05)
+    s.changed({"n": 3})  # a trigger after the failure: throttled, not the 1 s retry
+    store.down = False
+    await asyncio.sleep(0.1)
+    assert store.calls == [store.calls[0], store.calls[0] + 0.1]
+    assert store.saved == {"n": 3}
+    assert not s.pending
+    await s.aclose()
+
+
+@on_virtual_clock
+async def test_a_failed_save_whose_change_was_dropped_is_not_saved_again() -> None:
+    # What a lost lease does: the pending change belongs to a replaced owner.
+    # The throttler asks the saver whether anything is owed; it keeps no
+    # record of the failure of its own that would run again.
+    store = FlakyStore()
+    store.down = True
+    s = saver(store, throttle=0.1)
+    s.changed({"n": 1})
+    await asyncio.sleep(0.5)
+    assert s.throttler.pending
+    s.drop()
+    assert not s.pending
+    assert not s.throttler.pending
+    runs = s.throttler.runs
+    await asyncio.sleep(10.0)
+    assert len(store.calls) == 1
+    assert s.throttler.runs == runs  # no run, not even one that saves nothing
+    await s.flush()
+    await s.aclose()
+    assert len(store.calls) == 1
+
+
+@on_virtual_clock
+async def test_changes_after_the_lease_is_lost_are_not_saved_and_do_not_spin() -> None:
+    store = FlakyStore()
+    s = saver(store, throttle=0.0, lease=LostLease())
+    s.changed({"n": 1})
+    await asyncio.sleep(60.0)
+    assert store.calls == []
+    assert s.pending  # unsaved, and never saved: it belongs to another owner
+    assert not s.throttler.pending
+    assert s.throttler.runs == 1  # the leading run found nothing to save; nothing more ran
+    await s.aclose()
+    assert store.calls == []
+
+
+@on_virtual_clock
+async def test_the_backup_saves_what_a_failed_save_left_and_nothing_else() -> None:
+    store = FlakyStore()
+    store.down = True
+    s = saver(store, throttle=30.0, backup_interval=2.0, initial_delay=0.5)
+    s.start()
+    t0 = asyncio.get_running_loop().time()
+    s.changed({"n": 1})  # fails at once; the throttle's own retry is 30 s away
+    await asyncio.sleep(0.1)
+    assert store.calls == [t0]
+    store.down = False
+    await asyncio.sleep(0.5)
+    assert store.calls == [t0, t0 + 0.5]  # the first backup saved it
+    assert not s.pending
+    await asyncio.sleep(60.0)
+    assert len(store.calls) == 2  # later backups and the 30 s retry: nothing owed
+    await s.stop_backups()
+    await s.aclose()

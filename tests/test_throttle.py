@@ -256,6 +256,77 @@ async def test_failed_run_is_retried_by_the_next_trigger_after_the_interval() ->
     await th.aclose()
 
 
+async def test_a_failing_run_is_retried_exactly_once_per_period_without_triggers() -> None:
+    rec = Recorder(fail=lambda n: n <= 5)
+    th = Throttler(rec, 0.1)
+    th.trigger()
+    await rec.wait_calls(6, within=10.0)
+    # max(interval, 1 s) after the start of each failed run, no sooner, no later.
+    assert rec.starts == [rec.starts[0] + k * 1.0 for k in range(6)]
+    assert th.runs == 1
+    await asyncio.sleep(10.0)
+    assert rec.calls == 6
+    await th.aclose()
+
+
+async def test_with_owed_the_owner_decides_whether_a_failed_run_is_retried() -> None:
+    # The throttler keeps no record of what is unsaved: with an owner, the
+    # owner's answer is the only one, for the automatic retry, pending and flush.
+    owed = True
+    rec = Recorder(fail=lambda n: n == 1)
+    th = Throttler(rec, 0.1, owed=lambda: owed)
+    th.trigger()
+    await rec.wait_calls(1)
+    assert th.failures == 1
+    assert th.pending
+    owed = False  # saved by other means, or dropped
+    assert not th.pending
+    assert "pending=False" in repr(th)
+    await asyncio.sleep(5.0)
+    assert rec.calls == 1  # no retry
+    await th.flush()
+    assert rec.calls == 1
+    owed = True
+    await th.flush()
+    assert rec.calls == 2
+    assert th.runs == 1
+    assert th.failures == 0
+    owed = False
+    await th.aclose()
+    assert rec.calls == 2
+
+
+async def test_with_owed_a_failed_run_is_retried_once_per_period_while_owed() -> None:
+    owed = True
+    rec = Recorder(fail=lambda n: True)
+    th = Throttler(rec, 0.2, owed=lambda: owed)
+    th.trigger()
+    await rec.wait_calls(3, within=10.0)
+    assert rec.starts == [rec.starts[0] + k * 1.0 for k in range(3)]
+    owed = False
+    await asyncio.sleep(5.0)
+    assert rec.calls == 3
+    await th.aclose()
+
+
+async def test_with_owed_a_due_trailing_run_is_spared_when_nothing_is_owed() -> None:
+    owed = True
+    rec = Recorder()
+    th = Throttler(rec, 1.0, owed=lambda: owed)
+    th.trigger()
+    await rec.wait_calls(1)
+    th.trigger()  # throttled: a timer for the trailing run
+    owed = False  # the owner saved it meanwhile
+    await asyncio.sleep(2.0)
+    assert rec.calls == 1
+    await th.aclose()
+
+
+def test_owed_must_be_callable() -> None:
+    with pytest.raises(InvalidTypeError, match="owed must be a callable"):
+        Throttler(lambda: None, 1.0, owed=True)  # type: ignore[arg-type]
+
+
 async def test_consecutive_failures_are_counted_and_reset() -> None:
     fail = True
     rec = Recorder(fail=lambda n: fail)

@@ -11,16 +11,15 @@ from collections.abc import Callable
 from .errors import InvalidInputError, InvalidTypeError, describe_error, shown
 from .retry import finite
 
-__all__ = ["Runner", "check_seconds"]
+__all__ = ["Runner", "check_callable", "check_seconds"]
 
 logger = logging.getLogger("wa_session_store")
 
 
-def _check_func(func: object) -> None:
-    if not callable(func):
+def check_callable(what: str, value: object, kind: str = " (sync or async)") -> None:
+    if not callable(value):
         raise InvalidTypeError(
-            f"func must be a callable taking no arguments (sync or async), "
-            f"not {type(func).__name__}"
+            f"{what} must be a callable taking no arguments{kind}, not {type(value).__name__}"
         )
 
 
@@ -64,7 +63,7 @@ class Runner:
     def __init__(
         self, func: Callable[[], object], interval: float, name: str | None, *, zero: bool
     ) -> None:
-        _check_func(func)
+        check_callable("func", func)
         _check_name(name)
         self._interval = check_seconds("interval", interval, allow_zero=zero)
         self._func = func
@@ -107,11 +106,13 @@ class Runner:
             self._timer = None
 
     async def _call(
-        self, what: str, *, after_failure: str = "", **fields: object
+        self, what: str, *, retried: Callable[[], bool] | None = None, **fields: object
     ) -> Exception | None:
         """Run ``func`` once; count and log the outcome; return its exception, or None.
 
-        Cancellation and other BaseExceptions propagate, with no run counted.
+        ``retried()``, asked after a failure, says whether the log line ends
+        with "will retry". Cancellation and other BaseExceptions propagate,
+        with no run counted.
         """
         try:
             await _invoke(self._func)
@@ -122,7 +123,7 @@ class Runner:
                 what,
                 self._label(),
                 self._failures,
-                after_failure,
+                ", will retry" if retried is not None and retried() else "",
                 describe_error(exc),
                 exc_info=_exc_info(exc),
                 extra={**self._fields(), **fields, "failures": self._failures},
@@ -138,3 +139,19 @@ class Runner:
             extra={**self._fields(), **fields, "runs": self._runs},
         )
         return None
+
+    async def _settled(self) -> None:
+        """Wait until no run is in progress, without raising its exception."""
+        while self._task is not None:
+            await asyncio.wait([self._task])
+
+    @staticmethod
+    async def _outcome(task: asyncio.Task[Exception | None]) -> None:
+        """Wait for the run ``task`` and raise its exception, if any.
+
+        Shielded: cancelling the caller (a flush, a manual backup) must not
+        cut the run half-way.
+        """
+        error = await asyncio.shield(task)
+        if error is not None:
+            raise error

@@ -198,11 +198,7 @@ class BackupScheduler(Runner):
             if task is None:
                 break
             await asyncio.wait([task])
-        task = self._start_run(asyncio.get_running_loop(), scheduled=False)
-        # shield: cancelling the caller must not cut the backup half-way.
-        error = await asyncio.shield(task)
-        if error is not None:
-            raise error
+        await self._outcome(self._start_run(asyncio.get_running_loop(), scheduled=False))
 
     async def stop(self) -> None:
         """Cancel future runs and wait for a run in progress to end. Idempotent.
@@ -211,17 +207,14 @@ class BackupScheduler(Runner):
         """
         if not self._stopped:
             self._stopped = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._cancel_timer()
             logger.debug(
                 "backup scheduler%s stopped after %d runs",
                 self._label(),
                 self._runs,
                 extra=self._fields(),
             )
-        while self._task is not None:
-            await asyncio.wait([self._task])
+        await self._settled()
 
     # -- internals ----------------------------------------------------------
 
@@ -272,12 +265,10 @@ class BackupScheduler(Runner):
         kind = "scheduled" if scheduled else "manual"
         try:
             error = await self._call(f"{kind} backup", kind=kind)
-        except BaseException:
-            # Cancelled (loop shutdown) or KeyboardInterrupt/SystemExit: stop
-            # scheduling rather than re-arm on a dying loop.
+        finally:
+            # Cancelled (loop shutdown) or KeyboardInterrupt/SystemExit
+            # propagate: stop scheduling rather than re-arm on a dying loop.
             self._task = None
-            raise
-        self._task = None
         if scheduled and not self._stopped:
             loop = asyncio.get_running_loop()
             self._advance(loop)

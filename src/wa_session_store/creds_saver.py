@@ -13,12 +13,19 @@ When to save is decided here, and only here:
   save per ``throttle`` seconds, the last change always saved);
 - an urgent change (the ``urgent`` predicate, by default the pre-key
   counters) is saved at once, and a barrier waits for it;
-- the :class:`~wa_session_store.BackupScheduler` saves what is still pending.
+- the :class:`~wa_session_store.BackupScheduler` saves what is still pending;
+- a save that failed is saved again while it is pending, and only then: the
+  throttler keeps no record of what is unsaved and asks this one
+  (:meth:`_owed`) whenever it would run on its own (a due timer, the end of
+  a run, a flush). So the next change (subject to the interval), the
+  throttler's automatic retry (``max(throttle, 1 s)`` after the failed save
+  started), a backup, :meth:`flush` and :meth:`aclose` save the then latest
+  document, and none does once nothing is owed (saved, or dropped for a
+  replaced owner).
 
 Every save is one :meth:`AuthStateStore.save_creds` call, whose retries are
-the store's :class:`~wa_session_store.RetryPolicy`; a save that still fails
-stays pending and the throttler saves the then latest document later. Lease
-fencing goes through :func:`~wa_session_store.leases.fenced`.
+the store's :class:`~wa_session_store.RetryPolicy`: the only retry of one
+save. Lease fencing goes through :func:`~wa_session_store.leases.fenced`.
 """
 
 from __future__ import annotations
@@ -29,10 +36,11 @@ from functools import partial
 from typing import Any
 
 from .backends.lease import Lease, fenced
+from .backup import BackupScheduler
 from .errors import InvalidInputError, InvalidTypeError, StoreClosedError
 from .metrics import metrics_of
 from .store import AuthStateStore
-from .throttle import BackupScheduler, Throttler
+from .throttle import Throttler
 
 __all__ = ["CredsSaver", "UrgentPredicate", "as_creds", "check_urgent", "prekey_counters_changed"]
 
@@ -139,7 +147,7 @@ class CredsSaver:
         # The generation of the last urgent change: what a barrier waits for.
         self._urgent_generation = 0
         self._last_saved: float | None = None
-        self._throttler = Throttler(self._save, throttle, name=session_id)
+        self._throttler = Throttler(self._save, throttle, name=session_id, owed=self._owed)
         self._scheduler = (
             BackupScheduler(
                 self._backup, backup_interval, initial_delay, backup_jitter, name=session_id
@@ -238,8 +246,7 @@ class CredsSaver:
 
     def urgent_owed(self) -> Awaitable[None] | None:
         """The save a barrier waits for (an urgent change not yet saved), or None."""
-        lost = self._lease is not None and self._lease.lost
-        if self._saved_generation < self._urgent_generation and not lost:
+        if self._saved_generation < self._urgent_generation and not self._lost():
             return self._throttler.flush()
         return None
 
@@ -256,12 +263,18 @@ class CredsSaver:
         """Save what is pending, then refuse further changes (see :meth:`Throttler.aclose`)."""
         await self._throttler.aclose()
 
+    def _lost(self) -> bool:
+        return self._lease is not None and self._lease.lost
+
+    def _owed(self) -> bool:
+        """Whether a save is owed: the throttler's ``owed``."""
+        return self.creds is not None and self.pending and not self._lost()
+
     async def _save(self) -> None:
         creds, generation = self.creds, self._generation
-        lease = self._lease
-        if creds is None or generation == self._saved_generation or (lease and lease.lost):
+        if creds is None or not self._owed():
             return
-        await fenced(lease, partial(self._store.save_creds, self.session_id, creds))
+        await fenced(self._lease, partial(self._store.save_creds, self.session_id, creds))
         self._saved_generation = max(self._saved_generation, generation)
         self._last_saved = time.time()
         metrics = metrics_of(self._store)
@@ -272,8 +285,8 @@ class CredsSaver:
         metrics = metrics_of(self._store)
         if metrics is not None:
             metrics.backup(self._store_kind())
-        if self.pending:
-            await self._throttler.flush()
+        # Saves only what is owed (the throttler asks _owed), never overlapping a save.
+        await self._throttler.flush()
 
     def _store_kind(self) -> str:
         return str(getattr(self._store, "kind", "store"))

@@ -7,6 +7,8 @@ session breaks after the next deploy. :class:`Throttler` keeps the rate limit
 and loses nothing: the first event of a quiet period saves at once (leading
 edge), the rest of the burst is coalesced into one save at the end of the
 interval (trailing edge), and a failed save stays owed until one succeeds.
+It only schedules: an owner that keeps its own record of what is unsaved
+(the creds saver) passes it as ``owed``, and the throttler keeps none.
 
 :class:`BackupScheduler` (in :mod:`~wa_session_store.backup`, importable
 from here) runs a job every few minutes, with jitter so that a process holding
@@ -23,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from ._runner import Runner
+from ._runner import Runner, check_callable
 from .backup import BackupScheduler, jittered_delay
 from .errors import StoreClosedError
 
@@ -67,25 +69,42 @@ class Throttler(Runner):
             (default 30.0). 0 disables the rate limit: each trigger runs, still
             coalesced while a run is in progress.
         name: a label for log lines, e.g. the session id (default None).
+        owed: ``owed() -> bool``, for an owner with its own record of what
+            is unsaved: every run the throttler would make on its own (a
+            timer due, the end of a run, :meth:`flush`) asks it, and
+            :attr:`pending` is its answer, so a failed run is retried only
+            while it says True. It must be True from a trigger until a run
+            started after it succeeds. Default None: owed after a trigger not
+            yet followed by a run's start, and from a failed run until one succeeds.
 
     Raises:
         InvalidInputError: ``interval`` is negative, NaN or infinite.
-        InvalidTypeError: ``func`` is not callable, ``interval`` is not a
-            number, or ``name`` is not a str.
+        InvalidTypeError: ``func`` or ``owed`` is not callable, ``interval``
+            is not a number, or ``name`` is not a str.
 
     Use it from one event loop only (:meth:`trigger` must run on the loop
     thread). Close it with :meth:`aclose`, which saves what is still owed.
     """
 
-    __slots__ = ("_closed", "_last_start", "_pending", "_urgent")
+    __slots__ = ("_closed", "_last_start", "_owed", "_requested", "_urgent")
     _op = "throttle"
     _op_key = "throttle"
 
     def __init__(
-        self, func: Callable[[], object], interval: float = 30.0, *, name: str | None = None
+        self,
+        func: Callable[[], object],
+        interval: float = 30.0,
+        *,
+        name: str | None = None,
+        owed: Callable[[], bool] | None = None,
     ) -> None:
         super().__init__(func, interval, name, zero=True)
-        self._pending = False
+        if owed is not None:
+            check_callable("owed", owed, "")
+        self._owed = owed
+        # A trigger since the last run started: the trailing edge's request,
+        # which a failed run leaves alone (then owed(), or the failure count, says).
+        self._requested = False
         self._urgent = False
         self._closed = False
         self._last_start: float | None = None
@@ -94,7 +113,7 @@ class Throttler(Runner):
         state = "closed" if self._closed else "running" if self._task else "idle"
         return (
             f"<Throttler name={self._name!r} interval={self._interval} {state} "
-            f"pending={self._pending} runs={self._runs} failures={self._failures}>"
+            f"pending={self.pending} runs={self._runs} failures={self._failures}>"
         )
 
     # -- properties ---------------------------------------------------------
@@ -106,8 +125,11 @@ class Throttler(Runner):
 
     @property
     def pending(self) -> bool:
-        """True while a run is owed: triggered (or failed) and not yet done."""
-        return self._pending
+        """True while a run is owed: triggered (or failed) and not yet done.
+
+        With ``owed``, this is ``owed()``.
+        """
+        return self._owes()
 
     @property
     def closed(self) -> bool:
@@ -136,7 +158,7 @@ class Throttler(Runner):
         if self._closed:
             raise StoreClosedError(f"throttler{self._label()} is closed; trigger() refused")
         loop = asyncio.get_running_loop()
-        self._pending = True
+        self._requested = True
         if urgent:
             self._urgent = True
         if self._task is not None:
@@ -171,19 +193,14 @@ class Throttler(Runner):
             # A run that fails here is reported, not repeated at once: it just
             # spent its whole retry budget, and the caller (a shutdown with a
             # deadline, save_creds()) must learn that rather than wait twice.
-            error = await asyncio.shield(task)
-            if error is not None:
-                raise error
+            await self._outcome(task)
         task = self._task
         if task is None:
-            if not self._pending:
+            if not self.pending:
                 return
             # Started after this call, so it covers every earlier trigger.
             task = self._start_run(asyncio.get_running_loop())
-        # shield: cancelling flush() must not cancel the save half-way.
-        error = await asyncio.shield(task)
-        if error is not None:
-            raise error
+        await self._outcome(task)
 
     async def aclose(self) -> None:
         """Save what is owed at once, then refuse further triggers.
@@ -199,9 +216,7 @@ class Throttler(Runner):
                 retry.
         """
         if self._closed:
-            task = self._task
-            if task is not None:
-                await asyncio.wait([task])
+            await self._settled()
             return
         self._closed = True
         try:
@@ -212,7 +227,7 @@ class Throttler(Runner):
                 "throttler%s closed after %d runs%s",
                 self._label(),
                 self._runs,
-                " with an unsaved update" if self._pending else "",
+                " with an unsaved update" if self.pending else "",
                 extra=self._fields(),
             )
 
@@ -229,7 +244,7 @@ class Throttler(Runner):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._closed or self._task is not None or not self._pending:
+        if self._closed or self._task is not None or not self.pending:
             return
         self._start_run(asyncio.get_running_loop())
 
@@ -244,26 +259,30 @@ class Throttler(Runner):
         # Cleared when func starts, not when it ends: func reads the state
         # itself, so a trigger arriving during the run may not be covered and
         # must leave a run owed.
-        self._pending = False
+        self._requested = False
         self._urgent = False
         try:
-            error = await self._call("throttled run", after_failure=", will retry")
+            error = await self._call("throttled run", retried=self._owes)
         except BaseException:
             # Cancelled (loop shutdown) or KeyboardInterrupt/SystemExit: it is
-            # unknown whether the save landed, so it stays owed; nothing is
-            # scheduled on a loop that is going away.
-            self._pending = True
-            self._task = None
+            # unknown whether the save landed, so its trigger stands; nothing
+            # is scheduled on a loop that is going away.
+            self._requested = True
             raise
-        retriggered = self._pending
-        if error is not None:
-            self._pending = True
-        self._task = None
-        self._after_run(failed=error is not None, retriggered=retriggered)
+        finally:
+            self._task = None
+        self._after_run()
         return error
 
-    def _after_run(self, *, failed: bool, retriggered: bool) -> None:
-        if self._closed or not self._pending:
+    def _owes(self) -> bool:
+        # The one answer to "is a run owed?": the owner's, else a trigger
+        # not yet followed by a run's start, or a failed last run.
+        if self._owed is not None:
+            return self._owed()
+        return self._requested or self._failures > 0
+
+    def _after_run(self) -> None:
+        if self._closed or not self.pending:
             return
         loop = asyncio.get_running_loop()
         if self._urgent:
@@ -271,7 +290,10 @@ class Throttler(Runner):
             return
         assert self._last_start is not None
         delay = self._interval
-        if failed and not retriggered:
+        if not self._requested:
+            # Owed with no trigger since the run started: what a failed run
+            # left. Never sooner than _MIN_AUTO_RETRY, or a permanent failure
+            # would spin.
             delay = max(delay, _MIN_AUTO_RETRY)
         due = self._last_start + delay
         if loop.time() >= due:
