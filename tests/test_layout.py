@@ -1,9 +1,15 @@
-"""The package's shape: no module imports itself back through others (issue 16)."""
+"""The package's shape (issue 16): no module imports itself back through
+others, and one list of the session options."""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+
+from wa_session_store.auth_state import AuthState, AuthStateOptions, SessionOptions, use_auth_state
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "wa_session_store"
 
@@ -67,3 +73,25 @@ def test_no_import_cycles() -> None:
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_session_options_are_one_list() -> None:
+    """``SessionOptions`` carries the options; every other spelling of the
+    list (the TypedDict for ``**options``, ``use_auth_state``'s keyword
+    arguments, ``AuthState``'s) must name the same options with the same
+    defaults, so none can drift from it."""
+    carried = {f.name: f.default for f in dataclasses.fields(SessionOptions)}
+    assert set(AuthStateOptions.__required_keys__ | AuthStateOptions.__optional_keys__) == set(
+        carried
+    )
+    assert _keyword_defaults(use_auth_state) == carried
+    built = _keyword_defaults(AuthState.__init__)
+    assert built == {name: value for name, value in carried.items() if name != "preload"}
+
+
+def _keyword_defaults(function: Callable[..., object]) -> dict[str, object]:
+    return {
+        p.name: p.default
+        for p in inspect.signature(function).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
@@ -65,10 +65,14 @@ _open_states = open_auth_states
 class SessionOptions:
     """The per-session options of :func:`use_auth_state`, validated once, frozen.
 
-    The one list of them that the library passes around: ``use_auth_state``
-    and ``restore_all`` build one (the keyword arguments stay the public
-    form), and :class:`AuthState` is built from it. The defaults are
-    ``use_auth_state``'s; see it for what each option does.
+    The one carrier of them that the library passes around:
+    ``use_auth_state`` and ``restore_all`` build one from their keyword
+    arguments (the public form), the pyaileys integration replaces its own
+    defaults in one (:meth:`replace`), and :class:`AuthState` is built from
+    it. The defaults are ``use_auth_state``'s; see it for what each option
+    does. (``tests/test_layout.py`` keeps these fields, the keys of
+    :class:`AuthStateOptions`, ``use_auth_state``'s keyword arguments and
+    ``AuthState``'s equal, defaults included.)
 
     Raises:
         InvalidTypeError: ``urgent`` is not callable, or ``preload`` is not
@@ -88,6 +92,10 @@ class SessionOptions:
 
     def __post_init__(self) -> None:
         check_urgent(self.urgent)
+
+    def replace(self, **changes: Unpack[AuthStateOptions]) -> SessionOptions:
+        """A copy with ``changes`` made, validated again (TypeError for an unknown option)."""
+        return replace(self, **changes)
 
     def state_options(self) -> dict[str, Any]:
         """The keyword arguments of :class:`AuthState`: every option but ``preload``."""
@@ -429,11 +437,14 @@ async def use_auth_state(
         preload=preload,
         key_cache_bytes=key_cache_bytes,
     )
-    return await _load(store, session_id, options)
+    return await load_auth_state(store, session_id, options)
 
 
-async def _load(store: AuthStateStore, session_id: str, options: SessionOptions) -> AuthState:
-    """:func:`use_auth_state` with its options already gathered."""
+async def load_auth_state(
+    store: AuthStateStore, session_id: str, options: SessionOptions
+) -> AuthState:
+    """:func:`use_auth_state` with its options already gathered (the pyaileys
+    integration's entry point too)."""
     categories = options.categories()
     creds = await store.load_creds(session_id)
     return await _started(AuthState._of(store, session_id, creds, options), categories)
@@ -478,13 +489,20 @@ class RestoreResult:
 
 
 class AuthStateOptions(TypedDict, total=False):
-    """The per-session options of :func:`use_auth_state` (for functions that pass them on)."""
+    """The per-session options of :func:`use_auth_state`, as keyword arguments.
+
+    The type of ``**options`` in the functions that take them on
+    (``restore_all``, ``use_pyaileys_auth_state``, ``restore_all_sync``):
+    the keyword form of :class:`SessionOptions`, with the same keys.
+    """
 
     throttle: float
     backup_interval: float | None
     initial_delay: float
     backup_jitter: float
     urgent: UrgentPredicate | None
+    lease: Lease | None
+    on_lost: Callable[[AuthState], None] | None
     key_writes: KeyWrites
     preload: bool | Iterable[str]
     key_cache_bytes: int
@@ -561,7 +579,9 @@ async def restore_all(
         async def restore(session_id: str) -> None:
             async with gate:
                 try:
-                    result.states[session_id] = await _load(store, session_id, session_options)
+                    result.states[session_id] = await load_auth_state(
+                        store, session_id, session_options
+                    )
                 except Exception as exc:
                     failed(session_id, exc)
 

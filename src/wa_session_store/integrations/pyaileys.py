@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'wa-session-store[pyaileys]'"
     ) from exc
 
-from ..auth_state import AuthKeys, AuthState, AuthStateOptions, use_auth_state
+from ..auth_state import AuthKeys, AuthState, AuthStateOptions, SessionOptions, load_auth_state
 from ..errors import InvalidInputError, InvalidTypeError, describe_error
 from ..store import AuthStateStore
 from .pyaileys_creds import FIELD_NAMES, creds_from_document, creds_to_document
@@ -75,6 +75,10 @@ logger = logging.getLogger("wa_session_store")
 
 #: The event pyaileys emits, with its ``AuthenticationCreds``, when creds change.
 CREDS_UPDATE_EVENT: Final = "creds.update"
+
+# use_pyaileys_auth_state's defaults: use_auth_state's, but the keys in
+# barrier mode (attached clients' frames wait for it) and preloaded.
+_DEFAULTS: Final = SessionOptions(key_writes="barrier", preload=True)
 
 
 # -- the auth state -----------------------------------------------------------
@@ -336,13 +340,10 @@ async def use_pyaileys_auth_state(
     Args:
         store: an open store.
         session_id: the session (one WhatsApp account).
-        **options: those of :func:`~wa_session_store.use_auth_state`
-            (``throttle``, ``backup_interval``, ``initial_delay``,
-            ``backup_jitter``, ``urgent``, ``key_writes``, ``preload``,
-            ``key_cache_bytes``), with two defaults of its own:
-            ``key_writes="barrier"`` (attach the client so that its frames
-            wait for the barrier) and ``preload=True`` (the first send after a
-            restart reads from memory).
+        **options: those of :func:`~wa_session_store.use_auth_state`, with
+            two defaults of its own: ``key_writes="barrier"`` (attach the
+            client so that its frames wait for the barrier) and
+            ``preload=True`` (the first send after a restart reads from memory).
 
     Returns:
         The :class:`PyaileysAuthState`: build the client with
@@ -354,9 +355,7 @@ async def use_pyaileys_auth_state(
         StoreUnavailableError, StoreOperationError, DecodeError: loading, or
             saving new creds, failed.
     """
-    options.setdefault("key_writes", "barrier")
-    options.setdefault("preload", True)
-    auth = await use_auth_state(store, session_id, **options)
+    auth = await load_auth_state(store, session_id, _DEFAULTS.replace(**options))
     try:
         if auth.creds is None:
             result = PyaileysAuthState(auth, init_auth_creds(), base=None, is_new=True)
