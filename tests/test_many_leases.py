@@ -170,3 +170,29 @@ async def test_worker_renews_in_one_statement_and_releases_in_one(
     assert proxy.round_trips - before == 1  # every lease released at once
     assert worker.sessions == []
     assert len(await counted.claim_sessions("w2", limit=100)) == 60
+
+
+async def test_renewer_releases_in_one_statement_and_its_task_ends_when_empty(
+    counted: PostgresStore, proxy: Proxy
+) -> None:
+    await _seed(counted, 10)
+    leases = await counted.claim_sessions("w1", limit=10, ttl=3.0)
+    renewer = LeaseRenewer(counted, every=0.2)
+    for lease in leases:
+        renewer.add(lease)
+    await asyncio.sleep(0.3)  # a renewal went by
+    before = proxy.round_trips
+    assert await renewer.release(leases[:6]) == 6
+    assert proxy.round_trips - before == 1
+    assert len(renewer) == 4
+    assert all(lease.lost for lease in leases[:6])
+    assert await renewer.release(leases) == 4  # the released ones are skipped
+    await asyncio.sleep(0.5)
+    assert renewer._task is None  # nothing left to renew: the task ended
+    again = await counted.claim_sessions("w1", limit=1, ttl=3.0)
+    renewer.add(again[0])  # starts it again
+    assert renewer._task is not None
+    await asyncio.sleep(0.3)
+    assert not again[0].lost
+    await renewer.aclose()
+    await counted.release_leases(again)

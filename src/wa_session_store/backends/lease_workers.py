@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..errors import InvalidInputError, SessionStoreError, describe_error, shown
@@ -34,7 +34,9 @@ class LeaseRenewer:
     (someone else holds it now) is marked lost on its own, with its loss
     callbacks. When the statement fails for a transient reason it is tried
     again sooner; a lease that no renewal reached within its ``ttl`` (by this
-    process's clock) is marked lost as expired.
+    process's clock) is marked lost as expired. The background task runs
+    while there is a lease to renew: it ends when the last one is discarded,
+    released or lost, and :meth:`add` starts it again.
 
     Args:
         store: an open :class:`~wa_session_store.PostgresStore`.
@@ -58,6 +60,9 @@ class LeaseRenewer:
         self._deadlines: dict[Lease, float] = {}
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # Held by a renewal statement in flight, so that a release waits for it:
+        # a renewal landing after a release would extend the released lease.
+        self._renewing = asyncio.Lock()
 
     def __len__(self) -> int:
         return len(self._deadlines)
@@ -98,15 +103,36 @@ class LeaseRenewer:
         Raises:
             StoreUnavailableError, StoreOperationError: the statement failed.
         """
-        leases = list(self._deadlines)
-        if not leases:
-            return []
-        started = asyncio.get_running_loop().time()
-        lost = await self.store.renew_leases(leases)
+        async with self._renewing:
+            leases = list(self._deadlines)
+            if not leases:
+                return []
+            started = asyncio.get_running_loop().time()
+            lost = await self.store.renew_leases(leases)
+            for lease in leases:
+                if lease in self._deadlines and not lease.lost:
+                    self._deadlines[lease] = started + lease.ttl
+            return lost
+
+    async def release(self, leases: Iterable[Lease]) -> int:
+        """Stop renewing ``leases`` and release them in one statement.
+
+        The release waits for a renewal in flight to end, so that no renewal
+        can extend a lease after it was released. Leases already lost or
+        released are skipped (see ``PostgresStore.release_leases``).
+
+        Returns:
+            How many were still held and are now free.
+
+        Raises:
+            StoreUnavailableError, StoreOperationError: the statement failed
+                (the leases are no longer renewed, and expire after their ttl).
+        """
+        leases = list(leases)
         for lease in leases:
-            if lease in self._deadlines and not lease.lost:
-                self._deadlines[lease] = started + lease.ttl
-        return lost
+            self._deadlines.pop(lease, None)
+        async with self._renewing:
+            return await self.store.release_leases(leases)
 
     async def aclose(self) -> None:
         """Stop renewing (the leases stay held until released or expired)."""
@@ -122,6 +148,9 @@ class LeaseRenewer:
         delay = self.every
         while True:
             await asyncio.sleep(delay)
+            if not self._deadlines:
+                self._task = None  # add() starts a new one
+                return
             try:
                 await self.renew()
             except SessionStoreError as exc:
