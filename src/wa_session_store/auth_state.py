@@ -18,19 +18,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
-from .backends.lease import Lease
+from .backends.lease import Lease, LeasedCredsPage, check_lease_args
+from .backends.lease_workers import LeaseRenewer
+from .backends.postgres_leases import PostgresLeases, lease_capability
 from .creds_saver import CredsSaver, UrgentPredicate, check_urgent, prekey_counters_changed
 from .errors import (
     InvalidInputError,
     InvalidTypeError,
     LeaseLostError,
+    LeaseUnavailableError,
+    SessionStoreError,
     StoreClosedError,
     describe_error,
     shown,
@@ -115,7 +119,21 @@ class AuthState:
         keys: the Signal key store, :class:`AuthKeys`.
     """
 
-    __slots__ = ("__weakref__", "_lease", "_on_lost", "_saver", "_store", "keys", "session_id")
+    __slots__ = (
+        "__weakref__",
+        "_lease",
+        "_on_lost",
+        "_renewer",
+        "_saver",
+        "_store",
+        "keys",
+        "session_id",
+    )
+
+    #: Seconds the release of a lease that :func:`restore_all` took may take
+    #: when its auth state closes (one statement for all of them in
+    #: :func:`close_all`); one that does not land expires after its ttl.
+    LEASE_RELEASE_TIMEOUT = 1.0
 
     def __init__(
         self,
@@ -145,6 +163,9 @@ class AuthState:
         )
         self._lease = lease
         self._on_lost = on_lost
+        # The renewer keeping the lease alive when restore_all took it: this
+        # auth state then releases the lease when it closes.
+        self._renewer: LeaseRenewer | None = None
         self._saver = CredsSaver(
             store,
             session_id,
@@ -241,6 +262,8 @@ class AuthState:
     def _start(self) -> None:
         if self._lease is not None:
             self._lease.on_lost(self._lease_lost)
+            if self._renewer is not None:
+                self._renewer.add(self._lease)
         self._saver.start()
         _open_states.add(self)
 
@@ -329,13 +352,23 @@ class AuthState:
             deadline: seconds the final save may take (default 10.0).
 
         When the lease was lost, what is pending belongs to a replaced owner
-        and is dropped (logged at ERROR), not raised.
+        and is dropped (logged at ERROR), not raised. A lease that
+        :func:`restore_all` took is released after the final save (whether
+        it landed or not), within ``LEASE_RELEASE_TIMEOUT`` (1.0) more
+        seconds; one that a caller passed in stays the caller's.
 
         Raises:
             TimeoutError: the final save did not finish within ``deadline``.
             StoreUnavailableError, StoreOperationError: it failed. Either way
                 the auth state ends closed, and the loss is logged at ERROR.
         """
+        try:
+            await self._close(deadline)
+        finally:
+            await _release_restored_leases([self])
+
+    async def _close(self, deadline: float) -> None:
+        """:meth:`aclose` but for the release of a lease restore_all took."""
         _open_states.discard(self)
         try:
             await self._saver.stop_backups()
@@ -355,6 +388,33 @@ class AuthState:
                     extra={"session_id": self.session_id, "op": "aclose"},
                 )
             raise
+
+
+async def _release_restored_leases(states: Iterable[AuthState]) -> None:
+    """Release the leases that :func:`restore_all` took for ``states``: one
+    statement per restore, each within ``AuthState.LEASE_RELEASE_TIMEOUT``.
+
+    A release that fails is logged (the lease expires after its ttl), never raised.
+    """
+    leases: dict[LeaseRenewer, list[Lease]] = {}
+    for state in states:
+        renewer, state._renewer = state._renewer, None
+        if renewer is not None and state._lease is not None:
+            leases.setdefault(renewer, []).append(state._lease)
+
+    async def release(renewer: LeaseRenewer, held: list[Lease]) -> None:
+        try:
+            await asyncio.wait_for(renewer.release(held), AuthState.LEASE_RELEASE_TIMEOUT)
+        except (SessionStoreError, asyncio.TimeoutError) as exc:
+            logger.warning(
+                "could not release %d leases of restored sessions (they expire in %gs): %s",
+                len(held),
+                max(lease.ttl for lease in held),
+                describe_error(exc),
+                extra={"op": "lease"},
+            )
+
+    await asyncio.gather(*(release(renewer, held) for renewer, held in leases.items()))
 
 
 async def _first_error(*writes: Awaitable[None]) -> None:
@@ -482,10 +542,19 @@ class RestoreResult:
     Attributes:
         states: the restored auth states by session id.
         failed: the sessions that could not be loaded, with their error.
+        held: with ``owner``, the sessions another live owner holds, each
+            with the :class:`~wa_session_store.LeaseUnavailableError` that
+            ``acquire_lease`` would raise; they are not restored.
+        renewer: with ``owner``, the :class:`~wa_session_store.LeaseRenewer`
+            renewing every restored session's lease in one statement per
+            ``ttl / 3``; None without. Closing an auth state takes its lease
+            out and releases it; once none is left, the renewer's task ends.
     """
 
     states: dict[str, AuthState] = field(default_factory=dict)
     failed: dict[str, Exception] = field(default_factory=dict)
+    held: dict[str, LeaseUnavailableError] = field(default_factory=dict)
+    renewer: LeaseRenewer | None = None
 
 
 class AuthStateOptions(TypedDict, total=False):
@@ -509,7 +578,12 @@ class AuthStateOptions(TypedDict, total=False):
 
 
 async def restore_all(
-    store: AuthStateStore, *, concurrency: int = 16, **options: Unpack[AuthStateOptions]
+    store: AuthStateStore,
+    *,
+    concurrency: int = 16,
+    owner: str | None = None,
+    ttl: float = 30.0,
+    **options: Unpack[AuthStateOptions],
 ) -> RestoreResult:
     """Bring back every stored session at start-up.
 
@@ -523,19 +597,77 @@ async def restore_all(
     loaded one ``load_creds`` per session, ``concurrency`` at a time, each
     with the store's retries.
 
+    With ``owner`` (a :class:`~wa_session_store.PostgresStore` only), every
+    session is restored under a lease held by ``owner``, as
+    ``use_auth_state(..., lease=...)`` runs one: each page is granted in one
+    statement and its creds read by a second (``PostgresStore.lease_creds_page``),
+    every write is fenced, and when a lease is lost the auth state's unsaved
+    creds are dropped, :attr:`AuthState.lost` turns True and ``on_lost`` is
+    called. A session another live owner holds is not restored but reported
+    in ``held``. One :class:`~wa_session_store.LeaseRenewer`
+    (:attr:`RestoreResult.renewer`) renews all the leases in one statement
+    every ``ttl / 3`` seconds. Closing an auth state releases its lease
+    (:func:`close_all` and the shutdown handler release all of theirs in one
+    statement), so the next instance can restore the sessions at once. If
+    the restore raises, the sessions it had opened are closed and released.
+
     A session that fails (its document does not decode or open) is reported
     in ``failed`` and logged, and the others go on. ``options`` are those of
-    :func:`use_auth_state` (``throttle``, ``backup_interval``,
-    ``initial_delay``, ``backup_jitter``, ``urgent``, ``key_writes``,
-    ``preload``, ``key_cache_bytes``), applied to every session.
+    :func:`use_auth_state` (but ``lease``: use ``owner``), applied to every
+    session.
+
+    Args:
+        store: an open store.
+        concurrency: sessions preloaded at a time (default 16).
+        owner: lease every session to this owner (1 to 255 characters,
+            unique per process: host and pid, say; default None: no leases).
+        ttl: the leases' seconds, as ``acquire_lease``'s (default 30.0).
 
     Raises:
-        InvalidInputError: ``concurrency`` is not a positive int.
+        InvalidInputError: ``concurrency`` is not a positive int, a bad
+            ``owner`` or ``ttl``, a ``lease`` option, or a bad option.
+        InvalidTypeError: ``owner`` for a store without leases (SQLite,
+            memory), as their ``acquire_lease`` would.
         StoreUnavailableError, StoreOperationError: reading the sessions failed.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InvalidInputError(f"concurrency must be an int >= 1, not {shown(concurrency)}")
+    session_options = SessionOptions(**options)
+    if session_options.lease is not None:
+        raise InvalidInputError(
+            "restore_all takes no lease (a lease is one session's): pass owner= to lease them all"
+        )
     result = RestoreResult()
+    if owner is not None:
+        leases = lease_capability(store)
+        owner, ttl = check_lease_args(owner, ttl)
+        result.renewer = LeaseRenewer(leases, every=ttl * Lease.RENEW_FRACTION)
+    try:
+        await _restore(store, concurrency, session_options, result, owner, ttl)
+    except BaseException:
+        if result.renewer is not None:
+            await close_all(result.states.values(), deadline=1.0)
+        raise
+    logger.info(
+        "restored %d sessions (%d failed%s)",
+        len(result.states),
+        len(result.failed),
+        f", {len(result.held)} held by other owners" if owner is not None else "",
+        extra={"op": "restore"},
+    )
+    return result
+
+
+async def _restore(
+    store: AuthStateStore,
+    concurrency: int,
+    options: SessionOptions,
+    result: RestoreResult,
+    owner: str | None,
+    ttl: float,
+) -> None:
+    """The work of :func:`restore_all`, into ``result`` (which has a renewer with ``owner``)."""
+    gate = asyncio.Semaphore(concurrency)
 
     def failed(session_id: str, exc: Exception) -> None:
         result.failed[session_id] = exc
@@ -546,53 +678,87 @@ async def restore_all(
             extra={"session_id": session_id, "op": "restore"},
         )
 
-    session_options = SessionOptions(**options)
-    if isinstance(store, BaseStore):
-        categories = session_options.categories()
-        gate = asyncio.Semaphore(concurrency)
-
-        async def preloaded(state: AuthState) -> None:
-            async with gate:
-                try:
-                    result.states[state.session_id] = await _started(state, categories)
-                except Exception as exc:
-                    failed(state.session_id, exc)
-
-        async for page in store.iter_creds_pages():
-            with collector_paused():  # thousands of small objects, none cyclic
-                states = [
-                    AuthState._of(store, session_id, creds, session_options)
-                    for session_id, creds in page.creds.items()
-                ]
-            if categories:  # one query per session: that work runs concurrently, bounded
-                await asyncio.gather(*(preloaded(state) for state in states))
-            else:
-                for state in states:
-                    state._start()
-                    result.states[state.session_id] = state
-            for session_id, exc in page.failed.items():
-                failed(session_id, exc)
-    else:
+    if not isinstance(store, BaseStore):
         sessions = await store.list_sessions()
-        gate = asyncio.Semaphore(concurrency)
 
         async def restore(session_id: str) -> None:
             async with gate:
                 try:
-                    result.states[session_id] = await load_auth_state(
-                        store, session_id, session_options
-                    )
+                    result.states[session_id] = await load_auth_state(store, session_id, options)
                 except Exception as exc:
                     failed(session_id, exc)
 
         await asyncio.gather(*(restore(info.session_id) for info in sessions))
-    logger.info(
-        "restored %d sessions (%d failed)",
-        len(result.states),
-        len(result.failed),
-        extra={"op": "restore"},
+        return
+
+    categories = options.categories()
+
+    async def preloaded(state: AuthState) -> None:
+        async with gate:
+            try:
+                result.states[state.session_id] = await _started(state, categories)
+            except Exception as exc:
+                failed(state.session_id, exc)
+
+    def opened(session_id: str, creds: dict[str, Any], lease: Lease | None) -> AuthState:
+        if lease is None:
+            return AuthState._of(store, session_id, creds, options)
+        state = AuthState._of(store, session_id, creds, options.replace(lease=lease))
+        state._renewer = result.renewer
+        return state
+
+    pages = (
+        store.iter_creds_pages()
+        if owner is None
+        else _leased_pages(lease_capability(store), owner, ttl, result)
     )
-    return result
+    async for page in pages:
+        leased = page.leases if isinstance(page, LeasedCredsPage) else {}
+        with collector_paused():  # thousands of small objects, none cyclic
+            states = [
+                opened(session_id, creds, leased.get(session_id))
+                for session_id, creds in page.creds.items()
+            ]
+        if categories:  # one query per session: that work runs concurrently, bounded
+            await asyncio.gather(*(preloaded(state) for state in states))
+        else:
+            for state in states:
+                state._start()
+                result.states[state.session_id] = state
+        for session_id, exc in page.failed.items():
+            failed(session_id, exc)
+
+
+async def _leased_pages(
+    store: PostgresLeases, owner: str, ttl: float, result: RestoreResult
+) -> AsyncIterator[LeasedCredsPage]:
+    """Every page of sessions leased to ``owner`` (see ``PostgresStore.lease_creds_page``).
+
+    The sessions held by others go into ``result.held``; the leases of
+    sessions granted without creds to restore (a document that does not
+    decode, a session deleted meanwhile) are released again, in one
+    statement per page, only when there are such.
+    """
+    after: str | None = None
+    while True:
+        page = await store.lease_creds_page(owner, after=after, ttl=ttl)
+        result.held.update(page.held)
+        unused = [lease for sid, lease in page.leases.items() if sid not in page.creds]
+        if unused:
+            try:
+                await store.release_leases(unused)
+            except SessionStoreError as exc:
+                logger.warning(
+                    "could not release %d leases of sessions not restored (they expire in %gs): %s",
+                    len(unused),
+                    ttl,
+                    describe_error(exc),
+                    extra={"op": "restore", "owner": owner},
+                )
+        yield page
+        if page.next_after is None:
+            return
+        after = page.next_after
 
 
 async def close_all(
@@ -600,9 +766,13 @@ async def close_all(
 ) -> dict[str, BaseException]:
     """Close auth states concurrently, each saving what it has pending.
 
+    The leases that :func:`restore_all` took for them are released after
+    the final saves, in one statement per restore, within
+    ``AuthState.LEASE_RELEASE_TIMEOUT`` (1.0) more seconds.
+
     Args:
         states: the auth states; default every one of this process not yet closed.
-        deadline: seconds the whole close may take (default 8.0: container
+        deadline: seconds the final saves may take (default 8.0: container
             platforms usually wait 10 s between SIGTERM and SIGKILL).
 
     Returns:
@@ -614,8 +784,9 @@ async def close_all(
         else [s for s in _open_states if isinstance(s, AuthState)]
     )
     outcomes = await asyncio.gather(
-        *(state.aclose(deadline) for state in targets), return_exceptions=True
+        *(state._close(deadline) for state in targets), return_exceptions=True
     )
+    await _release_restored_leases(targets)
     return {
         state.session_id: outcome
         for state, outcome in zip(targets, outcomes, strict=True)

@@ -92,6 +92,13 @@ def check_page_limit(limit: object) -> int:
     return limit
 
 
+def check_page(after: object, limit: object, default: int) -> tuple[str | None, int]:
+    """A page's ``after`` (a session id or None) and ``limit`` (None: ``default``), checked."""
+    if after is not None and not isinstance(after, str):
+        raise InvalidTypeError(f"after must be a session id (str) or None, not {after!r}")
+    return after, check_page_limit(default if limit is None else limit)
+
+
 def split_session_rows(
     rows: list[tuple[str | None, str | None, bytes]],
 ) -> tuple[bytes | None, list[tuple[str, str, bytes]]] | None:

@@ -46,7 +46,7 @@ from .errors import (
 from .instrumentation import Metrics
 from .maintenance import creds_pages, health_report, health_timeout, reencrypt_rows
 from .retry import RetryHook, RetryPolicy
-from .rows import RowCodec, category_query, check_page_limit
+from .rows import RowCodec, category_query, check_page, check_page_limit
 from .store_calls import StoreCalls
 from .store_types import (
     CredsPage,
@@ -318,9 +318,7 @@ class BaseStore(StoreCalls):
             InvalidInputError: a bad ``limit``.
             StoreUnavailableError, StoreOperationError: as for every call.
         """
-        if after is not None and not isinstance(after, str):
-            raise InvalidTypeError(f"after must be a session id (str) or None, not {after!r}")
-        size = check_page_limit(self.CREDS_PAGE_SIZE if limit is None else limit)
+        after, size = check_page(after, limit, self.CREDS_PAGE_SIZE)
         rows = await self._call(
             "load_creds_page", None, partial(self._read_creds_page, after, size)
         )

@@ -65,15 +65,23 @@ from .auth_state import (
     restore_all,
     use_auth_state,
 )
-from .backends.postgres import PostgresStore
+from .backends.postgres_leases import PostgresLeases, lease_capability
 from .errors import (
     InvalidInputError,
     InvalidTypeError,
+    LeaseUnavailableError,
     StoreClosedError,
     describe_error,
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, KeyTransaction, KeyWrites
-from .leases import Lease, LeaseInfo, LossCallback, SessionHandler, SessionWorker
+from .leases import (
+    Lease,
+    LeasedCredsPage,
+    LeaseInfo,
+    LossCallback,
+    SessionHandler,
+    SessionWorker,
+)
 from .store import (
     AuthStateStore,
     BaseStore,
@@ -367,13 +375,9 @@ class SyncStore(_Facade):
 
     # -- leases (PostgreSQL) ----------------------------------------------------
 
-    def _postgres_store(self) -> PostgresStore:
+    def _postgres_store(self) -> PostgresLeases:
         """The store, for what only :class:`~wa_session_store.PostgresStore` has (leases)."""
-        if not isinstance(self._store, PostgresStore):
-            raise InvalidTypeError(
-                f"{type(self._store).__name__} has no leases: they need a PostgresStore"
-            )
-        return self._store
+        return lease_capability(self._store)
 
     def keep_alive(
         self, lease: Lease, *, every: float | None = None, on_lost: LossCallback | None = None
@@ -429,6 +433,21 @@ class SyncStore(_Facade):
         return self._run(
             "claim_sessions",
             lambda: self._postgres_store().claim_sessions(owner, limit=limit, ttl=ttl),
+        )
+
+    def lease_creds_page(
+        self, owner: str, *, after: str | None = None, limit: int | None = None, ttl: float = 30.0
+    ) -> LeasedCredsPage:
+        """Lease up to ``limit`` sessions whose id sorts after ``after``, then read their creds.
+
+        Blocking twin of :meth:`~wa_session_store.PostgresStore.lease_creds_page`: the same
+        arguments, result and errors.
+        """
+        return self._run(
+            "lease_creds_page",
+            lambda: self._postgres_store().lease_creds_page(
+                owner, after=after, limit=limit, ttl=ttl
+            ),
         )
 
     def lease_holder(self, session_id: str) -> tuple[str, int, datetime] | None:
@@ -794,10 +813,16 @@ class SyncRestoreResult:
     Attributes:
         states: the restored sessions' :class:`SyncAuthState` facades by session id.
         failed: the sessions that could not be loaded, with their error.
+        held: with ``owner``, the sessions another live owner holds (not restored).
+
+    With ``owner``, the leases are renewed on the loop thread, and released
+    when the auth states close (:meth:`SyncAuthState.close`, or the store's
+    :meth:`~SyncStore.close`, which releases them all in one statement).
     """
 
     states: dict[str, SyncAuthState] = field(default_factory=dict)
     failed: dict[str, Exception] = field(default_factory=dict)
+    held: dict[str, LeaseUnavailableError] = field(default_factory=dict)
 
 
 def _sync_restore_all(
@@ -817,12 +842,17 @@ def _sync_restore_all(
     for session_id, state in result.states.items():
         store._states.add(state)
         states[session_id] = SyncAuthState(store, state, loop)
-    return SyncRestoreResult(states, dict(result.failed))
+    return SyncRestoreResult(states, dict(result.failed), dict(result.held))
 
 
 # -- generated from restore_all by `python tools/sync_twins.py --write`: do not edit ---------------
 def restore_all_sync(
-    store: SyncStore, *, concurrency: int = 16, **options: Unpack[AuthStateOptions]
+    store: SyncStore,
+    *,
+    concurrency: int = 16,
+    owner: str | None = None,
+    ttl: float = 30.0,
+    **options: Unpack[AuthStateOptions],
 ) -> SyncRestoreResult:
     """Bring back every stored session at start-up.
 
@@ -831,7 +861,10 @@ def restore_all_sync(
     saving what is pending, by their close() or the store's.
     """
     return _sync_restore_all(
-        store, lambda async_store: restore_all(async_store, concurrency=concurrency, **options)
+        store,
+        lambda async_store: restore_all(
+            async_store, concurrency=concurrency, owner=owner, ttl=ttl, **options
+        ),
     )
 
 

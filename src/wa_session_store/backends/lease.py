@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -31,14 +31,23 @@ from typing import Any, Protocol, TypeVar
 from typing_extensions import Self
 
 from .._codec import _check_name
-from ..errors import InvalidInputError, LeaseLostError, SessionStoreError, describe_error, shown
+from ..errors import (
+    InvalidInputError,
+    LeaseLostError,
+    LeaseUnavailableError,
+    SessionStoreError,
+    describe_error,
+    shown,
+)
 from ..instrumentation import Metrics
 from ..retry import finite
+from ..store_types import CredsPage
 
 __all__ = [
     "Lease",
     "LeaseGrantor",
     "LeaseInfo",
+    "LeasedCredsPage",
     "LossCallback",
     "check_lease_args",
     "fenced",
@@ -123,6 +132,32 @@ class LeaseInfo:
     token: int
     expires_at: datetime
     expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedCredsPage(CredsPage):
+    """One page of ``PostgresStore.lease_creds_page``: sessions leased, then their creds read.
+
+    Attributes:
+        creds: ``{session_id: creds document}`` of the sessions granted that decoded.
+        failed: the sessions granted whose stored document did not decode or open.
+        next_after: the ``after`` of the next page, or None after the last one.
+        leases: the lease granted for every session of the page that was not
+            held by another owner, by session id: those in ``creds``, and any
+            whose document failed or was deleted meanwhile (release those).
+        held: the sessions of the page another live owner holds, each with
+            the :class:`~wa_session_store.LeaseUnavailableError` that
+            ``acquire_lease`` would raise (their creds are not read).
+    """
+
+    leases: dict[str, Lease] = field(default_factory=dict)
+    held: dict[str, LeaseUnavailableError] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"<LeasedCredsPage {len(self.creds)} sessions, {len(self.failed)} failed, "
+            f"{len(self.held)} held, {'last' if self.next_after is None else 'more'}>"
+        )
 
 
 class Lease:

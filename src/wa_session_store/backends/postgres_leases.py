@@ -19,12 +19,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from psycopg import sql
 
 from .._codec import KeyRow, check_session_id
-from ..errors import InvalidInputError, LeaseLostError, LeaseUnavailableError, shown
+from ..errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    LeaseLostError,
+    LeaseUnavailableError,
+    shown,
+)
 from ..instrumentation import Metrics
-from .lease import Lease, LeaseInfo, check_lease_args
+from ..rows import RowCodec, check_page
+from ..store_types import CredsRow
+from .lease import Lease, LeasedCredsPage, LeaseInfo, check_lease_args
 from .postgres_schema import Schema
 
-__all__ = ["PostgresLeases"]
+__all__ = ["PostgresLeases", "lease_capability"]
 
 T = TypeVar("T")
 
@@ -44,6 +52,8 @@ class PostgresLeases:
     kind: str
 
     if TYPE_CHECKING:  # supplied by BaseStore and PostgresStore
+        CREDS_PAGE_SIZE: int
+        _rows: RowCodec
 
         async def _call(
             self, op: str, session_id: str | None, attempt: Callable[[float], Awaitable[T]]
@@ -131,6 +141,86 @@ class PostgresLeases:
         return [
             Lease(self, sid, holder, token, expires, ttl) for sid, holder, token, expires in rows
         ]
+
+    async def lease_creds_page(
+        self, owner: str, *, after: str | None = None, limit: int | None = None, ttl: float = 30.0
+    ) -> LeasedCredsPage:
+        """Lease up to ``limit`` sessions whose id sorts after ``after``, then read their creds.
+
+        The leased form of :meth:`~wa_session_store.store.BaseStore.load_creds_page`,
+        for bringing many sessions back under leases (``restore_all(...,
+        owner=...)``): one statement grants every session of the page that
+        has creds to ``owner``, as :meth:`acquire_lease` would (``wait=0``: a
+        session whose lease is free, expired or ``owner``'s own gets a new
+        token; one held by another live owner is reported in ``held``), and a
+        second statement then reads the creds of those granted. Read after
+        the grant, they hold everything a previous owner saved: a save it
+        made before the grant is read, one after fails its fence.
+
+        Args:
+            owner: who the leases are granted to (1 to 255 characters).
+            after: start after this session id (default None: from the first).
+            limit: the most sessions in the page (default None:
+                ``CREDS_PAGE_SIZE``, 1000; at most 100,000).
+            ttl: lease seconds (default 30.0).
+
+        Returns:
+            The :class:`~wa_session_store.leases.LeasedCredsPage`. Its
+            ``leases`` include sessions granted whose document did not decode
+            (in ``failed``) or was deleted before the read: release the leases
+            of the sessions you do not run.
+
+        Raises:
+            InvalidInputError: a bad owner, ``after``, ``limit`` or ttl.
+            StoreUnavailableError, StoreOperationError: a statement failed (a
+                lease granted by the first expires after ``ttl``).
+        """
+        owner, ttl = check_lease_args(owner, ttl)
+        after, size = check_page(after, limit, self.CREDS_PAGE_SIZE)
+        params = {"owner": owner, "ttl": ttl, "after": after or "", "limit": size}
+        rows = await self._call(
+            "lease_creds_page",
+            None,
+            partial(self._query, statement=self.schema.grant_page, params=params, fetch="all"),
+        )
+        leases: dict[str, Lease] = {}
+        held: dict[str, LeaseUnavailableError] = {}
+        for sid, granted, holder, token, expires_at in rows:
+            if granted:
+                leases[sid] = Lease(self, sid, holder, token, expires_at, ttl)
+            elif holder is not None:
+                held[sid] = LeaseUnavailableError(sid, holder, expires_at)
+        if leases and self.metrics is not None:
+            self.metrics.leases_granted(self.kind, len(leases))
+        for sid, *_ in rows:
+            if sid not in leases and sid not in held:
+                # Leased for the first time by a grant that committed while this
+                # one ran: its row is newer than this statement's snapshot.
+                try:
+                    leases[sid] = await self.acquire_lease(sid, owner=owner, ttl=ttl)
+                except LeaseUnavailableError as exc:
+                    held[sid] = exc
+        creds: list[CredsRow] = []
+        if leases:
+            creds = await self._call(
+                "lease_creds_page",
+                None,
+                partial(
+                    self._query,
+                    statement=self.schema.read_creds_of,
+                    params=(sorted(leases),),
+                    fetch="all",
+                    binary=True,
+                ),
+            )
+        page = self._rows.creds_page(creds, size)
+        return LeasedCredsPage(
+            creds=page.creds,
+            failed=page.failed,
+            next_after=rows[-1][0] if len(rows) >= size else None,
+            leases=leases,
+            held=held,
+        )
 
     async def lease_holder(self, session_id: str) -> tuple[str, int, datetime] | None:
         """The newest lease of the session: (owner, token, expires_at), or None."""
@@ -268,3 +358,14 @@ class PostgresLeases:
     async def _clear_keys_fenced(self, session_id: str, token: int, timeout: float) -> int:
         params = {"sid": session_id, "token": token}
         return await self._write_statement(self.schema.clear_keys_fenced, params, timeout)
+
+
+def lease_capability(store: object) -> PostgresLeases:
+    """``store``'s lease capability (a :class:`~wa_session_store.PostgresStore`).
+
+    Raises:
+        InvalidTypeError: the store has no leases (SQLite, memory, any other).
+    """
+    if not isinstance(store, PostgresLeases):
+        raise InvalidTypeError(f"{type(store).__name__} has no leases: they need a PostgresStore")
+    return store

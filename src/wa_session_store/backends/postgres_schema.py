@@ -89,6 +89,28 @@ _KEY_BATCH = (
 _CLEAR_KEYS = ("removed AS (DELETE FROM {keys} WHERE session_id = %(sid)s{held} RETURNING 1)",)
 
 
+# A grant of every session that {sessions} names (a session_id column) to
+# %(owner)s for %(ttl)s seconds: a token one higher than any before (1 for
+# the first), where the current lease has expired (or, {ours}, is the
+# owner's own: acquiring again). ON CONFLICT ... WHERE settles any race with
+# another grant; one statement, however many sessions.
+_GRANT = (
+    "INSERT INTO {leases} AS l (session_id, owner, token, expires_at)"
+    " SELECT session_id, %(owner)s, 1, now() + make_interval(secs => %(ttl)s) FROM {sessions}"
+    " ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner,"
+    " token = l.token + 1, expires_at = excluded.expires_at"
+    " WHERE l.expires_at <= now(){ours}"
+    " RETURNING session_id, owner, token, expires_at"
+)
+
+
+def _grant(sessions: str, *, ours: bool) -> str:
+    """The grant of :data:`_GRANT` for ``sessions``; ``ours``: also over the owner's own lease."""
+    return _GRANT.replace("{sessions}", sessions).replace(
+        "{ours}", " OR l.owner = excluded.owner" if ours else ""
+    )
+
+
 def _write(ctes: tuple[str, ...], result: str, *, fenced: bool) -> str:
     """One write statement: ``ctes`` (each with a ``{held}`` slot) and the ``result`` read.
 
@@ -141,6 +163,11 @@ class Schema:
         self.read_creds_page = sql.SQL(
             "SELECT session_id, value, version FROM {creds}"
             " WHERE session_id > %s ORDER BY session_id LIMIT %s"
+        ).format(creds=creds)
+        # The creds of named sessions (after their leases were granted).
+        self.read_creds_of = sql.SQL(
+            "SELECT session_id, value, version FROM {creds} WHERE session_id = ANY(%s)"
+            " ORDER BY session_id"
         ).format(creds=creds)
         self.read_keys = sql.SQL(
             "SELECT key_id, value FROM {keys}"
@@ -245,15 +272,25 @@ class Schema:
         # Expiry uses the server's clock, so instances never compare clocks.
         self.acquire_lease = sql.SQL(
             "WITH granted AS ("
-            " INSERT INTO {leases} AS l (session_id, owner, token, expires_at)"
-            " VALUES (%(sid)s, %(owner)s, 1, now() + make_interval(secs => %(ttl)s))"
-            " ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner,"
-            " token = l.token + 1, expires_at = excluded.expires_at"
-            " WHERE l.expires_at <= now() OR l.owner = excluded.owner"
-            " RETURNING owner, token, expires_at)"
-            " SELECT true, owner, token, expires_at FROM granted"
+            + _grant("(VALUES (%(sid)s)) AS s(session_id)", ours=True)
+            + ") SELECT true, owner, token, expires_at FROM granted"
             " UNION ALL SELECT false, owner, token, expires_at FROM {leases}"
             " WHERE session_id = %(sid)s AND NOT EXISTS (SELECT 1 FROM granted)"
+        ).format(**names)
+        # The same grant for a page of stored sessions (restore_all with an
+        # owner): every session of the page comes back, granted or with its
+        # holder. The creds are read by the next statement, whose snapshot
+        # follows the grant: a fenced write the grant waited for is seen, and
+        # a later one fails its fence. (Read in this statement, they could be
+        # older than that write.)
+        self.grant_page = sql.SQL(
+            "WITH page AS (SELECT session_id FROM {creds} WHERE session_id > %(after)s"
+            " ORDER BY session_id LIMIT %(limit)s),"
+            " granted AS (" + _grant("page", ours=True) + ")"
+            " SELECT p.session_id, g.session_id IS NOT NULL, coalesce(g.owner, c.owner),"
+            " coalesce(g.token, c.token), coalesce(g.expires_at, c.expires_at) FROM page p"
+            " LEFT JOIN granted g ON g.session_id = p.session_id"
+            " LEFT JOIN {leases} c ON c.session_id = p.session_id ORDER BY p.session_id"
         ).format(**names)
         # Renewal and release of one lease or many in one statement (Lease,
         # LeaseRenewer, SessionWorker), fenced lease by lease: only the newest
@@ -288,13 +325,8 @@ class Schema:
             "WITH free AS ("
             " SELECT c.session_id FROM {creds} c LEFT JOIN {leases} l USING (session_id)"
             " WHERE l.session_id IS NULL OR l.expires_at <= now()"
-            " ORDER BY c.session_id LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED)"
-            " INSERT INTO {leases} AS l (session_id, owner, token, expires_at)"
-            " SELECT session_id, %(owner)s, 1, now() + make_interval(secs => %(ttl)s) FROM free"
-            " ON CONFLICT (session_id) DO UPDATE SET owner = excluded.owner,"
-            " token = l.token + 1, expires_at = excluded.expires_at"
-            " WHERE l.expires_at <= now()"
-            " RETURNING session_id, owner, token, expires_at"
+            " ORDER BY c.session_id LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED) "
+            + _grant("free", ours=False)
         ).format(**names)
 
     def key_batch(self, rows: list[KeyRow], *, fenced: bool) -> sql.Composed:
