@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -171,3 +172,19 @@ async def test_restore_all_with_preload_reads_each_sessions_keys(store: BaseStor
     assert await keys.get("session", ["peer.0"]) == {"peer.0": {"record": b"\x01"}}
     for state in result.states.values():
         await state.aclose()
+
+
+async def test_restore_leaves_the_collector_as_it_found_it(store: BaseStore) -> None:
+    # restore_all pauses the cyclic collector for its bulk read (awaits included).
+    await _seed(store, 3)
+    assert gc.isenabled()
+    result = await restore_all(store, backup_interval=None)
+    assert gc.isenabled()
+    await close_all(result.states.values())
+    gc.disable()
+    try:
+        result = await restore_all(store, backup_interval=None)
+        assert not gc.isenabled()  # an application that runs without it keeps it off
+        await close_all(result.states.values())
+    finally:
+        gc.enable()

@@ -52,7 +52,7 @@ FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "restore_all": ("SyncStore", "SyncRestoreResult", "_sync_restore_all"),
 }
 #: The modules whose top-level classes and coroutine functions may be sources.
-MODULES = ("store.py", "keys.py", "auth_state.py", "backends/postgres_leases.py")
+MODULES = ("store.py", "keys.py", "auth_state.py", "restore.py", "backends/postgres_leases.py")
 #: Twins whose name differs from their coroutine's.
 RENAMES = {
     "aclose": "close",

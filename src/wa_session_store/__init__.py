@@ -8,11 +8,7 @@ from .auth_state import (
     AuthKeys,
     AuthState,
     AuthStateOptions,
-    RestoreResult,
-    close_all,
-    install_shutdown_handler,
     prekey_counters_changed,
-    restore_all,
     use_auth_state,
 )
 from .backends.memory import MemoryStore
@@ -36,6 +32,7 @@ from .errors import (
 )
 from .keys import KeyTransaction, KeyWrites
 from .leases import Lease, LeaseInfo, LeaseRenewer, SessionWorker
+from .restore import RestoreResult, close_all, install_shutdown_handler, restore_all
 from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
 from .store import (
     AuthStateStore,

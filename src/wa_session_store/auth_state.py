@@ -8,55 +8,51 @@ document is saved through a :class:`~wa_session_store.Throttler` (at most one
 save per ``throttle`` seconds, the last update always saved) and re-saved by a
 :class:`~wa_session_store.BackupScheduler` while a change is unsaved.
 
-Its length is the public surface of ``AuthState``, ``use_auth_state`` and
-``restore_all`` and their docstrings (the API reference, and what
-``tools/sync_twins.py`` reads); the save decisions live in ``creds_saver.py``.
+Its length is the public surface of ``AuthState`` and ``use_auth_state`` and
+their docstrings (the API reference, and what ``tools/sync_twins.py`` reads);
+the save decisions live in ``creds_saver.py``, the many-session functions
+(``restore_all``, ``close_all``, the shutdown handler) in ``restore.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
-from .backends.lease import Lease, LeasedCredsPage, check_lease_args
+from .backends.lease import Lease
 from .backends.lease_workers import LeaseRenewer
-from .backends.postgres_leases import PostgresLeases, lease_capability
 from .creds_saver import CredsSaver, UrgentPredicate, check_urgent, prekey_counters_changed
 from .errors import (
     InvalidInputError,
     InvalidTypeError,
     LeaseLostError,
-    LeaseUnavailableError,
     SessionStoreError,
     StoreClosedError,
     describe_error,
-    shown,
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .metrics import open_auth_states
-from .rows import collector_paused
-from .store import AuthStateStore, BaseStore
+from .retry import within
+from .store import AuthStateStore
 from .throttle import Throttler
 
 __all__ = [
     "AuthKeys",
     "AuthState",
     "AuthStateOptions",
-    "RestoreResult",
+    "SessionOptions",
     "UrgentPredicate",
-    "close_all",
-    "install_shutdown_handler",
+    "load_auth_state",
     "prekey_counters_changed",
-    "restore_all",
     "use_auth_state",
 ]
+
 
 logger = logging.getLogger("wa_session_store")
 
@@ -103,11 +99,15 @@ class SessionOptions:
 
     def state_options(self) -> dict[str, Any]:
         """The keyword arguments of :class:`AuthState`: every option but ``preload``."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preload"}
+        return {name: getattr(self, name) for name in _STATE_OPTIONS}
 
     def categories(self) -> list[str]:
         """The key categories to preload (raises InvalidTypeError for a bad ``preload``)."""
         return _preload_categories(self.preload)
+
+
+#: The options :class:`AuthState` takes: every field of SessionOptions but ``preload``.
+_STATE_OPTIONS = tuple(f.name for f in fields(SessionOptions) if f.name != "preload")
 
 
 class AuthState:
@@ -372,7 +372,7 @@ class AuthState:
         _open_states.discard(self)
         try:
             await self._saver.stop_backups()
-            await asyncio.wait_for(_first_error(self.keys._close(), self._saver.aclose()), deadline)
+            await within(_first_error(self.keys._close(), self._saver.aclose()), deadline)
         except LeaseLostError:
             # A save that was already running when the lease was lost: its
             # creds were dropped and the loss reported (see _lease_lost).
@@ -404,8 +404,8 @@ async def _release_restored_leases(states: Iterable[AuthState]) -> None:
 
     async def release(renewer: LeaseRenewer, held: list[Lease]) -> None:
         try:
-            await asyncio.wait_for(renewer.release(held), AuthState.LEASE_RELEASE_TIMEOUT)
-        except (SessionStoreError, asyncio.TimeoutError) as exc:
+            await within(renewer.release(held), AuthState.LEASE_RELEASE_TIMEOUT)
+        except (SessionStoreError, TimeoutError) as exc:
             logger.warning(
                 "could not release %d leases of restored sessions (they expire in %gs): %s",
                 len(held),
@@ -535,28 +535,6 @@ def _preload_categories(preload: object) -> list[str]:
     return list(preload)
 
 
-@dataclass
-class RestoreResult:
-    """What :func:`restore_all` brought back.
-
-    Attributes:
-        states: the restored auth states by session id.
-        failed: the sessions that could not be loaded, with their error.
-        held: with ``owner``, the sessions another live owner holds, each
-            with the :class:`~wa_session_store.LeaseUnavailableError` that
-            ``acquire_lease`` would raise; they are not restored.
-        renewer: with ``owner``, the :class:`~wa_session_store.LeaseRenewer`
-            renewing every restored session's lease in one statement per
-            ``ttl / 3``; None without. Closing an auth state takes its lease
-            out and releases it; once none is left, the renewer's task ends.
-    """
-
-    states: dict[str, AuthState] = field(default_factory=dict)
-    failed: dict[str, Exception] = field(default_factory=dict)
-    held: dict[str, LeaseUnavailableError] = field(default_factory=dict)
-    renewer: LeaseRenewer | None = None
-
-
 class AuthStateOptions(TypedDict, total=False):
     """The per-session options of :func:`use_auth_state`, as keyword arguments.
 
@@ -575,270 +553,3 @@ class AuthStateOptions(TypedDict, total=False):
     key_writes: KeyWrites
     preload: bool | Iterable[str]
     key_cache_bytes: int
-
-
-async def restore_all(
-    store: AuthStateStore,
-    *,
-    concurrency: int = 16,
-    owner: str | None = None,
-    ttl: float = 30.0,
-    **options: Unpack[AuthStateOptions],
-) -> RestoreResult:
-    """Bring back every stored session at start-up.
-
-    On the library's stores the creds are read in bulk, one statement per
-    page of ``BaseStore.CREDS_PAGE_SIZE`` (1000) sessions, with the next page
-    read while the current one is decoded (see ``BaseStore.iter_creds_pages``):
-    at most two connections, whatever the pool. Sessions that hold keys but
-    no creds (never paired) have nothing to restore and are left out. With
-    ``preload``, each session's keys are then read ``concurrency`` (default
-    16) sessions at a time. Other :class:`AuthStateStore` implementations are
-    loaded one ``load_creds`` per session, ``concurrency`` at a time, each
-    with the store's retries.
-
-    With ``owner`` (a :class:`~wa_session_store.PostgresStore` only), every
-    session is restored under a lease held by ``owner``, as
-    ``use_auth_state(..., lease=...)`` runs one: each page is granted in one
-    statement and its creds read by a second (``PostgresStore.lease_creds_page``),
-    every write is fenced, and when a lease is lost the auth state's unsaved
-    creds are dropped, :attr:`AuthState.lost` turns True and ``on_lost`` is
-    called. A session another live owner holds is not restored but reported
-    in ``held``. One :class:`~wa_session_store.LeaseRenewer`
-    (:attr:`RestoreResult.renewer`) renews all the leases in one statement
-    every ``ttl / 3`` seconds. Closing an auth state releases its lease
-    (:func:`close_all` and the shutdown handler release all of theirs in one
-    statement), so the next instance can restore the sessions at once. If
-    the restore raises, the sessions it had opened are closed and released.
-
-    A session that fails (its document does not decode or open) is reported
-    in ``failed`` and logged, and the others go on. ``options`` are those of
-    :func:`use_auth_state` (but ``lease``: use ``owner``), applied to every
-    session.
-
-    Args:
-        store: an open store.
-        concurrency: sessions preloaded at a time (default 16).
-        owner: lease every session to this owner (1 to 255 characters,
-            unique per process: host and pid, say; default None: no leases).
-        ttl: the leases' seconds, as ``acquire_lease``'s (default 30.0).
-
-    Raises:
-        InvalidInputError: ``concurrency`` is not a positive int, a bad
-            ``owner`` or ``ttl``, a ``lease`` option, or a bad option.
-        InvalidTypeError: ``owner`` for a store without leases (SQLite,
-            memory), as their ``acquire_lease`` would.
-        StoreUnavailableError, StoreOperationError: reading the sessions failed.
-    """
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise InvalidInputError(f"concurrency must be an int >= 1, not {shown(concurrency)}")
-    session_options = SessionOptions(**options)
-    if session_options.lease is not None:
-        raise InvalidInputError(
-            "restore_all takes no lease (a lease is one session's): pass owner= to lease them all"
-        )
-    result = RestoreResult()
-    if owner is not None:
-        leases = lease_capability(store)
-        owner, ttl = check_lease_args(owner, ttl)
-        result.renewer = LeaseRenewer(leases, every=ttl * Lease.RENEW_FRACTION)
-    try:
-        await _restore(store, concurrency, session_options, result, owner, ttl)
-    except BaseException:
-        if result.renewer is not None:
-            await close_all(result.states.values(), deadline=1.0)
-        raise
-    logger.info(
-        "restored %d sessions (%d failed%s)",
-        len(result.states),
-        len(result.failed),
-        f", {len(result.held)} held by other owners" if owner is not None else "",
-        extra={"op": "restore"},
-    )
-    return result
-
-
-async def _restore(
-    store: AuthStateStore,
-    concurrency: int,
-    options: SessionOptions,
-    result: RestoreResult,
-    owner: str | None,
-    ttl: float,
-) -> None:
-    """The work of :func:`restore_all`, into ``result`` (which has a renewer with ``owner``)."""
-    gate = asyncio.Semaphore(concurrency)
-
-    def failed(session_id: str, exc: Exception) -> None:
-        result.failed[session_id] = exc
-        logger.error(
-            "could not restore %s: %s",
-            session_id,
-            describe_error(exc),
-            extra={"session_id": session_id, "op": "restore"},
-        )
-
-    if not isinstance(store, BaseStore):
-        sessions = await store.list_sessions()
-
-        async def restore(session_id: str) -> None:
-            async with gate:
-                try:
-                    result.states[session_id] = await load_auth_state(store, session_id, options)
-                except Exception as exc:
-                    failed(session_id, exc)
-
-        await asyncio.gather(*(restore(info.session_id) for info in sessions))
-        return
-
-    categories = options.categories()
-
-    async def preloaded(state: AuthState) -> None:
-        async with gate:
-            try:
-                result.states[state.session_id] = await _started(state, categories)
-            except Exception as exc:
-                failed(state.session_id, exc)
-
-    def opened(session_id: str, creds: dict[str, Any], lease: Lease | None) -> AuthState:
-        if lease is None:
-            return AuthState._of(store, session_id, creds, options)
-        state = AuthState._of(store, session_id, creds, options.replace(lease=lease))
-        state._renewer = result.renewer
-        return state
-
-    pages = (
-        store.iter_creds_pages()
-        if owner is None
-        else _leased_pages(lease_capability(store), owner, ttl, result)
-    )
-    async for page in pages:
-        leased = page.leases if isinstance(page, LeasedCredsPage) else {}
-        with collector_paused():  # thousands of small objects, none cyclic
-            states = [
-                opened(session_id, creds, leased.get(session_id))
-                for session_id, creds in page.creds.items()
-            ]
-        if categories:  # one query per session: that work runs concurrently, bounded
-            await asyncio.gather(*(preloaded(state) for state in states))
-        else:
-            for state in states:
-                state._start()
-                result.states[state.session_id] = state
-        for session_id, exc in page.failed.items():
-            failed(session_id, exc)
-
-
-async def _leased_pages(
-    store: PostgresLeases, owner: str, ttl: float, result: RestoreResult
-) -> AsyncIterator[LeasedCredsPage]:
-    """Every page of sessions leased to ``owner`` (see ``PostgresStore.lease_creds_page``).
-
-    The sessions held by others go into ``result.held``; the leases of
-    sessions granted without creds to restore (a document that does not
-    decode, a session deleted meanwhile) are released again, in one
-    statement per page, only when there are such.
-    """
-    after: str | None = None
-    while True:
-        page = await store.lease_creds_page(owner, after=after, ttl=ttl)
-        result.held.update(page.held)
-        unused = [lease for sid, lease in page.leases.items() if sid not in page.creds]
-        if unused:
-            try:
-                await store.release_leases(unused)
-            except SessionStoreError as exc:
-                logger.warning(
-                    "could not release %d leases of sessions not restored (they expire in %gs): %s",
-                    len(unused),
-                    ttl,
-                    describe_error(exc),
-                    extra={"op": "restore", "owner": owner},
-                )
-        yield page
-        if page.next_after is None:
-            return
-        after = page.next_after
-
-
-async def close_all(
-    states: Iterable[AuthState] | None = None, *, deadline: float = 8.0
-) -> dict[str, BaseException]:
-    """Close auth states concurrently, each saving what it has pending.
-
-    The leases that :func:`restore_all` took for them are released after
-    the final saves, in one statement per restore, within
-    ``AuthState.LEASE_RELEASE_TIMEOUT`` (1.0) more seconds.
-
-    Args:
-        states: the auth states; default every one of this process not yet closed.
-        deadline: seconds the final saves may take (default 8.0: container
-            platforms usually wait 10 s between SIGTERM and SIGKILL).
-
-    Returns:
-        The sessions whose final save failed, with the error (empty: nothing lost).
-    """
-    targets = (
-        list(states)
-        if states is not None
-        else [s for s in _open_states if isinstance(s, AuthState)]
-    )
-    outcomes = await asyncio.gather(
-        *(state._close(deadline) for state in targets), return_exceptions=True
-    )
-    await _release_restored_leases(targets)
-    return {
-        state.session_id: outcome
-        for state, outcome in zip(targets, outcomes, strict=True)
-        if isinstance(outcome, BaseException)
-    }
-
-
-def install_shutdown_handler(
-    states: Callable[[], Iterable[AuthState]] | None = None,
-    *,
-    deadline: float = 8.0,
-    signals: Iterable[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
-) -> asyncio.Event:
-    """On SIGTERM (or SIGINT), close every auth state so nothing pending is lost.
-
-    Call it from the running loop. The returned event is set once every state
-    is closed; await it, then exit::
-
-        stopped = install_shutdown_handler()
-        await stopped.wait()
-
-    Args:
-        states: a callable giving the states to close; default every open
-            auth state of this process.
-        deadline: seconds the closing may take (default 8.0).
-        signals: the signals to handle (default SIGTERM and SIGINT).
-    """
-    loop = asyncio.get_running_loop()
-    done = asyncio.Event()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def shutdown(signame: str) -> None:
-        targets = None if states is None else list(states())
-        logger.info(
-            "%s received: saving and closing auth states", signame, extra={"op": "shutdown"}
-        )
-        failed = await close_all(targets, deadline=deadline)
-        if failed:
-            logger.error(
-                "shutdown: %d sessions could not save their last creds: %s",
-                len(failed),
-                ", ".join(sorted(failed)),
-                extra={"op": "shutdown"},
-            )
-        done.set()
-
-    def on_signal(signame: str) -> None:
-        if tasks or done.is_set():
-            return  # a second signal while closing: keep going
-        task = loop.create_task(shutdown(signame))
-        tasks.add(task)
-
-    for sig in signals:
-        loop.add_signal_handler(sig, on_signal, sig.name)
-    return done

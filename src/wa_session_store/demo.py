@@ -38,8 +38,9 @@ from typing import Any
 
 from ._demo_bot import PREKEY_COUNT, _Bot, _digest, _storm
 from ._open import open_store, redact_url
-from .auth_state import close_all, restore_all, use_auth_state
+from .auth_state import use_auth_state
 from .errors import InvalidInputError, InvalidTypeError, SessionStoreError, describe_error
+from .restore import close_all, restore_all
 
 __all__ = ["PREKEY_COUNT", "SESSION_ID", "DemoReport", "run_demo"]
 

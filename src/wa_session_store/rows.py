@@ -73,8 +73,10 @@ def collector_paused() -> Iterator[None]:
 
     Decoding a page of creds builds tens of thousands of dicts, none of them
     cyclic; left on, the collector runs full passes over them and doubles the
-    time. Nothing else runs meanwhile (no await inside), and it is switched
-    back on at once.
+    time. Used around synchronous work (nothing else runs meanwhile), and
+    around ``restore_all``'s bulk read, a bounded start-up burst whose awaits
+    let other tasks run with it paused. Nested pauses are one: the outermost
+    switches it back on (if it was on), at once.
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -58,11 +58,8 @@ from .auth_state import (
     AuthKeys,
     AuthState,
     AuthStateOptions,
-    RestoreResult,
     UrgentPredicate,
-    close_all,
     prekey_counters_changed,
-    restore_all,
     use_auth_state,
 )
 from .backends.postgres_leases import PostgresLeases, lease_capability
@@ -82,6 +79,7 @@ from .leases import (
     SessionHandler,
     SessionWorker,
 )
+from .restore import RestoreResult, close_all, restore_all
 from .store import (
     AuthStateStore,
     BaseStore,

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..errors import InvalidInputError, SessionStoreError, describe_error, shown
-from ..retry import finite
+from ..retry import finite, within
 from .lease import Lease, _cancel_and_wait, check_lease_args
 from .postgres_leases import PostgresLeases
 
@@ -332,8 +332,8 @@ class SessionWorker:
         await self.renewer.aclose()
         leases = [lease for lease, _ in held.values()]
         try:
-            await asyncio.wait_for(self.store.release_leases(leases), self.STOP_TIMEOUT)
-        except (SessionStoreError, asyncio.TimeoutError) as exc:
+            await within(self.store.release_leases(leases), self.STOP_TIMEOUT)
+        except (SessionStoreError, TimeoutError) as exc:
             logger.warning(
                 "worker %s could not release %d leases (they expire in %gs): %s",
                 self.owner,
