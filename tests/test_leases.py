@@ -375,3 +375,26 @@ async def test_stop_returns_within_its_bound_whatever_the_handlers_do(
         await asyncio.wait_for(running, 5)
         assert took < SessionWorker.STOP_TIMEOUT + 1.0, took
         assert worker.sessions == []
+
+
+async def test_racing_first_grants_give_one_owner_and_a_clear_refusal(pg: PostgresStore) -> None:
+    # Two owners asking for a session that never had a lease, at the same
+    # moment: the second's insert waits for the first's and conflicts, and its
+    # statement's snapshot (taken before that commit) sees no holder to name.
+    # It must ask again, not fail on the missing row.
+    granted = refused = 0
+    for n in range(40):
+        sid = f"race-{n}"
+        outcomes = await asyncio.gather(
+            *(pg.acquire_lease(sid, owner=f"o{i}", ttl=30) for i in range(6)),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, (Lease, LeaseUnavailableError)) for o in outcomes), outcomes
+        leases = [o for o in outcomes if isinstance(o, Lease)]
+        assert len(leases) == 1
+        granted += len(leases)
+        refused += sum(isinstance(o, LeaseUnavailableError) for o in outcomes)
+        for o in outcomes:
+            if isinstance(o, LeaseUnavailableError):
+                assert o.holder == leases[0].owner
+    assert (granted, refused) == (40, 200)

@@ -101,13 +101,19 @@ class PostgresLeases:
         deadline = None if wait is None else loop.time() + wait
         params = {"sid": sid, "owner": owner, "ttl": ttl}
         while True:
-            granted, holder, token, expires_at = await self._call(
+            row = await self._call(
                 "acquire_lease",
                 sid,
                 partial(
                     self._query, statement=self.schema.acquire_lease, params=params, fetch="one"
                 ),
             )
+            if row is None:
+                # A first grant raced this one: its insert committed after this
+                # statement's snapshot, which then has no holder to name. The
+                # next statement sees it.
+                continue
+            granted, holder, token, expires_at = row
             if granted:
                 if self.metrics is not None:
                     self.metrics.leases_granted(self.kind)
