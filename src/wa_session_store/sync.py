@@ -41,7 +41,7 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from typing_extensions import Self, Unpack
 
@@ -90,6 +90,8 @@ from .store import (
     SessionInfo,
     StoreHealth,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "THREAD_NAME",
@@ -743,21 +745,32 @@ class SyncAuthState(_Facade):
     # -- end of generated code ---------------------------------------------------------------------
 
 
-def _sync_auth_state(
-    store: SyncStore, load: Callable[[AuthStateStore], Coroutine[Any, Any, AuthState]]
-) -> SyncAuthState:
-    """Run ``load(store.store)`` on the loop thread; wrap the auth state it returns."""
+def _on_loop(
+    store: SyncStore, name: str, work: Callable[[AuthStateStore], Coroutine[Any, Any, T]]
+) -> tuple[T, asyncio.AbstractEventLoop]:
+    """Run ``work(store.store)`` on the loop thread: its result, and that loop."""
     if not isinstance(store, SyncStore):
         raise InvalidTypeError(
             f"store must be a SyncStore (e.g. open_sync_store(url)), not {type(store).__name__}"
         )
 
-    async def start() -> tuple[AuthState, asyncio.AbstractEventLoop]:
-        return await load(store.store), asyncio.get_running_loop()
+    async def start() -> tuple[T, asyncio.AbstractEventLoop]:
+        return await work(store.store), asyncio.get_running_loop()
 
-    state, loop = store._run("use_sync_auth_state", start)
+    return store._run(name, start)
+
+
+def _wrapped(store: SyncStore, state: AuthState, loop: asyncio.AbstractEventLoop) -> SyncAuthState:
+    """``state`` as a :class:`SyncAuthState`, closed with ``store`` if not before."""
     store._states.add(state)
     return SyncAuthState(store, state, loop)
+
+
+def _sync_auth_state(
+    store: SyncStore, load: Callable[[AuthStateStore], Coroutine[Any, Any, AuthState]]
+) -> SyncAuthState:
+    """Run ``load(store.store)`` on the loop thread; wrap the auth state it returns."""
+    return _wrapped(store, *_on_loop(store, "use_sync_auth_state", load))
 
 
 # -- generated from use_auth_state by `python tools/sync_twins.py --write`: do not edit ------------
@@ -827,19 +840,8 @@ def _sync_restore_all(
     store: SyncStore, restore: Callable[[AuthStateStore], Coroutine[Any, Any, RestoreResult]]
 ) -> SyncRestoreResult:
     """Run ``restore(store.store)`` on the loop thread; wrap the auth states it returns."""
-    if not isinstance(store, SyncStore):
-        raise InvalidTypeError(
-            f"store must be a SyncStore (e.g. open_sync_store(url)), not {type(store).__name__}"
-        )
-
-    async def start() -> tuple[RestoreResult, asyncio.AbstractEventLoop]:
-        return await restore(store.store), asyncio.get_running_loop()
-
-    result, loop = store._run("restore_all_sync", start)
-    states: dict[str, SyncAuthState] = {}
-    for session_id, state in result.states.items():
-        store._states.add(state)
-        states[session_id] = SyncAuthState(store, state, loop)
+    result, loop = _on_loop(store, "restore_all_sync", restore)
+    states = {sid: _wrapped(store, state, loop) for sid, state in result.states.items()}
     return SyncRestoreResult(states, dict(result.failed), dict(result.held))
 
 
