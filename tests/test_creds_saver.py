@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import Mapping
 from typing import Any, cast
+
+import pytest
 
 from wa_session_store import MemoryStore, close_all, use_auth_state
 from wa_session_store.backends.lease import Lease
@@ -171,5 +174,25 @@ async def test_the_backup_saves_what_a_failed_save_left_and_nothing_else() -> No
     assert not s.pending
     await asyncio.sleep(60.0)
     assert len(store.calls) == 2  # later backups and the 30 s retry: nothing owed
+    await s.stop_backups()
+    await s.aclose()
+
+
+@on_virtual_clock
+async def test_a_failed_backup_save_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    store = FlakyStore()
+    store.down = True
+    s = saver(store, throttle=30.0, backup_interval=2.0, initial_delay=0.5)
+    s.start()
+    s.changed({"n": 1})  # fails at once
+    await asyncio.sleep(0.1)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="wa_session_store"):
+        await asyncio.sleep(0.5)  # the first backup saves it again, and fails again
+    assert len(store.calls) == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert s.pending
+    store.down = False
     await s.stop_backups()
     await s.aclose()

@@ -30,6 +30,7 @@ save. Lease fencing goes through :func:`~wa_session_store.leases.fenced`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -286,7 +287,11 @@ class CredsSaver:
         if metrics is not None:
             metrics.backup(self._store_kind())
         # Saves only what is owed (the throttler asks _owed), never overlapping a save.
-        await self._throttler.flush()
+        # A failed save: the throttler logged it (one ERROR line a failed
+        # save) and the change stays pending for its retry; raised on, the
+        # scheduler would log the same failure a second time.
+        with contextlib.suppress(Exception):
+            await self._throttler.flush()
 
     def _store_kind(self) -> str:
         return str(getattr(self._store, "kind", "store"))
