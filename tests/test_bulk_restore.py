@@ -188,3 +188,27 @@ async def test_restore_leaves_the_collector_as_it_found_it(store: BaseStore) -> 
         await close_all(result.states.values())
     finally:
         gc.enable()
+
+
+@pytest.mark.postgres
+async def test_a_restore_cancelled_halfway_closes_what_it_opened(
+    pg_schema: str, proxy: Proxy
+) -> None:
+    # A SIGTERM during start-up, say: the caller never gets the result, so the
+    # states already opened (with their backup timers) must not be left running.
+    from wa_session_store.auth_state import _open_states
+
+    async with PostgresStore(DSN, schema=pg_schema) as seeder:
+        await _seed(seeder, 40)
+    proxy.delay(0.005)  # each page a few round trips of 10 ms: time to cancel in between
+    async with PostgresStore(proxy.dsn(DSN), schema=pg_schema) as store:
+        store.CREDS_PAGE_SIZE = 5  # type: ignore[misc]
+        before = set(_open_states)
+        task = asyncio.ensure_future(restore_all(store, backup_interval=60.0))
+        while not set(_open_states) - before:  # the first page's states are open
+            assert not task.done()
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert set(_open_states) - before == set()

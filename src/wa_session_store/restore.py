@@ -100,11 +100,12 @@ async def restore_all(
     (:attr:`RestoreResult.renewer`) renews all the leases in one statement
     every ``ttl / 3`` seconds. Closing an auth state releases its lease
     (:func:`close_all` and the shutdown handler release all of theirs in one
-    statement), so the next instance can restore the sessions at once. If
-    the restore raises, the sessions it had opened are closed and released.
+    statement), so the next instance can restore the sessions at once.
 
     A session that fails (its document does not decode or open) is reported
-    in ``failed`` and logged, and the others go on. ``options`` are those of
+    in ``failed`` and logged, and the others go on. If the restore itself
+    raises (or is cancelled), the sessions it had opened are closed (and
+    their leases released) first. ``options`` are those of
     :func:`use_auth_state` (but ``lease``: use ``owner``), applied to every
     session.
 
@@ -137,8 +138,9 @@ async def restore_all(
     try:
         await _restore(store, concurrency, session_options, result, owner, ttl)
     except BaseException:
-        if result.renewer is not None:
-            await close_all(result.states.values(), deadline=1.0)
+        # The caller gets no result to close them with: their backups and
+        # timers would keep them alive (and their leases held) for nothing.
+        await close_all(result.states.values(), deadline=1.0)
         raise
     logger.info(
         "restored %d sessions (%d failed%s)",
