@@ -23,7 +23,6 @@ from .auth_state import (
     AuthState,
     AuthStateOptions,
     SessionOptions,
-    _open_states,
     _release_restored_leases,
     _started,
     load_auth_state,
@@ -39,6 +38,7 @@ from .errors import (
     shown,
 )
 from .maintenance import DECODE_SLICE
+from .metrics import open_auth_states
 from .rows import collector_paused
 from .store import AuthStateStore, BaseStore
 
@@ -289,7 +289,7 @@ async def close_all(
     targets = (
         list(states)
         if states is not None
-        else [s for s in _open_states if isinstance(s, AuthState)]
+        else [s for s in open_auth_states if isinstance(s, AuthState)]
     )
     outcomes = await asyncio.gather(
         *(state._close(deadline) for state in targets), return_exceptions=True
