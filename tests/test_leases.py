@@ -258,6 +258,51 @@ async def test_claim_sessions_splits_without_overlap(pg: PostgresStore) -> None:
     assert all(lease.token == 2 for lease in third)
 
 
+async def test_claim_asks_again_for_sessions_a_racing_grant_took(
+    pg: PostgresStore, pg_dsn: str
+) -> None:
+    """A claim whose snapshot predates another worker's grant is not left empty-handed.
+
+    The race, made deterministic: another worker's grant of bot-00..04 is
+    not committed yet when this claim starts, so they look free to it; its
+    own grant waits on theirs, and when theirs commits they are refused.
+    Sessions bot-05.. were free all along: the claim must come back with them.
+    """
+    import psycopg
+    from psycopg import sql
+
+    for n in range(10):
+        await pg.save_creds(f"bot-{n:02d}", {"n": n})
+    leases = pg.schema.names["leases"]
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as other:
+        await other.execute(
+            sql.SQL(
+                "INSERT INTO {} (session_id, owner, token, expires_at)"
+                " SELECT 'bot-0' || n, 'other', 1, now() + interval '1 minute'"
+                " FROM generate_series(0, 4) n"
+            ).format(leases)
+        )
+        claim = asyncio.ensure_future(pg.claim_sessions("w1", limit=5, ttl=30))
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as probe:
+            deadline = time.monotonic() + 30
+            while True:  # until the claim's grant waits on the other worker's
+                cur = await probe.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                    " WHERE NOT l.granted AND a.query LIKE %s",
+                    ("%free AS%",),
+                )
+                row = await cur.fetchone()
+                if row is not None and row[0] > 0:
+                    break
+                assert not claim.done(), "the claim did not wait on the other grant"
+                assert time.monotonic() < deadline, "the claim never reached the other grant"
+                await asyncio.sleep(0.01)
+        await other.commit()
+    granted = await claim
+    assert sorted(lease.session_id for lease in granted) == [f"bot-0{n}" for n in range(5, 10)]
+    assert all(lease.owner == "w1" for lease in granted)
+
+
 async def test_session_worker_runs_renews_and_releases(pg: PostgresStore) -> None:
     for n in range(6):
         await pg.save_creds(f"bot-{n}", {"n": n})

@@ -51,6 +51,10 @@ class PostgresLeases:
     metrics: Metrics | None
     kind: str
 
+    #: The most statements one :meth:`claim_sessions` makes: the first, and
+    #: one more each time concurrent claims took sessions it had picked.
+    CLAIM_ATTEMPTS = 3
+
     if TYPE_CHECKING:  # supplied by BaseStore and PostgresStore
         CREDS_PAGE_SIZE: int
         _rows: RowCodec
@@ -127,7 +131,11 @@ class PostgresLeases:
         """Lease up to ``limit`` stored sessions whose lease is free or expired.
 
         Several workers claiming at once split the sessions between them
-        (``FOR UPDATE SKIP LOCKED``); a session is never granted twice.
+        (``FOR UPDATE SKIP LOCKED``); a session is never granted twice. One
+        statement, unless a concurrent claim took sessions this one had
+        picked (its snapshot predated that grant): it then asks again for as
+        many, up to ``CLAIM_ATTEMPTS`` (3) statements in all, so that it does
+        not come back short while sessions are free.
 
         Raises:
             InvalidInputError: a bad owner, limit or ttl.
@@ -135,18 +143,28 @@ class PostgresLeases:
         owner, ttl = check_lease_args(owner, ttl)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidInputError(f"limit must be an int >= 1, not {shown(limit)}")
-        params = {"owner": owner, "limit": limit, "ttl": ttl}
-
-        rows = await self._call(
-            "claim_sessions",
-            None,
-            partial(self._query, statement=self.schema.claim_sessions, params=params, fetch="all"),
-        )
-        if rows and self.metrics is not None:
-            self.metrics.leases_granted(self.kind, len(rows))
-        return [
-            Lease(self, sid, holder, token, expires, ttl) for sid, holder, token, expires in rows
-        ]
+        leases: list[Lease] = []
+        for _ in range(self.CLAIM_ATTEMPTS):
+            params = {"owner": owner, "limit": limit - len(leases), "ttl": ttl}
+            rows = await self._call(
+                "claim_sessions",
+                None,
+                partial(
+                    self._query, statement=self.schema.claim_sessions, params=params, fetch="all"
+                ),
+            )
+            granted = [
+                Lease(self, sid, holder, token, expires, ttl)
+                for _, sid, holder, token, expires in rows
+                if sid is not None
+            ]
+            if granted and self.metrics is not None:
+                self.metrics.leases_granted(self.kind, len(granted))
+            leases += granted
+            candidates = rows[0][0]
+            if len(granted) == candidates or len(leases) >= limit:
+                break
+        return leases
 
     async def lease_creds_page(
         self, owner: str, *, after: str | None = None, limit: int | None = None, ttl: float = 30.0

@@ -321,12 +321,19 @@ class Schema:
         ).format(**names)
         # SKIP LOCKED: workers claiming at once split the free sessions instead
         # of queueing on each other; ON CONFLICT ... WHERE settles any race.
+        # A race costs the loser its candidates: its snapshot may predate a
+        # grant that committed before it locked them, and its grant's WHERE
+        # then refuses them. So the first column counts the candidates, and
+        # claim_sessions asks again for those it lost (one row of NULLs but
+        # that count when nothing was granted).
         self.claim_sessions = sql.SQL(
             "WITH free AS ("
             " SELECT c.session_id FROM {creds} c LEFT JOIN {leases} l USING (session_id)"
             " WHERE l.session_id IS NULL OR l.expires_at <= now()"
-            " ORDER BY c.session_id LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED) "
-            + _grant("free", ours=False)
+            " ORDER BY c.session_id LIMIT %(limit)s FOR UPDATE OF c SKIP LOCKED),"
+            " granted AS (" + _grant("free", ours=False) + ")"
+            " SELECT (SELECT count(*) FROM free), g.session_id, g.owner, g.token, g.expires_at"
+            " FROM (SELECT 1) one LEFT JOIN granted g ON true"
         ).format(**names)
 
     def key_batch(self, rows: list[KeyRow], *, fenced: bool) -> sql.Composed:
