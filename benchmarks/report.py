@@ -309,7 +309,7 @@ def chart(rows: Sequence[Row], path: Path, title: str) -> str | None:
             marker="s",
             linestyle="--",
             color=colors[i],
-            label=f"one raw SELECT of all creds, {n:g} ms",
+            label=f"one raw SELECT of all creds + decoding, {n:g} ms",
         )
     if restore:
         from matplotlib.ticker import FuncFormatter

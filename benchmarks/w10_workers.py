@@ -86,7 +86,7 @@ async def run(cfg: Config) -> list[Row]:
             stops.append(stop_s)
             stop_statements.append(sent)
     periods = Stat(per_period, "statements")
-    stop_s = Stat([s * 1000 for s in stops], "ms")
+    stop_ms = Stat([s * 1000 for s in stops], "ms")
     rows.append(
         Row(
             WORKLOAD,
@@ -108,7 +108,7 @@ async def run(cfg: Config) -> list[Row]:
             WORKLOAD,
             f"PostgreSQL, {net.name}",
             f"stop() with {size:,} sessions",
-            stop_s,
+            stop_ms,
             "",
             "",
             "",
