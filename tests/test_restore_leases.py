@@ -19,9 +19,11 @@ from wa_session_store import (
     PostgresStore,
     RestoreResult,
     close_all,
+    maintenance,
     restore_all,
     sync,
 )
+from wa_session_store.rows import RowCodec
 from wa_session_store.sync import SyncAuthState, SyncStore, open_sync_store
 
 from .conftest import DSN
@@ -89,6 +91,37 @@ async def test_every_session_is_leased_in_two_statements_a_page_and_renewed_in_o
         assert len(renewer) == 0
         await asyncio.sleep(0.6)
         assert renewer._task is None  # nothing left to renew: its task ended
+
+
+async def test_the_next_page_is_granted_and_read_while_one_decodes(
+    pg: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = await _seed(pg, 25)
+    pg.CREDS_PAGE_SIZE = 10  # type: ignore[misc]  # pages of 10, 10 and 5
+    events: list[str] = []
+    lease_page, decode = pg._lease_page, RowCodec.decode_creds
+
+    async def leasing(owner: str, after: str | None, size: int, ttl: float) -> Any:
+        events.append(f"fetch after {after}")
+        found = await lease_page(owner, after, size, ttl)
+        events.append(f"fetched after {after}")
+        return found
+
+    def decoding(self: RowCodec, page: Any, rows: list[Any]) -> None:
+        if rows:
+            events.append(f"decode {rows[0][0]}")
+        decode(self, page, rows)
+
+    monkeypatch.setattr(pg, "_lease_page", leasing)
+    monkeypatch.setattr(RowCodec, "decode_creds", decoding)
+    monkeypatch.setattr(maintenance, "DECODE_SLICE", 4)  # a page decodes in 3 slices
+    result = await _restored(pg, "w1")
+    assert sorted(result.states) == ids
+    # The second page was being granted and read while the first one decoded
+    # (between its slices), the third while the second one did.
+    assert events.index("fetch after bot-0009") < events.index("decode bot-0008")
+    assert events.index("fetch after bot-0019") < events.index("decode bot-0018")
+    await close_all(result.states.values())
 
 
 async def test_sessions_held_by_another_live_owner_are_reported_not_opened(

@@ -10,8 +10,8 @@ import pytest
 from wa_session_store import AESGCMCipher, DecodeError, DecryptionError, InvalidInputError
 from wa_session_store.crypto import sealed_key_id
 from wa_session_store.maintenance import DECODE_SLICE, creds_pages, health_timeout, reencrypt_rows
-from wa_session_store.rows import RowCodec, category_query, check_page_limit
-from wa_session_store.store_types import CredsRow, ReencryptProgress, RowKey
+from wa_session_store.rows import RowCodec, category_query, check_page_limit, page_end
+from wa_session_store.store_types import CredsPage, CredsRow, ReencryptProgress, RowKey
 
 K1, K2 = os.urandom(32), os.urandom(32)
 CREDS = {"registrationId": 7, "noiseKey": {"private": b"\x01" * 32}}
@@ -93,13 +93,20 @@ async def test_pages_are_read_ahead_and_end_on_a_short_page() -> None:
     stored: list[CredsRow] = [(f"s{i}", b"{}", i) for i in range(5)]
     asked: list[str | None] = []
 
-    async def fetch(after: str | None) -> list[CredsRow]:
+    async def fetch(after: str | None) -> tuple[CredsPage, list[CredsRow]] | None:
         asked.append(after)
-        return [row for row in stored if after is None or row[0] > after][:2]
+        found = [row for row in stored if after is None or row[0] > after][:2]
+        return (CredsPage(next_after=page_end(found, 2)), found) if found else None
 
     rows = RowCodec()
-    pages = [page async for page in creds_pages(fetch, lambda r: rows.creds_page(r, limit=2), 2)]
+    pages = [page async for page in creds_pages(fetch, rows.decode_creds)]
     assert [list(page.creds) for page in pages] == [["s0", "s1"], ["s2", "s3"], ["s4"]]
+    assert asked == [None, "s1", "s3"]
+    # A full last page: the next fetch finds nothing, and no empty page is yielded.
+    del stored[4]
+    asked.clear()
+    pages = [page async for page in creds_pages(fetch, rows.decode_creds)]
+    assert [list(page.creds) for page in pages] == [["s0", "s1"], ["s2", "s3"]]
     assert asked == [None, "s1", "s3"]
 
 
@@ -110,15 +117,16 @@ async def test_the_next_page_streams_in_while_a_page_decodes() -> None:
     stored: list[CredsRow] = [(f"s{i:04d}", b"{}", i) for i in range(2 * size)]
     steps: list[int] = []
 
-    async def fetch(after: str | None) -> list[CredsRow]:
+    async def fetch(after: str | None) -> tuple[CredsPage, list[CredsRow]] | None:
         if after is not None:  # the second page: a read that takes a few loop turns
             for _ in range(10):
                 steps.append(1)
                 await asyncio.sleep(0)
-        return [row for row in stored if after is None or row[0] > after][:size]
+        found = [row for row in stored if after is None or row[0] > after][:size]
+        return (CredsPage(next_after=page_end(found, size)), found) if found else None
 
     rows = RowCodec()
-    pages = creds_pages(fetch, lambda r: rows.creds_page(r, limit=size), size)
+    pages = creds_pages(fetch, rows.decode_creds)
     first = await anext(pages)
     assert len(first.creds) == size
     assert first.next_after == f"s{size - 1:04d}"

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .crypto import Cipher
 from .errors import InvalidInputError, describe_error, shown
@@ -27,20 +27,24 @@ Scan = Callable[[str, "RowKey | None", int], Awaitable[list[tuple[RowKey, bytes]
 Rewrite = Callable[[str, list[tuple[RowKey, bytes, bytes]]], Awaitable[int]]
 
 
+P = TypeVar("P", bound=CredsPage)
+
 #: Rows decoded between two yields to the event loop while a page decodes.
 DECODE_SLICE = 100
 
 
 async def creds_pages(
-    fetch: Callable[[str | None], Awaitable[list[CredsRow]]],
-    decode: Callable[[list[CredsRow]], CredsPage],
-    limit: int,
-) -> AsyncIterator[CredsPage]:
-    """Every page of creds rows, decoded, with the next page read while one is decoded.
+    fetch: Callable[[str | None], Awaitable[tuple[P, list[CredsRow]] | None]],
+    decode: Callable[[P, list[CredsRow]], None],
+) -> AsyncIterator[P]:
+    """Every page of creds, decoded, with the next page read while one is decoded.
 
-    ``fetch(after)`` reads up to ``limit`` rows after ``after``; a page shorter
-    than ``limit`` is the last. At most two fetches are in flight (two pooled
-    connections); no page is empty. A fetch still in flight when the iteration
+    ``fetch(after)`` reads the page after ``after``: the page, its
+    ``next_after`` set (None for the last) but nothing decoded yet, and its
+    stored creds rows; or None when there is nothing after ``after`` (the
+    page after an exact multiple). ``decode(page, rows)`` decodes rows into
+    the page (``RowCodec.decode_creds``). At most two fetches are in flight
+    (two pooled connections). A fetch still in flight when the iteration
     ends is cancelled.
 
     Decoding is CPU work that would keep the event loop, and with it the next
@@ -50,23 +54,22 @@ async def creds_pages(
     in while this one decodes (its rows arrive while the CPU is busy here).
     """
 
-    def start(after: str | None) -> asyncio.Task[list[CredsRow]]:
+    def start(after: str | None) -> asyncio.Task[tuple[P, list[CredsRow]] | None]:
         return asyncio.ensure_future(fetch(after))
 
-    pending: asyncio.Task[list[CredsRow]] | None = start(None)
+    pending: asyncio.Task[tuple[P, list[CredsRow]] | None] | None = start(None)
     try:
         while pending is not None:
-            rows = await pending
-            pending = start(rows[-1][0]) if len(rows) >= limit else None
-            if rows:  # the page after an exact multiple is empty
-                page = CredsPage(next_after=None if pending is None else rows[-1][0])
-                for first in range(0, len(rows), DECODE_SLICE):
-                    if first:
-                        await asyncio.sleep(0)
-                    part = decode(rows[first : first + DECODE_SLICE])
-                    page.creds.update(part.creds)
-                    page.failed.update(part.failed)
-                yield page
+            fetched = await pending
+            if fetched is None:
+                return
+            page, rows = fetched
+            pending = None if page.next_after is None else start(page.next_after)
+            for first in range(0, len(rows), DECODE_SLICE):
+                if first:
+                    await asyncio.sleep(0)
+                decode(page, rows[first : first + DECODE_SLICE])
+            yield page
     finally:
         if pending is not None and not pending.done():
             pending.cancel()

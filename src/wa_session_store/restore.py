@@ -92,11 +92,12 @@ async def restore_all(
     With ``owner`` (a :class:`~wa_session_store.PostgresStore` only), every
     session is restored under a lease held by ``owner``, as
     ``use_auth_state(..., lease=...)`` runs one: each page is granted in one
-    statement and its creds read by a second (``PostgresStore.lease_creds_page``),
-    every write is fenced, and when a lease is lost the auth state's unsaved
-    creds are dropped, :attr:`AuthState.lost` turns True and ``on_lost`` is
-    called. A session another live owner holds is not restored but reported
-    in ``held``. One :class:`~wa_session_store.LeaseRenewer`
+    statement and its creds read by a second
+    (``PostgresStore.lease_creds_page``), the next page granted and read while
+    one decodes; every write is fenced, and when a lease is lost the auth
+    state's unsaved creds are dropped, :attr:`AuthState.lost` turns True and
+    ``on_lost`` is called. A session another live owner holds is not restored
+    but reported in ``held``. One :class:`~wa_session_store.LeaseRenewer`
     (:attr:`RestoreResult.renewer`) renews all the leases in one statement
     every ``ttl / 3`` seconds. Closing an auth state releases its lease
     (:func:`close_all` and the shutdown handler release all of theirs in one
@@ -240,16 +241,15 @@ async def _restore(
 async def _leased_pages(
     store: PostgresLeases, owner: str, ttl: float, result: RestoreResult
 ) -> AsyncIterator[LeasedCredsPage]:
-    """Every page of sessions leased to ``owner`` (see ``PostgresStore.lease_creds_page``).
+    """Every page of sessions leased to ``owner`` (see ``PostgresStore.lease_creds_page``),
+    the next one granted and read while one decodes.
 
     The sessions held by others go into ``result.held``; the leases of
     sessions granted without creds to restore (a document that does not
     decode, a session deleted meanwhile) are released again, in one
     statement per page, only when there are such.
     """
-    after: str | None = None
-    while True:
-        page = await store.lease_creds_page(owner, after=after, ttl=ttl)
+    async for page in store._lease_pages(owner, ttl):
         result.held.update(page.held)
         unused = [lease for sid, lease in page.leases.items() if sid not in page.creds]
         if unused:
@@ -264,9 +264,6 @@ async def _leased_pages(
                     extra={"op": "restore", "owner": owner},
                 )
         yield page
-        if page.next_after is None:
-            return
-        after = page.next_after
 
 
 async def close_all(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ._codec import (
@@ -40,6 +40,7 @@ __all__ = [
     "category_query",
     "check_page_limit",
     "collector_paused",
+    "page_end",
     "split_session_rows",
 ]
 
@@ -85,6 +86,12 @@ def collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+def page_end(rows: Sequence[tuple[Any, ...]], limit: int) -> str | None:
+    """The ``next_after`` of a page of rows read with ``limit`` (session id first):
+    its last session id when it is full, else None (it was the last)."""
+    return str(rows[-1][0]) if len(rows) >= limit else None
 
 
 def check_page_limit(limit: object) -> int:
@@ -260,11 +267,17 @@ class RowCodec:
             raise DecryptionError(f"{what}: {exc}") from None
 
     def creds_page(self, rows: list[CredsRow], limit: int) -> CredsPage:
-        """A page of creds rows decoded; their versions observed by the clock.
+        """A page of creds rows read with ``limit``, decoded (see :meth:`decode_creds`)."""
+        page = CredsPage(next_after=page_end(rows, limit))
+        self.decode_creds(page, rows)
+        return page
 
-        A row that does not decode or open is reported in ``failed``.
+    def decode_creds(self, page: CredsPage, rows: list[CredsRow]) -> None:
+        """Decode creds rows into ``page``; their versions observed by the clock.
+
+        A row that does not decode or open goes into ``failed``, the others
+        into ``creds``.
         """
-        page = CredsPage(next_after=rows[-1][0] if len(rows) >= limit else None)
         if rows:
             self.clock.observe(max(version for _, _, version in rows))
         with collector_paused():
@@ -273,7 +286,6 @@ class RowCodec:
                     page.creds[sid] = self.creds(sid, blob)
                 except (DecodeError, DecryptionError) as exc:
                     page.failed[sid] = exc
-        return page
 
     def session(
         self, session_id: str, found: tuple[bytes | None, list[tuple[str, str, bytes]]]

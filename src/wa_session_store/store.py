@@ -46,7 +46,7 @@ from .errors import (
 from .instrumentation import Metrics
 from .maintenance import creds_pages, health_report, health_timeout, reencrypt_rows
 from .retry import RetryHook, RetryPolicy
-from .rows import RowCodec, category_query, check_page, check_page_limit
+from .rows import RowCodec, category_query, check_page, check_page_limit, page_end
 from .store_calls import StoreCalls
 from .store_types import (
     CredsPage,
@@ -341,10 +341,13 @@ class BaseStore(StoreCalls):
         """
         limit = check_page_limit(self.CREDS_PAGE_SIZE if page_size is None else page_size)
 
-        def fetch(after: str | None) -> Awaitable[list[CredsRow]]:
-            return self._call("load_creds_page", None, partial(self._read_creds_page, after, limit))
+        async def fetch(after: str | None) -> tuple[CredsPage, list[CredsRow]] | None:
+            rows = await self._call(
+                "load_creds_page", None, partial(self._read_creds_page, after, limit)
+            )
+            return (CredsPage(next_after=page_end(rows, limit)), rows) if rows else None
 
-        return creds_pages(fetch, partial(self._rows.creds_page, limit=limit), limit)
+        return creds_pages(fetch, self._rows.decode_creds)
 
     async def save_creds(
         self, session_id: str, creds: Mapping[str, Any], *, fence: Fence | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,7 +27,8 @@ from ..errors import (
     shown,
 )
 from ..instrumentation import Metrics
-from ..rows import RowCodec, check_page
+from ..maintenance import creds_pages
+from ..rows import RowCodec, check_page, page_end
 from ..store_types import CredsRow
 from .lease import Lease, LeasedCredsPage, LeaseInfo, check_lease_args
 from .postgres_schema import Schema
@@ -201,14 +202,36 @@ class PostgresLeases:
         """
         owner, ttl = check_lease_args(owner, ttl)
         after, size = check_page(after, limit, self.CREDS_PAGE_SIZE)
+        page, rows = await self._lease_page(owner, after, size, ttl)
+        self._rows.decode_creds(page, rows)
+        return page
+
+    def _lease_pages(self, owner: str, ttl: float) -> AsyncIterator[LeasedCredsPage]:
+        """Every page of :meth:`lease_creds_page` (owner and ttl checked), the
+        next one granted and read while one decodes (``creds_pages``), as
+        ``iter_creds_pages`` reads. A page still in flight when the iteration
+        ends is cancelled: the leases it may have granted expire after ``ttl``."""
+        size = self.CREDS_PAGE_SIZE
+
+        async def fetch(after: str | None) -> tuple[LeasedCredsPage, list[CredsRow]] | None:
+            page, rows = await self._lease_page(owner, after, size, ttl)
+            return (page, rows) if page.leases or page.held else None
+
+        return creds_pages(fetch, self._rows.decode_creds)
+
+    async def _lease_page(
+        self, owner: str, after: str | None, size: int, ttl: float
+    ) -> tuple[LeasedCredsPage, list[CredsRow]]:
+        """The two statements of :meth:`lease_creds_page`: the page with its
+        leases and held sessions, not yet decoded, and the creds rows read."""
         params = {"owner": owner, "ttl": ttl, "after": after or "", "limit": size}
         rows = await self._call(
             "lease_creds_page",
             None,
             partial(self._query, statement=self.schema.grant_page, params=params, fetch="all"),
         )
-        leases: dict[str, Lease] = {}
-        held: dict[str, LeaseUnavailableError] = {}
+        page = LeasedCredsPage(next_after=page_end(rows, size))
+        leases, held = page.leases, page.held
         for sid, granted, holder, token, expires_at in rows:
             if granted:
                 leases[sid] = Lease(self, sid, holder, token, expires_at, ttl)
@@ -237,14 +260,7 @@ class PostgresLeases:
                     binary=True,
                 ),
             )
-        page = self._rows.creds_page(creds, size)
-        return LeasedCredsPage(
-            creds=page.creds,
-            failed=page.failed,
-            next_after=rows[-1][0] if len(rows) >= size else None,
-            leases=leases,
-            held=held,
-        )
+        return page, creds
 
     async def lease_holder(self, session_id: str) -> tuple[str, int, datetime] | None:
         """The newest lease of the session: (owner, token, expires_at), or None."""
