@@ -174,18 +174,21 @@ async def test_restore_all_with_preload_reads_each_sessions_keys(store: BaseStor
         await state.aclose()
 
 
-async def test_restore_leaves_the_collector_as_it_found_it(store: BaseStore) -> None:
-    # restore_all pauses the cyclic collector for its bulk read (awaits included).
+async def test_restore_and_close_leave_the_collector_as_they_found_it(store: BaseStore) -> None:
+    # restore_all pauses the cyclic collector for its bulk read, close_all for
+    # its final saves (awaits included).
     await _seed(store, 3)
     assert gc.isenabled()
     result = await restore_all(store, backup_interval=None)
     assert gc.isenabled()
     await close_all(result.states.values())
+    assert gc.isenabled()
     gc.disable()
     try:
         result = await restore_all(store, backup_interval=None)
         assert not gc.isenabled()  # an application that runs without it keeps it off
         await close_all(result.states.values())
+        assert not gc.isenabled()
     finally:
         gc.enable()
 

@@ -75,8 +75,9 @@ def collector_paused() -> Iterator[None]:
     Decoding a page of creds builds tens of thousands of dicts, none of them
     cyclic; left on, the collector runs full passes over them and doubles the
     time. Used around synchronous work (nothing else runs meanwhile), and
-    around ``restore_all``'s bulk read, a bounded start-up burst whose awaits
-    let other tasks run with it paused. Nested pauses are one: the outermost
+    around two bounded bursts whose awaits let other tasks run with it
+    paused: ``restore_all``'s bulk read at start-up and ``close_all``'s final
+    saves (bounded by their deadline). Nested pauses are one: the outermost
     switches it back on (if it was on), at once.
     """
     enabled = gc.isenabled()
