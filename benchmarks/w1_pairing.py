@@ -189,9 +189,10 @@ async def _one_net(
             unnest_s,
             "raw psycopg unnest, 1 statement",
             vs_unnest,
-            "<= 1.3x",
-            vs_unnest.median <= 1.3,
-            f"encoding {enc.fmt()} = {share:.0%} of ours; ours without encoding: {without.fmt()}",
+            "",
+            None,
+            f"rows already encoded; encoding {enc.fmt()} = {share:.0%} of ours; ours without "
+            f"encoding: {without.fmt()}",
             extra={"net_ms": net.ms, "encode_ms": enc.median, "kind": "pairing"},
         ),
         Row(
@@ -208,6 +209,7 @@ async def _one_net(
             extra={"net_ms": net.ms, "kind": "pairing_copy"},
         ),
     ]
+    vs_same = ratios(times["ours"], times["same"])
     rows.append(
         Row(
             WORKLOAD,
@@ -216,9 +218,9 @@ async def _one_net(
             ours_s,
             Stat([v * ms for v in times["same"]], "ms"),
             "raw unnest + the same BufferJSON encoding",
-            ratios(times["ours"], times["same"]),
-            "",
-            None,
+            vs_same,
+            "<= 1.3x",
+            vs_same.median <= 1.3,
             "same work: what the library adds beyond the statement and the codec",
             extra={"net_ms": net.ms, "kind": "pairing_same"},
         )
