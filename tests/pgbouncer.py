@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .proxy import target_dsn
 
-__all__ = ["pgbouncer_dsn"]
+__all__ = ["pgbouncer_dsn", "running_pgbouncer"]
 
 
 def _free_port() -> int:
@@ -39,13 +40,21 @@ def pgbouncer_dsn() -> Iterator[str]:
     backends) or leaves clients behind cannot leave a later test a PgBouncer
     whose pools are stuck; starting one takes a few milliseconds.
     """
+    with running_pgbouncer(target_dsn()) as dsn:
+        yield dsn
+
+
+@contextmanager
+def running_pgbouncer(dsn: str) -> Iterator[str]:
+    """``dsn`` routed through a PgBouncer (transaction mode) started for it,
+    stopped on exit (a failure under CI=true, a skip elsewhere, without pgbouncer)."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.path.exists(binary):
         message = "pgbouncer is not installed (apt-get install pgbouncer)"
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(message)
         pytest.skip(message)
-    server = conninfo_to_dict(target_dsn())
+    server = conninfo_to_dict(dsn)
     port = _free_port()
     folder = Path(tempfile.mkdtemp(prefix="wa-pgbouncer-"))
     folder.chmod(0o777)  # PgBouncer runs as the postgres user when we are root

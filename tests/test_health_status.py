@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from wa_session_store import (
     InvalidInputError,
@@ -23,6 +25,7 @@ from wa_session_store.cli import collect_status
 from wa_session_store.store import BaseStore
 
 from .conftest import DSN, StoreFactory
+from .pgbouncer import running_pgbouncer
 from .proxy import Proxy
 from .test_cli import run
 
@@ -140,8 +143,8 @@ def test_status_command_on_sqlite(tmp_path: Path) -> None:
 
 @pytest.mark.postgres
 def test_status_command_on_postgres(tmp_path: Path, pg_dsn: str, pg_schema: str) -> None:
-    # PgBouncer drops the options parameter, so the command line goes direct;
-    # collect_status() runs through PgBouncer above.
+    # A schema of the test's own, set through the options parameter, which
+    # PgBouncer drops: this one goes direct (the next one through PgBouncer).
     base = pg_dsn + ("&" if "?" in pg_dsn else "?") + f"options=-csearch_path%3D{pg_schema}"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{pg_schema}"')
@@ -164,6 +167,44 @@ def test_status_command_on_postgres(tmp_path: Path, pg_dsn: str, pg_schema: str)
     assert report["health"]["role"] == "primary"
     assert report["creds_without_keys"] == ["bot-2"]
     assert report["sessions"][0]["lease"]["owner"] == "worker-a"
+
+
+@pytest.mark.postgres
+@pytest.mark.pgbouncer
+def test_status_command_through_pgbouncer(tmp_path: Path, pg_dsn: str) -> None:
+    # PgBouncer drops the options parameter (no search_path), so the command
+    # gets a database of its own, whose tables are in the default schema.
+    dbname = f"wa_status_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    own = make_conninfo(pg_dsn, dbname=dbname)
+    try:
+
+        async def seed() -> None:
+            async with PostgresStore(own) as store:
+                await store.save_creds("bot-1", CREDS)
+                await store.set_keys("bot-1", {"pre-key": {"1": b"\x01"}})
+                await store.save_creds("bot-2", CREDS)
+                await store.acquire_lease("bot-1", owner="worker-a", ttl=60)
+
+        asyncio.run(seed())
+        with running_pgbouncer(own) as bounced:
+            params = conninfo_to_dict(bounced)  # the command takes URLs
+            url = f"postgresql://{params['user']}@{params['host']}:{params['port']}/{dbname}"
+            result = run("status", "--dsn", url, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            assert "worker-a until" in result.stdout
+            assert "1 with creds but no keys: bot-2" in result.stdout
+            result = run("status", "--json", "--dsn", url, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            report = json.loads(result.stdout)
+            assert report["health"]["ok"]
+            assert report["health"]["role"] == "primary"
+            assert report["creds_without_keys"] == ["bot-2"]
+            assert [row["session"] for row in report["sessions"]] == ["bot-1", "bot-2"]
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
 
 
 def test_the_sync_facade_has_health_and_creds_pages() -> None:
