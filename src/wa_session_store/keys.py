@@ -12,25 +12,42 @@ recipient device. Sent straight to a database, a message to 100 devices costs
   writer: two processes on one session without a lease are unsupported, and
   with a lease the cache lives only while the lease is held (it is emptied
   when the lease is lost).
-* **Writes**, in ``"barrier"`` mode, update the cache and join a pending batch
-  that is written in one ``set_keys`` (one transaction, one round trip) at the
-  next *barrier*: :meth:`AuthKeys.flush`, the end of a
-  :meth:`AuthKeys.transaction` block, ``auth.flush()``/``auth.aclose()`` (so
-  the SIGTERM handler too), or on their own after :attr:`AuthKeys.FLUSH_DELAY`
-  seconds or :attr:`AuthKeys.MAX_PENDING` writes. The client's outgoing frames
-  wait for the barrier (the pyaileys integration installs that), so nothing
-  that depends on a key change leaves the process before the change is stored.
-  A batch that fails stays pending, under any newer writes, and is retried at
-  the next barrier: it is never dropped (only a lost lease drops it, with an
-  ERROR line).
+* **Writes**, in ``"barrier"`` mode, are answered at once and stored in one
+  ``set_keys`` (one transaction, one round trip) at the next *barrier*:
+  :meth:`AuthKeys.flush`, the end of a :meth:`AuthKeys.transaction` block,
+  ``auth.flush()``/``auth.aclose()`` (so the SIGTERM handler too), or on their
+  own after :attr:`AuthKeys.FLUSH_DELAY` seconds or :attr:`AuthKeys.MAX_PENDING`
+  writes. The client's outgoing frames wait for the barrier (the pyaileys
+  integration installs that), so nothing that depends on a key change leaves
+  the process before the change is stored.
 * In ``"write-through"`` mode (the default of a bare ``use_auth_state``,
   whose client installs no barrier) every ``set`` is stored before it
-  returns, in one round trip, and the cache is only updated once it is.
+  returns; writes of concurrent tasks share a round trip.
 
-This module is longer than most because the cache, the pending batch and
-the transactions are one state machine (what a read sees depends on all
-three), and its docstrings are the key store's API reference; the cache's
-data structures are in ``key_cache.py``.
+One ordered write log (:class:`~wa_session_store.key_log.WriteLog`) decides
+what "newest" means for all of it. Its invariants:
+
+1. Every accepted write (a ``set``, a delete, a ``clear``, a committed
+   transaction) gets the next sequence number, and stays in the log until
+   the store holds it. Writes reach the store in that order, one flush at a
+   time: a flush takes a prefix of the log.
+2. A read returns the newest write of its key that has been answered to its
+   caller (its own transaction's first), else the cache, else the store: never
+   a value older than the newest accepted write.
+3. A value read from the store (a ``get`` miss, a ``preload`` page) enters
+   the cache only for keys with no write newer than the start of that read,
+   and no write whose outcome is unknown.
+4. A flush that fails leaves its prefix in place under the newer entries
+   (barrier mode: retried at the next barrier), except the writes whose
+   callers wait for them (write-through, ``clear()``): those are told the
+   error and leave the log. Only a lost lease drops accepted writes, with an
+   ERROR line.
+5. A transaction that has ended takes no more writes: a task it started
+   writes on its own afterwards. ``aclose()`` drains the log until it is
+   empty (writes made while it runs are stored as they are made), or raises
+   with :attr:`AuthKeys.pending` saying what was not stored.
+
+The cache's data structures are in ``key_cache.py``; the log's in ``key_log.py``.
 """
 
 from __future__ import annotations
@@ -58,6 +75,7 @@ from .errors import (
     shown,
 )
 from .key_cache import Cache, Entry, Key, freeze, grouped
+from .key_log import Write, WriteLog
 from .store import AuthStateStore
 
 __all__ = [
@@ -99,22 +117,26 @@ class KeyTransaction:
 
     Writes made inside the block (by this task and the tasks it starts) are
     held by the transaction and seen by its reads; when the outermost block
-    ends they are written in one batch (in barrier mode: added to the pending
-    batch, which is then flushed). A nested block joins the outer one. An
-    exception discards the writes of the block it leaves, the cache untouched
-    by them.
+    ends they are written in one batch (in barrier mode: logged as one write,
+    which is then flushed). A nested block joins the outer one. An exception
+    discards the writes of the block it leaves, the cache untouched by them.
+    Once a block has ended it takes no more writes: a task it started that
+    writes afterwards writes to the enclosing open transaction, if any, or
+    on its own.
     """
 
-    __slots__ = ("_keys", "_token", "parent", "writes")
+    __slots__ = ("_keys", "_token", "ended", "parent", "writes")
 
     def __init__(self, keys: AuthKeys, parent: KeyTransaction | None) -> None:
         self._keys = keys
         self.parent = parent
         self.writes: dict[Key, Entry] = {}
+        self.ended = False
         self._token: Any = None
 
     def __repr__(self) -> str:
-        return f"<KeyTransaction of {self._keys!r} writes={len(self.writes)}>"
+        state = "ended" if self.ended else f"writes={len(self.writes)}"
+        return f"<KeyTransaction of {self._keys!r} {state}>"
 
     def lookup(self, key: Key) -> Entry | None:
         txn: KeyTransaction | None = self
@@ -126,12 +148,22 @@ class KeyTransaction:
         return None
 
     async def commit(self) -> None:
-        """Hand the writes to the enclosing transaction, or store them (outermost)."""
+        """End the block: hand its writes to the enclosing open transaction, or
+        store them (outermost). A second call does nothing."""
+        if self.ended:
+            return
+        self.ended = True
         writes, self.writes = self.writes, {}
-        if self.parent is not None:
-            self.parent.writes.update(writes)
+        parent = _open(self.parent)
+        if parent is not None:
+            parent.writes.update(writes)
             return
         await self._keys._apply(writes, barrier=True)
+
+    def discard(self) -> None:
+        """End the block without storing its writes."""
+        self.ended = True
+        self.writes.clear()
 
     async def __aenter__(self) -> KeyTransaction:
         current = _TRANSACTIONS.get()
@@ -148,7 +180,14 @@ class KeyTransaction:
         if exc_type is None:
             await self.commit()
         else:
-            self.writes.clear()
+            self.discard()
+
+
+def _open(txn: KeyTransaction | None) -> KeyTransaction | None:
+    """``txn`` or its nearest enclosing transaction that has not ended."""
+    while txn is not None and txn.ended:
+        txn = txn.parent
+    return txn
 
 
 class AuthKeys:
@@ -186,21 +225,16 @@ class AuthKeys:
         "__weakref__",
         "_cache",
         "_closed",
+        "_closing",
         "_flush_task",
-        "_inflight",
-        "_io",
         "_lease",
+        "_log",
         "_lost",
         "_max_size",
         "_mode",
-        "_pending",
-        "_raced",
-        "_reads",
         "_session_id",
-        "_stale_reads",
         "_store",
         "_timer",
-        "_writing",
     )
 
     def __init__(
@@ -227,20 +261,12 @@ class AuthKeys:
         self._mode: KeyWrites = key_writes
         self._max_size = int(getattr(store, "max_value_size", DEFAULT_MAX_VALUE_SIZE))
         self._cache = Cache(cache_bytes)
-        self._pending: dict[Key, Entry] = {}
-        self._inflight: dict[Key, Entry] = {}
-        self._flush_task: asyncio.Task[Exception | None] | None = None
+        self._log = WriteLog()
+        self._flush_task: asyncio.Task[_Round] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._io = asyncio.Lock()
+        self._closing = False
         self._closed = False
         self._lost = False
-        # Reads in flight, and the keys written while they were: a read's
-        # answer for such a key may be older than the write and is not cached.
-        self._reads = 0
-        self._raced: set[Key] | None = None
-        self._stale_reads = False
-        # Write-through writes in flight, per key: while two race, neither is cached.
-        self._writing: dict[Key, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -257,8 +283,9 @@ class AuthKeys:
 
     @property
     def pending(self) -> int:
-        """Writes not stored yet (barrier mode), in flight ones included."""
-        return len(self._pending) + len(self._inflight)
+        """Writes not stored yet: keys with an unstored write (in flight ones
+        included), plus unstored clears."""
+        return self._log.pending
 
     @property
     def cached_bytes(self) -> int:
@@ -277,62 +304,45 @@ class AuthKeys:
         """Write ``{category: {id: value or None}}`` atomically; ``None`` deletes.
 
         The whole batch is validated first (nothing is kept of a batch that
-        fails). In write-through mode it is stored before this returns; in
-        barrier mode it is stored at the next barrier, and reads see it at once.
+        fails). In write-through mode (and once :meth:`aclose` of the auth
+        state has begun) it is stored before this returns; in barrier mode it
+        is stored at the next barrier, and reads see it at once.
 
         Raises:
             InvalidInputError: an invalid id or value anywhere in the batch.
             LeaseLostError: the lease was lost.
-            StoreUnavailableError, StoreOperationError: write-through only.
+            StoreUnavailableError, StoreOperationError: write-through only; the
+                write is not retried (its keys are read from the store again).
         """
         await self._set(data, self._current())
 
     async def clear(self) -> None:
         """Delete every key of the session (its creds stay), pending writes included.
 
-        Not part of a transaction: it is stored at once, and it empties the
-        open transactions' writes too.
+        Not part of a transaction: it is stored before this returns, after
+        every write accepted before it, and it empties the open transactions'
+        writes too.
+
+        Raises:
+            LeaseLostError: the lease was lost.
+            StoreUnavailableError, StoreOperationError: it failed. In barrier
+                mode it stays pending (reads see it) for the next barrier; in
+                write-through mode it is not retried.
         """
         await self._clear(self._current())
 
-    async def _clear(self, txn: KeyTransaction | None) -> None:
-        while txn is not None:
-            txn.writes.clear()
-            txn = txn.parent
-        async with self._io:  # after a flush in flight, which it would undo
-            saved, self._pending = self._pending, {}
-            self._cancel_timer()
-            self._forget()
-            try:
-                await fenced(self._lease, partial(self._store.clear_keys, self._session_id))
-            except BaseException:
-                self._pending = {**saved, **self._pending}
-                raise
-
     async def flush(self) -> None:
-        """Store every write made before this call, in one batch; wait for it.
+        """Store every write made before this call; wait for it.
 
         A flush already in flight is joined first. Returns at once when
-        nothing is pending (write-through mode: always).
+        nothing is pending (write-through mode: nearly always).
 
         Raises:
             LeaseLostError: the lease was lost (the writes were dropped).
             StoreUnavailableError, StoreOperationError: the batch failed after
                 the store's retries; it stays pending for the next barrier.
         """
-        task = self._flush_task
-        if task is not None:
-            # A flush that fails here is reported, not repeated at once: it
-            # just spent its whole retry budget.
-            error = await asyncio.shield(task)
-            if error is not None:
-                raise error
-        self._check_lease()
-        if not self._pending:
-            return
-        error = await asyncio.shield(self._start_flush())
-        if error is not None:
-            raise error
+        await self._flush_through(self._log.seq)
 
     def transaction(self) -> KeyTransaction:
         """A unit of work: ``async with auth.keys.transaction(): ...`` (Baileys' name).
@@ -346,8 +356,8 @@ class AuthKeys:
     async def preload(self, categories: Iterable[str] = DEFAULT_PRELOAD) -> int:
         """Load whole categories into the cache, a page of rows per query.
 
-        Stops early when the cache budget is full. Keys written meanwhile keep
-        their newer value.
+        Stops early when the cache budget is full. Keys written before or
+        during the preload and not yet stored keep their newer value.
 
         Args:
             categories: what to load (default :data:`DEFAULT_PRELOAD`: the
@@ -359,14 +369,13 @@ class AuthKeys:
         wanted = list(categories)
         loaded = 0
         after: tuple[str, str] | None = None
-        self._begin_read()
-        try:
-            while not self._lost:
+        while not self._lost:
+            start = self._log.begin_read()
+            try:
                 page = await self._store.load_categories(
                     self._session_id, wanted, after=after, limit=self.PRELOAD_PAGE
                 )
                 for category, key_id, value in page:
-                    key = (category, key_id)
                     entry = freeze(value, category, key_id, self._max_size)
                     if not self._cache.fits(entry.size):
                         logger.debug(
@@ -376,33 +385,33 @@ class AuthKeys:
                             extra={"session_id": self._session_id, "op": "preload"},
                         )
                         return loaded
-                    if self._cacheable(key):
-                        self._cache.put(key, entry)
+                    if self._fill((category, key_id), entry, start):
                         loaded += 1
-                if len(page) < self.PRELOAD_PAGE:
-                    break
-                after = (page[-1][0], page[-1][1])
-        finally:
-            self._end_read()
+            finally:
+                self._log.end_read(start)
+            if len(page) < self.PRELOAD_PAGE:
+                break
+            after = (page[-1][0], page[-1][1])
         return loaded
 
     # -- reads ----------------------------------------------------------------
 
     def _current(self) -> KeyTransaction | None:
-        return _TRANSACTIONS.get().get(id(self))
+        return _open(_TRANSACTIONS.get().get(id(self)))
 
     def _known(self, key: Key, txn: KeyTransaction | None) -> Entry | None:
         if txn is not None:
             entry = txn.lookup(key)
             if entry is not None:
                 return entry
-        return self._pending.get(key) or self._inflight.get(key) or self._cache.get(key)
+        return self._log.lookup(key) or self._cache.get(key)
 
     async def _get(
         self, category: str, ids: Iterable[str | int], txn: KeyTransaction | None
     ) -> dict[str, Any]:
         cat = check_category(category)
         wanted = check_key_ids(ids)
+        txn = _open(txn)
         found: dict[str, Any] = {}
         missing: list[str] = []
         for key_id in wanted:
@@ -413,7 +422,7 @@ class AuthKeys:
                 found[key_id] = entry.read()
         if not missing:
             return found  # filled in the order asked for
-        self._begin_read()
+        start = self._log.begin_read()
         try:
             stored = await self._store.get_keys(self._session_id, cat, missing)
             for key_id in missing:
@@ -424,37 +433,18 @@ class AuthKeys:
                     continue
                 value = stored.get(key_id)
                 found[key_id] = value
-                if self._cacheable(key):
-                    self._cache.put(key, freeze(value, cat, key_id, self._max_size))
+                self._fill(key, freeze(value, cat, key_id, self._max_size), start)
         finally:
-            self._end_read()
+            self._log.end_read(start)
         return {key_id: found[key_id] for key_id in wanted}
 
-    def _begin_read(self) -> None:
-        self._reads += 1
-        if self._raced is None:
-            self._raced = set()
-
-    def _end_read(self) -> None:
-        self._reads -= 1
-        if self._reads == 0:
-            self._raced = None
-            self._stale_reads = False
-
-    def _cacheable(self, key: Key) -> bool:
-        if self._lost:
+    def _fill(self, key: Key, entry: Entry, start: int) -> bool:
+        """Cache what a read begun at ``start`` found, unless a newer write may
+        exist (invariant 3); whether it was cached."""
+        if self._lost or not self._log.cacheable(key, start):
             return False
-        return self._raced is None or not (self._stale_reads or key in self._raced)
-
-    def _touch(self, keys: Iterable[Key]) -> None:
-        if self._raced is not None:
-            self._raced.update(keys)
-
-    def _forget(self) -> None:
-        """Empty the cache; answers of reads in flight predate this and are not cached."""
-        self._cache.clear()
-        if self._reads:
-            self._stale_reads = True
+        self._cache.put(key, entry)
+        return True
 
     # -- writes -----------------------------------------------------------------
 
@@ -470,27 +460,42 @@ class AuthKeys:
 
     async def _set(self, data: Mapping[str, Mapping[Any, Any]], txn: KeyTransaction | None) -> None:
         batch = self._freeze_batch(data)
+        txn = _open(txn)
         if txn is not None:
             txn.writes.update(batch)
             return
         await self._apply(batch, barrier=False)
 
+    async def _clear(self, txn: KeyTransaction | None) -> None:
+        self._check_lease()
+        while txn is not None:
+            txn.writes.clear()
+            txn = txn.parent
+        if self._mode == "write-through" or self._closing:
+            await self._wait_for(self._log.append(None, visible=False, retained=False))
+            return
+        # Barrier mode: seen at once, like any write; kept if it fails (a
+        # retried clear is harmless, a dropped one might have half-landed).
+        write = self._log.append(None, visible=True, retained=True)
+        self._cache.clear()
+        await self._flush_through(write.seq)
+
     async def _apply(self, batch: dict[Key, Entry], *, barrier: bool) -> None:
-        """Store ``batch`` (write-through), or make it pending (barrier mode) and,
-        with ``barrier``, flush it."""
+        """Log ``batch`` as one write: stored before returning (write-through,
+        or closing), or pending for the next barrier (and, with ``barrier``,
+        flushed now)."""
         if not batch:
             return
         self._check_lease()
-        if self._mode == "write-through" or self._closed:
-            await self._write_through(batch)
+        if self._mode == "write-through" or self._closing:
+            await self._wait_for(self._log.append(batch, visible=False, retained=False))
             return
-        self._touch(batch)
-        self._pending.update(batch)
+        write = self._log.append(batch, visible=True, retained=True)
         for key, entry in batch.items():
             self._cache.put(key, entry)
         if barrier:
-            await self.flush()
-        elif len(self._pending) >= self.MAX_PENDING:
+            await self._flush_through(write.seq)
+        elif len(self._log.index) >= self.MAX_PENDING:
             self._start_flush()
         else:
             self._arm(self.FLUSH_DELAY)
@@ -507,28 +512,30 @@ class AuthKeys:
             getattr(reason, "holder_token", None),
         )
 
-    async def _write_through(self, batch: dict[Key, Entry]) -> None:
-        self._touch(batch)
-        for key in batch:
-            self._cache.discard(key)
-            self._writing[key] = self._writing.get(key, 0) + 1
-        try:
-            await self._store_batch(batch)
-        finally:
-            raced = set()
-            for key in batch:
-                count = self._writing.pop(key)
-                if count > 1:
-                    self._writing[key] = count - 1
-                    raced.add(key)
-        for key, entry in batch.items():
-            if key not in raced and key not in self._writing and self._cacheable(key):
-                self._cache.put(key, entry)
+    # -- flushing ---------------------------------------------------------------
 
-    async def _store_batch(self, batch: dict[Key, Entry]) -> None:
-        """Store ``batch`` in one fenced ``set_keys``."""
-        data = grouped(batch)
-        await fenced(self._lease, partial(self._store.set_keys, self._session_id, data))
+    async def _wait_for(self, write: Write) -> None:
+        """Flush until ``write`` is stored (return) or dropped (raise its error)."""
+        while not write.done:
+            self._check_lease()
+            await asyncio.shield(self._start_flush())
+        self._check_lease()
+        if write.error is not None:
+            raise write.error
+
+    async def _flush_through(self, seq: int) -> None:
+        """Flush until every write numbered up to ``seq`` is resolved.
+
+        A round that fails is reported, not repeated at once: it just spent
+        its whole retry budget.
+        """
+        while True:
+            self._check_lease()
+            if self._log.durable >= seq:
+                return
+            result = await asyncio.shield(self._start_flush())
+            if result.error is not None:
+                raise result.error
 
     def _arm(self, delay: float) -> None:
         if self._timer is not None or self._flush_task is not None:
@@ -542,67 +549,109 @@ class AuthKeys:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._pending and self._flush_task is None:
+        if self._log.entries and self._flush_task is None:
             self._start_flush()
 
-    def _start_flush(self) -> asyncio.Task[Exception | None]:
+    def _start_flush(self) -> asyncio.Task[_Round]:
         task = self._flush_task
         if task is None:
             self._cancel_timer()
-            task = asyncio.get_running_loop().create_task(self._flush_batch())
+            task = asyncio.get_running_loop().create_task(self._flush_round())
             self._flush_task = task
         return task
 
-    async def _flush_batch(self) -> Exception | None:
-        """Write what is pending in one ``set_keys``; the error, or None."""
-        error: Exception | None = None
+    async def _flush_round(self) -> _Round:
+        """Store the log's next prefix in one round trip; the error, or None."""
+        result = _Round(None)
         try:
-            async with self._io:
-                batch, self._pending = self._pending, {}
-                if not batch:
-                    return None
-                self._inflight = batch
-                try:
-                    await self._store_batch(batch)
-                except BaseException as exc:
-                    if not self._lost:
-                        # Kept, beneath anything written since.
-                        self._pending = {**batch, **self._pending}
-                    if not isinstance(exc, Exception):
-                        raise
-                    error = exc
-                finally:
-                    self._inflight = {}
-            if error is not None and not isinstance(error, LeaseLostError):
-                logger.error(
-                    "storing %d key writes of %s failed; they stay pending for the "
-                    "next barrier: %s",
-                    len(batch),
-                    self._session_id,
-                    describe_error(error),
-                    extra={"session_id": self._session_id, "op": "flush_keys"},
-                )
+            prefix = self._log.take()
+            if prefix:
+                result = await self._store_round(prefix)
+            return result
         finally:
             self._flush_task = None
-        # What was written meanwhile, or what failed, goes at the next timer
-        # if no barrier comes first.
-        if self._pending and not self._lost and not self._closed:
-            self._arm(self.FLUSH_DELAY if error is None else self.RETRY_DELAY)
-        return error
+            # What was written meanwhile, or what failed, goes at the next
+            # timer if no barrier comes first.
+            if self._log.entries and not self._lost and not self._closed:
+                self._arm(self.FLUSH_DELAY if result.error is None else self.RETRY_DELAY)
+
+    async def _store_round(self, prefix: list[Write]) -> _Round:
+        try:
+            await self._store_prefix(prefix)
+        except BaseException as exc:
+            if not self._lost:
+                self._log.failed(prefix, exc)
+                self._forget_uncertain()
+            if not isinstance(exc, Exception):
+                raise
+            if not isinstance(exc, LeaseLostError):
+                self._log_failure(prefix, exc)
+            return _Round(exc)
+        if not self._lost:
+            self._cache_stored(prefix)
+            self._log.stored(prefix)
+        return _Round(None)
+
+    async def _store_prefix(self, prefix: list[Write]) -> None:
+        """One fenced ``clear_keys`` (a prefix ending in a clear) or ``set_keys``."""
+        if prefix[-1].batch is None:
+            await fenced(self._lease, partial(self._store.clear_keys, self._session_id))
+            return
+        newest = WriteLog.merged(prefix)
+        data = grouped({key: write.batch[key] for key, write in newest.items() if write.batch})
+        await fenced(self._lease, partial(self._store.set_keys, self._session_id, data))
+
+    def _cache_stored(self, prefix: list[Write]) -> None:
+        """The cache after ``prefix`` landed: emptied by a clear; awaited writes
+        (not cached while in flight) cached unless a newer write exists."""
+        if prefix[-1].batch is None:
+            self._cache.clear()
+            return
+        for key, write in WriteLog.merged(prefix).items():
+            if not write.visible and write.batch and self._log.newest(key) == write.seq:
+                self._cache.put(key, write.batch[key])
+
+    def _forget_uncertain(self) -> None:
+        """Drop from the cache what a failed, dropped write may have changed."""
+        if self._log.uncertain_all:
+            self._cache.clear()
+        for key in self._log.uncertain:
+            self._cache.discard(key)
+
+    def _log_failure(self, prefix: list[Write], error: Exception) -> None:
+        retained = [w for w in prefix if w.retained]
+        if not retained:
+            return  # every caller is told
+        logger.error(
+            "storing %d key writes of %s failed; they stay pending for the next barrier: %s",
+            sum(len(w.batch or ()) for w in retained),
+            self._session_id,
+            describe_error(error),
+            extra={"session_id": self._session_id, "op": "flush_keys"},
+        )
 
     # -- life cycle ---------------------------------------------------------------
 
     async def _close(self) -> None:
-        """Flush what is pending; later writes are stored as they are made."""
+        """Drain the log: store every write accepted before the end of this
+        call; writes made meanwhile are stored as they are made.
+
+        Raises:
+            LeaseLostError, StoreUnavailableError, StoreOperationError: a
+                write could not be stored; :attr:`pending` counts what is left.
+        """
+        self._closing = True
         try:
-            await self.flush()
+            while self._log.entries and not self._lost:
+                await self._flush_through(self._log.seq)
+            self._check_lease()
         finally:
             self._closed = True
             self._cancel_timer()
 
     def _drop(self) -> None:
         """The lease was lost: drop what is pending, empty the cache, cache no more."""
-        dropped = len(self._pending) + len(self._inflight)
+        dropped = self._log.pending
         if dropped:
             logger.error(
                 "dropping %d unsaved key writes of %s: its lease was replaced",
@@ -612,6 +661,14 @@ class AuthKeys:
             )
         self._lost = True
         self._cancel_timer()
-        self._pending = {}
-        self._inflight = {}
-        self._forget()
+        self._log.drop_all()
+        self._cache.clear()
+
+
+class _Round:
+    """The outcome of one flush round: None, or the error it ended with."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error

@@ -584,7 +584,7 @@ class SyncAuthKeys(_Facade):
         try:
             yield
         except BaseException:
-            txn.writes.clear()
+            txn.discard()
             raise
         finally:
             self._local.transaction = parent
@@ -592,7 +592,7 @@ class SyncAuthKeys(_Facade):
 
     # -- generated from AuthKeys by `python tools/sync_twins.py --write`: do not edit --------------
     def flush(self) -> None:
-        """Store every write made before this call, in one batch; wait for it.
+        """Store every write made before this call; wait for it.
 
         Blocking twin of :meth:`~wa_session_store.AuthKeys.flush`: the same arguments, result
         and errors.
