@@ -13,12 +13,12 @@ silently drops packets, instead of waiting for a query cancellation that
 itself needs the network.
 
 It is one backend's primitives, one method each; the statements are in
-``postgres_schema.py``, connections in ``postgres_connections.py``, leases in
-``postgres_leases.py``. What is left, under 600 lines, is the pool's
-set-up (the options checked in ``__init__``), the one connection path every
-primitive runs through (checkout, the timeout timer, the clean-up of
-timed-out attempts, which share the pool's and the store's state) and the
-short primitives on it.
+``postgres_schema.py``, connections in ``postgres_connections.py``, what
+errors mean in ``postgres_errors.py``, leases in ``postgres_leases.py``.
+What is left, under 600 lines, is the pool's set-up (the options checked in
+``__init__``), the one connection path every primitive runs through
+(checkout, the timeout timer, the clean-up of timed-out attempts, which share
+the pool's and the store's state) and the short primitives on it.
 """
 
 from __future__ import annotations
@@ -49,24 +49,14 @@ from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
 from ..rows import split_session_rows
 from ..store import BaseStore, StoreOptions
 from ..store_types import CredsRow, RowKey, SessionInfo
-from .postgres_connections import (
-    closed_by_server,
-    parse_conninfo,
-    permanent_connect_failure,
-    scrub,
-    shutdown,
-)
+from .postgres_connections import closed_by_server, parse_conninfo, scrub, shutdown
+from .postgres_errors import connect_failure, is_transient
 from .postgres_leases import PostgresLeases
 from .postgres_schema import SCHEMA_VERSION, Schema
 
 __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
-
-# SQLSTATE classes worth another attempt: connection exceptions, transaction
-# rollbacks (serialization failures, deadlocks), insufficient resources (too
-# many connections), operator intervention (shutdown, crash recovery), system errors.
-_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 
 
 class PostgresStore(PostgresLeases, BaseStore):
@@ -243,7 +233,7 @@ class PostgresStore(PostgresLeases, BaseStore):
         try:
             conn = await within(pool.connection_class.connect(pool.conninfo, **kwargs), timeout)
         except psycopg.Error as exc:
-            problem = permanent_connect_failure(exc)
+            problem = connect_failure(exc)
             if problem is not None:
                 raise StoreConfigurationError(
                     f"cannot connect to PostgreSQL{self._where()}: "
@@ -390,10 +380,7 @@ class PostgresStore(PostgresLeases, BaseStore):
             await self.pool.putconn(conn)
 
     def _is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, psycopg.OperationalError):
-            state = exc.sqlstate
-            return state is None or state[:2] in _TRANSIENT_CLASSES
-        return isinstance(exc, (psycopg.InterfaceError, OSError))
+        return is_transient(exc)
 
     # -- primitives ------------------------------------------------------------------
 
