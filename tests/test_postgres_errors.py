@@ -1,7 +1,8 @@
 """PostgreSQL errors classified the way the server means them (issue 20, class 10).
 
 Against the real server: lock_timeout and statement_timeout under real lock
-contention from a second connection, bad startup options in a real DSN.
+contention from a second connection, bad startup options in a real DSN,
+identifiers limited in bytes as the server counts them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 from psycopg import sql
 
 from wa_session_store import (
+    InvalidInputError,
     PostgresStore,
     RetryDetails,
     RetryPolicy,
@@ -26,6 +28,7 @@ from wa_session_store import (
     StoreUnavailableError,
 )
 from wa_session_store.backends.postgres_errors import Verdict, is_transient, verdict
+from wa_session_store.backends.postgres_schema import MAX_IDENTIFIER_BYTES, Schema
 
 from .proxy import target_dsn
 
@@ -308,3 +311,90 @@ async def test_a_database_pgbouncer_does_not_know_is_a_configuration_error(
     with pytest.raises(StoreConfigurationError, match="PgBouncer"):
         await store.open()
     assert time.monotonic() - started < 3.0
+
+
+# -- identifiers, in bytes as the server counts them ------------------------------
+
+
+@pytest.mark.parametrize(
+    "schema",
+    ["é" * 40, "é" * 41, "é" * 32, "a" * 64, "€" * 22, "😀" * 16],
+)
+def test_a_schema_name_over_63_bytes_is_refused(schema: str) -> None:
+    with pytest.raises(InvalidInputError, match="63 bytes") as info:
+        PostgresStore("postgresql://localhost/db", schema=schema)
+    assert f"{len(schema.encode())} bytes long in UTF-8" in str(info.value)
+
+
+@pytest.mark.parametrize("schema", ["", "a\x00b", "a\ud800b"])
+def test_a_schema_name_the_server_cannot_take_is_refused(schema: str) -> None:
+    with pytest.raises(InvalidInputError, match="schema name"):
+        PostgresStore("postgresql://localhost/db", schema=schema)
+
+
+@pytest.mark.postgres
+def test_the_server_would_have_merged_the_refused_names(pg_dsn: str) -> None:
+    """Why the limit is in bytes: PostgreSQL keeps 63 bytes of a name, whatever the characters."""
+    with psycopg.connect(pg_dsn) as conn:
+        row = conn.execute("SELECT %s::name = %s::name", ("é" * 40, "é" * 41)).fetchone()
+    assert row == (True,)
+
+
+@pytest.mark.postgres
+async def test_a_schema_name_of_63_bytes_is_kept_whole(pg_dsn: str) -> None:
+    name = f"{uuid.uuid4().hex[:8]}_" + "é" * 27  # 9 + 54 bytes
+    assert len(name.encode()) == MAX_IDENTIFIER_BYTES
+    try:
+        async with PostgresStore(pg_dsn, schema=name) as store:
+            await store.save_creds("s", {"ok": True})
+            assert await store.load_creds("s") == {"ok": True}
+        with psycopg.connect(pg_dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (name,)
+            ).fetchone()
+        assert row == (1,)
+    finally:
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@pytest.mark.postgres
+async def test_every_name_made_from_the_longest_prefix_is_kept_whole(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    prefix = "p" * 30
+    async with PostgresStore(pg_dsn, schema=pg_schema, table_prefix=prefix):
+        pass
+    expected = {prefix + t for t in ("creds", "keys", "schema_version", "leases")}
+    expected |= {name + "_pkey" for name in expected}
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE nspname = %s",
+            (pg_schema,),
+        ).fetchall()
+    assert {r[0] for r in rows} == expected
+    assert max(len(n.encode()) for n in expected) <= MAX_IDENTIFIER_BYTES
+    assert Schema(None, prefix).describe() == prefix + "*"
+
+
+@pytest.mark.parametrize("name", ["a" * 64, "bot-é", "tab\there"])
+def test_an_application_name_the_server_would_alter_is_refused(name: str) -> None:
+    with pytest.raises(InvalidInputError, match="63 printable ASCII"):
+        PostgresStore("postgresql://localhost/db", application_name=name)
+
+
+@pytest.mark.postgres
+async def test_an_application_name_of_63_characters_is_shown_whole(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    name = ("wa-bot " + uuid.uuid4().hex) * 3
+    name = name[:63]
+    async with PostgresStore(pg_dsn, schema=pg_schema, application_name=name) as store:
+        await store.save_creds("s", {"ok": True})
+        with psycopg.connect(pg_dsn) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            ).fetchone()
+        assert row is not None
+        assert row[0] >= 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -58,6 +59,8 @@ __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
 
+_APPLICATION_NAME = re.compile(r"[\x20-\x7e]{0,63}")
+
 
 class PostgresStore(PostgresLeases, BaseStore):
     """Stores auth states in PostgreSQL.
@@ -71,7 +74,8 @@ class PostgresStore(PostgresLeases, BaseStore):
         retry: retries, per-attempt timeout and backoff (default ``RetryPolicy()``:
             3 attempts of 10 s, waits 2 s, 4 s).
         schema: the PostgreSQL schema of the tables; created if missing. Default
-            ``None``: the first schema of the role's ``search_path``.
+            ``None``: the first schema of the role's ``search_path``. At most 63 bytes
+            in UTF-8, as PostgreSQL counts it (40 "é" are 80 bytes).
         table_prefix: prefix of every table name (default ``"wa_"``), so that
             several applications can share one schema.
         min_size: connections the pool keeps open (default 1).
@@ -82,7 +86,8 @@ class PostgresStore(PostgresLeases, BaseStore):
         prepare_threshold: executions after which psycopg prepares a statement
             on the server (default 5; ``None`` never prepares, which PgBouncer
             in transaction mode before 1.21 needs).
-        application_name: shown in ``pg_stat_activity`` (default ``"wa_session_store"``).
+        application_name: shown in ``pg_stat_activity`` (default ``"wa_session_store"``);
+            at most 63 printable ASCII characters, all the server keeps as given.
         max_value_size, on_retry, on_giveup: as for every store.
 
     Connections use ``connect_timeout``, TCP keepalives and ``tcp_user_timeout``
@@ -90,8 +95,9 @@ class PostgresStore(PostgresLeases, BaseStore):
 
     Raises:
         InvalidInputError: a malformed ``conninfo`` (the message never repeats
-            it), both or neither of ``conninfo`` and ``pool`` in conflict, or an
-            option out of range.
+            it), both or neither of ``conninfo`` and ``pool`` in conflict, an
+            option out of range, or a ``schema`` name over 63 bytes in UTF-8
+            (PostgreSQL would cut it to its first 63 bytes).
     """
 
     kind = "postgresql"
@@ -143,6 +149,14 @@ class PostgresStore(PostgresLeases, BaseStore):
         ):
             raise InvalidInputError(
                 f"prepare_threshold must be None or an int >= 0, not {shown(prepare_threshold)}"
+            )
+        if not isinstance(application_name, str) or not _APPLICATION_NAME.fullmatch(
+            application_name
+        ):
+            # The server keeps 63 bytes of it and replaces what is not printable ASCII.
+            raise InvalidInputError(
+                "application_name must be at most 63 printable ASCII characters, "
+                f"not {shown(application_name)}"
             )
         self._params = parse_conninfo(conninfo) if conninfo is not None else {}
         self._owns_pool = pool is None
