@@ -13,18 +13,19 @@ silently drops packets, instead of waiting for a query cancellation that
 itself needs the network.
 
 It is one backend's primitives, one method each; the statements are in
-``postgres_schema.py``, connections in ``postgres_connections.py``, leases in
-``postgres_leases.py``. What is left, under 600 lines, is the pool's
-set-up (the options checked in ``__init__``), the one connection path every
-primitive runs through (checkout, the timeout timer, the clean-up of
-timed-out attempts, which share the pool's and the store's state) and the
-short primitives on it.
+``postgres_schema.py``, connections in ``postgres_connections.py``, what
+errors mean in ``postgres_errors.py``, leases in ``postgres_leases.py``.
+What is left, under 600 lines, is the pool's set-up (the options checked in
+``__init__``), the one connection path every primitive runs through
+(checkout, the timeout timer, the clean-up of timed-out attempts, which share
+the pool's and the store's state) and the short primitives on it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Callable, Coroutine
 from datetime import datetime
@@ -49,13 +50,8 @@ from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
 from ..rows import split_session_rows
 from ..store import BaseStore, StoreOptions
 from ..store_types import CredsRow, RowKey, SessionInfo
-from .postgres_connections import (
-    closed_by_server,
-    parse_conninfo,
-    permanent_connect_failure,
-    scrub,
-    shutdown,
-)
+from .postgres_connections import closed_by_server, parse_conninfo, scrub, shutdown
+from .postgres_errors import connect_failure, is_transient
 from .postgres_leases import PostgresLeases
 from .postgres_schema import SCHEMA_VERSION, Schema
 
@@ -63,10 +59,7 @@ __all__ = ["PostgresStore"]
 
 T = TypeVar("T")
 
-# SQLSTATE classes worth another attempt: connection exceptions, transaction
-# rollbacks (serialization failures, deadlocks), insufficient resources (too
-# many connections), operator intervention (shutdown, crash recovery), system errors.
-_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_APPLICATION_NAME = re.compile(r"[\x20-\x7e]{0,63}")
 
 
 class PostgresStore(PostgresLeases, BaseStore):
@@ -81,7 +74,8 @@ class PostgresStore(PostgresLeases, BaseStore):
         retry: retries, per-attempt timeout and backoff (default ``RetryPolicy()``:
             3 attempts of 10 s, waits 2 s, 4 s).
         schema: the PostgreSQL schema of the tables; created if missing. Default
-            ``None``: the first schema of the role's ``search_path``.
+            ``None``: the first schema of the role's ``search_path``. At most 63 bytes
+            in UTF-8, as PostgreSQL counts it (40 "é" are 80 bytes).
         table_prefix: prefix of every table name (default ``"wa_"``), so that
             several applications can share one schema.
         min_size: connections the pool keeps open (default 1).
@@ -92,7 +86,8 @@ class PostgresStore(PostgresLeases, BaseStore):
         prepare_threshold: executions after which psycopg prepares a statement
             on the server (default 5; ``None`` never prepares, which PgBouncer
             in transaction mode before 1.21 needs).
-        application_name: shown in ``pg_stat_activity`` (default ``"wa_session_store"``).
+        application_name: shown in ``pg_stat_activity`` (default ``"wa_session_store"``);
+            at most 63 printable ASCII characters, all the server keeps as given.
         max_value_size, on_retry, on_giveup: as for every store.
 
     Connections use ``connect_timeout``, TCP keepalives and ``tcp_user_timeout``
@@ -100,8 +95,9 @@ class PostgresStore(PostgresLeases, BaseStore):
 
     Raises:
         InvalidInputError: a malformed ``conninfo`` (the message never repeats
-            it), both or neither of ``conninfo`` and ``pool`` in conflict, or an
-            option out of range.
+            it), both or neither of ``conninfo`` and ``pool`` in conflict, an
+            option out of range, or a ``schema`` name over 63 bytes in UTF-8
+            (PostgreSQL would cut it to its first 63 bytes).
     """
 
     kind = "postgresql"
@@ -153,6 +149,14 @@ class PostgresStore(PostgresLeases, BaseStore):
         ):
             raise InvalidInputError(
                 f"prepare_threshold must be None or an int >= 0, not {shown(prepare_threshold)}"
+            )
+        if not isinstance(application_name, str) or not _APPLICATION_NAME.fullmatch(
+            application_name
+        ):
+            # The server keeps 63 bytes of it and replaces what is not printable ASCII.
+            raise InvalidInputError(
+                "application_name must be at most 63 printable ASCII characters, "
+                f"not {shown(application_name)}"
             )
         self._params = parse_conninfo(conninfo) if conninfo is not None else {}
         self._owns_pool = pool is None
@@ -243,7 +247,7 @@ class PostgresStore(PostgresLeases, BaseStore):
         try:
             conn = await within(pool.connection_class.connect(pool.conninfo, **kwargs), timeout)
         except psycopg.Error as exc:
-            problem = permanent_connect_failure(exc)
+            problem = connect_failure(exc)
             if problem is not None:
                 raise StoreConfigurationError(
                     f"cannot connect to PostgreSQL{self._where()}: "
@@ -390,10 +394,7 @@ class PostgresStore(PostgresLeases, BaseStore):
             await self.pool.putconn(conn)
 
     def _is_transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, psycopg.OperationalError):
-            state = exc.sqlstate
-            return state is None or state[:2] in _TRANSIENT_CLASSES
-        return isinstance(exc, (psycopg.InterfaceError, OSError))
+        return is_transient(exc)
 
     # -- primitives ------------------------------------------------------------------
 

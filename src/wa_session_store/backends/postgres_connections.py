@@ -1,5 +1,6 @@
 """What the PostgreSQL backend knows of connections below the SQL: conninfo
-parsing, which connect failures no retry can fix, and socket-level checks.
+parsing and socket-level checks. (Which connect failures no retry can fix is
+in ``postgres_errors.py``, with every other classification.)
 
 No statement is sent here; :class:`~wa_session_store.PostgresStore` uses these
 when it opens its pool, classifies a failed attempt, or checks out a connection.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import select
 import socket
-from typing import Any, Final
+from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -18,52 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..errors import InvalidInputError, InvalidTypeError
 from ..redaction import SECRET_PARAMS
 
-__all__ = ["closed_by_server", "parse_conninfo", "permanent_connect_failure", "scrub", "shutdown"]
-
-
-# Connection failures no retry can fix: (what the driver says, what to fix).
-# libpq gives no SQLSTATE for a refused connection, so its messages are matched.
-_PERMANENT_CONNECT: Final = (
-    ("does not exist", "fix the role or database name in the DSN, or create it"),
-    ("password authentication failed", "fix the user name or password in the DSN"),
-    ("authentication failed", "fix the user name or credentials in the DSN"),
-    ("no password supplied", "put the password in the DSN (or in PGPASSWORD or a passfile)"),
-    ("no pg_hba.conf entry", "allow this client in the server's pg_hba.conf, or fix the DSN"),
-    ("not permitted to log in", "grant LOGIN to the role, or use another one"),
-    ("permission denied for database", "grant CONNECT on the database to the role"),
-    ("invalid integer value", "fix that option's value in the DSN"),
-    ("invalid port number", "use a port from 1 to 65535 in the DSN"),
-    (
-        "invalid sslmode value",
-        "use an sslmode libpq knows (disable, allow, prefer, require, verify-ca, verify-full)",
-    ),
-    ("invalid connection option", "remove or fix that option in the DSN"),
-    ("server does not support ssl", "use an sslmode that the server supports, or enable SSL on it"),
-    ("certificate", "fix the certificates (sslrootcert, sslcert, sslkey) or the sslmode"),
-    ("name or service not known", "fix the host name in the DSN"),
-    ("no address associated with hostname", "fix the host name in the DSN"),
-    ("nodename nor servname", "fix the host name in the DSN"),
-)
-
-
-def permanent_connect_failure(exc: BaseException) -> tuple[str, str] | None:
-    """``(reason, what to fix)`` when a failed connect cannot succeed on a retry, else None.
-
-    The reason is the driver's message in one line. A host that does not
-    resolve *now* ("Temporary failure in name resolution"), a refused or
-    timed-out connection, a server starting up or shutting down, and too
-    many connections stay transient.
-    """
-    if not isinstance(exc, psycopg.OperationalError) or exc.sqlstate is not None:
-        return None
-    text = " ".join(str(exc).split())
-    lowered = text.lower()
-    for marker, fix in _PERMANENT_CONNECT:
-        if marker in lowered:
-            for prefix in ("connection failed: ", "connection is bad: "):
-                text = text.removeprefix(prefix)
-            return text, fix
-    return None
+__all__ = ["closed_by_server", "parse_conninfo", "scrub", "shutdown"]
 
 
 def scrub(text: str, params: dict[str, Any]) -> str:

@@ -15,9 +15,9 @@ import psycopg
 from psycopg import sql
 
 from .._codec import KeyRow
-from ..errors import InvalidInputError, InvalidTypeError, SchemaVersionError
+from ..errors import InvalidInputError, InvalidTypeError, SchemaVersionError, shown
 
-__all__ = ["SCHEMA_VERSION", "Schema"]
+__all__ = ["MAX_IDENTIFIER_BYTES", "SCHEMA_VERSION", "Schema", "check_schema_name"]
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: creds (one row per session, versioned) and keys (one row per key).
@@ -52,6 +52,14 @@ _MIGRATIONS: tuple[str, ...] = (
 #: The schema version this library writes.
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+#: The most bytes of an identifier: PostgreSQL keeps the first NAMEDATALEN - 1
+#: (63) bytes of a longer name and drops the rest without an error, so two
+#: long names that share those bytes would name one schema.
+MAX_IDENTIFIER_BYTES = 63
+
+# 30 ASCII characters: with the longest name derived from the prefix (the
+# primary key index "<prefix>schema_version_pkey", 19 more), every name stays
+# within MAX_IDENTIFIER_BYTES.
 _PREFIX = re.compile(r"[a-z_][a-z0-9_]{0,29}")
 
 # Fenced writes: the lease row is locked FOR SHARE in the same statement, so a
@@ -130,6 +138,34 @@ def _write(ctes: tuple[str, ...], result: str, *, fenced: bool) -> str:
     return "WITH " + ", ".join(parts) + select
 
 
+def check_schema_name(schema: object) -> None:
+    """Refuse a schema name that PostgreSQL would not keep as given.
+
+    Allowed: a str of 1 to 63 bytes in UTF-8 (the server counts bytes, and
+    drops those past the 63rd), without NUL characters or lone surrogates,
+    which cannot be sent.
+
+    Raises:
+        InvalidTypeError: not a str.
+        InvalidInputError: empty, longer than 63 bytes, or holding a
+            character that cannot be sent.
+    """
+    if not isinstance(schema, str):
+        raise InvalidTypeError(f"schema must be None or a str, not {type(schema).__name__}")
+    if "\x00" in schema or any("\ud800" <= c <= "\udfff" for c in schema):
+        raise InvalidInputError(
+            f"schema name {shown(schema)} holds a NUL character or a lone surrogate, "
+            "which PostgreSQL cannot take"
+        )
+    size = len(schema.encode("utf-8"))
+    if not 0 < size <= MAX_IDENTIFIER_BYTES:
+        raise InvalidInputError(
+            f"schema name {shown(schema)} is {size} bytes long in UTF-8 ({len(schema)} "
+            f"characters); it must have 1 to {MAX_IDENTIFIER_BYTES} bytes, as PostgreSQL "
+            f"keeps only the first {MAX_IDENTIFIER_BYTES} bytes of a name"
+        )
+
+
 class Schema:
     """Names and statements for one (schema, table prefix) pair.
 
@@ -137,10 +173,8 @@ class Schema:
     """
 
     def __init__(self, schema: str | None, prefix: str) -> None:
-        if schema is not None and (not isinstance(schema, str) or not 0 < len(schema) <= 63):
-            raise InvalidInputError(
-                f"schema must be None or a name of 1 to 63 characters, not {schema!r}"
-            )
+        if schema is not None:
+            check_schema_name(schema)
         if not isinstance(prefix, str):
             raise InvalidTypeError(f"table_prefix must be a str, not {type(prefix).__name__}")
         if not _PREFIX.fullmatch(prefix):
