@@ -92,6 +92,20 @@ def pg_schemas(pg_dsn: str) -> Iterator[Callable[[], str]]:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
 
 
+def rewrite_keys_on_insert(dsn: str, schema: str, stored: str, when: str = "true") -> None:
+    """Make a faulty target: a trigger stores the JSON ``stored`` for every key
+    inserted in ``schema`` where ``when`` holds."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION {schema}.corrupt() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN NEW.value := convert_to({stored}, 'UTF8'); RETURN NEW; END $$;"
+                " CREATE TRIGGER corrupt BEFORE INSERT ON {schema}.wa_keys FOR EACH ROW"
+                " WHEN ({when}) EXECUTE FUNCTION {schema}.corrupt()"
+            ).format(schema=sql.Identifier(schema), stored=sql.Literal(stored), when=sql.SQL(when))
+        )
+
+
 @pytest.fixture
 def make_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., BaseStore]:
     """``make_backend(kind, role, **options)``: a store of a database of its own per role."""
@@ -309,16 +323,8 @@ async def test_verification_after_writing_is_type_for_type(
     await source.import_session("bot", creds_of(0), {"pre-key": {"7": {"flag": True}}})
     schema = pg_schemas()
     target = await stack.enter_async_context(PostgresStore(pg_dsn, schema=schema))
-    # A faulty target: a trigger stores 1 where true was written (equal to ==).
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE FUNCTION {schema}.loosen() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN NEW.value := convert_to('{{\"flag\": 1}}', 'UTF8'); RETURN NEW; END $$;"
-                " CREATE TRIGGER loosen BEFORE INSERT ON {schema}.wa_keys FOR EACH ROW"
-                " EXECUTE FUNCTION {schema}.loosen()"
-            ).format(schema=sql.Identifier(schema))
-        )
+    # A faulty target: it stores 1 where true was written (equal to ==).
+    rewrite_keys_on_insert(pg_dsn, schema, '{"flag": 1}')
     report = await copy_sessions(source, target)
     assert [(s.status, s.detail) for s in report.sessions] == [
         ("failed", "the target's copy differs from the source: 1 key differs (pre-key '7')")
@@ -411,16 +417,9 @@ async def test_verification_catches_a_row_corrupted_on_write(
     schema = pg_schemas()
     target = await stack.enter_async_context(PostgresStore(pg_dsn, schema=schema))
     # A faulty target: a trigger rewrites one key as it is inserted.
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE FUNCTION {schema}.corrupt() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN NEW.value := convert_to('{{\"private\": 1}}', 'UTF8'); RETURN NEW; END $$;"
-                " CREATE TRIGGER corrupt BEFORE INSERT ON {schema}.wa_keys FOR EACH ROW"
-                " WHEN (NEW.session_id = 'bot-1' AND NEW.key_id = '7') EXECUTE FUNCTION"
-                " {schema}.corrupt()"
-            ).format(schema=sql.Identifier(schema))
-        )
+    rewrite_keys_on_insert(
+        pg_dsn, schema, '{"private": 1}', "NEW.session_id = 'bot-1' AND NEW.key_id = '7'"
+    )
     report = await copy_sessions(source, target)
     statuses = {s.session_id: s for s in report.sessions}
     assert statuses["bot-1"].status == "failed"
