@@ -319,8 +319,9 @@ async def copy_sessions(
     A session that a live lease holds on the target (a store with leases:
     PostgreSQL) is never written, whatever ``overwrite`` and ``force`` say:
     its owner is writing it, and the copy would leave a mix of both. It is
-    ``refused`` (checked just before it would be written: stop that owner, or
-    wait for its lease to expire, and copy again).
+    ``refused``: stop that owner, or wait for its lease to expire, and copy
+    again. (The check runs as the session is read, one pipeline step before
+    its write: an owner that takes the lease in between is not seen.)
 
     Args:
         source: the store to read from (never written).
