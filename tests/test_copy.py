@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ from wa_session_store import (
 )
 from wa_session_store.crypto import sealed_key_id
 from wa_session_store.store import BaseStore
+from wa_session_store.transfer import describe_difference, exactly_equal
 
 from .proxy import Proxy
 
@@ -68,7 +70,9 @@ async def same_sessions(source: BaseStore, target: BaseStore) -> bool:
     if ids != [info.session_id for info in await target.list_sessions()]:
         return False
     for sid in ids:
-        if await source.export_session(sid) != await target.export_session(sid):
+        exported = await source.export_session(sid)
+        assert exported is not None
+        if describe_difference(exported, await target.export_session(sid)) is not None:
             return False
     return True
 
@@ -86,6 +90,20 @@ def pg_schemas(pg_dsn: str) -> Iterator[Callable[[], str]]:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for name in made:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def rewrite_keys_on_insert(dsn: str, schema: str, stored: str, when: str = "true") -> None:
+    """Make a faulty target: a trigger stores the JSON ``stored`` for every key
+    inserted in ``schema`` where ``when`` holds."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE FUNCTION {schema}.corrupt() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN NEW.value := convert_to({stored}, 'UTF8'); RETURN NEW; END $$;"
+                " CREATE TRIGGER corrupt BEFORE INSERT ON {schema}.wa_keys FOR EACH ROW"
+                " WHEN ({when}) EXECUTE FUNCTION {schema}.corrupt()"
+            ).format(schema=sql.Identifier(schema), stored=sql.Literal(stored), when=sql.SQL(when))
+        )
 
 
 @pytest.fixture
@@ -224,6 +242,145 @@ async def test_a_session_held_by_a_live_lease_is_refused_unless_force(
     await held.release()
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (True, 1),
+        (False, 0),
+        (1.0, 1),
+        (0.0, -0.0),
+        (b"abc", "abc"),
+        ([1, 2], (1, 2)),
+        ({"x": [{"y": True}]}, {"x": [{"y": 1}]}),
+        ({"x": 1}, {"x": 1, "z": None}),
+        ([1, [2.0]], [1, [2]]),
+        (None, 0),
+    ],
+)
+def test_exactly_equal_tells_apart_what_double_equals_does_not(a: object, b: object) -> None:
+    assert not exactly_equal(a, b)
+    assert not exactly_equal(b, a)
+    assert exactly_equal(a, a)
+    assert exactly_equal(b, b)
+
+
+def test_exactly_equal_on_equal_documents() -> None:
+    document = {"me": {"id": "x"}, "n": [1, 2.5, True, None, b"\x00", "s"], "e": {}, "l": []}
+    assert exactly_equal(document, copy.deepcopy(document))
+    assert exactly_equal(-0.0, -0.0)
+    deep: list[Any] = []
+    deeper: list[Any] = []
+    for _ in range(5000):  # deeper than the recursion limit
+        deep, deeper = [deep], [deeper]
+    assert exactly_equal(deep, deeper)
+
+
+# Python's == calls each pair equal; a store keeps them apart, and so must a copy.
+LOOSE = {"registered": True, "ratio": 1.0, "zero": -0.0, "flags": [True, False]}
+LOOSER = {"registered": 1, "ratio": 1, "zero": 0.0, "flags": [1, 0]}
+
+
+@pytest.mark.parametrize("target_kind", BACKENDS)
+@pytest.mark.parametrize("where", ["creds", "key"])
+async def test_a_copy_compares_type_for_type(
+    target_kind: str, where: str, make_backend: Callable[..., BaseStore], stack: AsyncExitStack
+) -> None:
+    source = await stack.enter_async_context(make_backend("sqlite", "source"))
+    target = await stack.enter_async_context(make_backend(target_kind, "target"))
+    base = creds_of(0)
+    for name, value in LOOSE.items():
+        exact = {**base, name: value}
+        loose = {**base, name: LOOSER[name]} if where == "creds" else exact
+        keys = {"app-state-sync-version": {"v": {name: value}}}
+        loose_keys = {"app-state-sync-version": {"v": {name: LOOSER[name]}}}
+        await source.import_session(name, exact, keys)
+        await target.import_session(name, loose, keys if where == "creds" else loose_keys)
+    expected = "creds differ" if where == "creds" else "1 key differs (app-state-sync-version 'v')"
+
+    checked = await copy_sessions(source, target, verify_only=True)
+    assert {(s.status, s.detail) for s in checked.sessions} == {("failed", expected)}
+
+    resumed = await copy_sessions(source, target)
+    assert {s.status for s in resumed.sessions} == {"conflict"}
+    assert all(expected in s.detail for s in resumed.sessions)
+
+    replaced = await copy_sessions(source, target, overwrite=True)
+    assert {s.status for s in replaced.sessions} == {"copied"}
+    for name in LOOSE:
+        got = await target.export_session(name)
+        assert got is not None
+        held = got.creds if where == "creds" else got.keys["app-state-sync-version"]["v"]
+        assert held is not None
+        assert exactly_equal(held[name], LOOSE[name])
+    assert (await copy_sessions(source, target, verify_only=True)).ok
+
+
+@pytest.mark.postgres
+async def test_verification_after_writing_is_type_for_type(
+    pg_dsn: str, pg_schemas: Callable[[], str], tmp_path: Path, stack: AsyncExitStack
+) -> None:
+    source = await stack.enter_async_context(SQLiteStore(tmp_path / "a.db"))
+    await source.import_session("bot", creds_of(0), {"pre-key": {"7": {"flag": True}}})
+    schema = pg_schemas()
+    target = await stack.enter_async_context(PostgresStore(pg_dsn, schema=schema))
+    # A faulty target: it stores 1 where true was written (equal to ==).
+    rewrite_keys_on_insert(pg_dsn, schema, '{"flag": 1}')
+    report = await copy_sessions(source, target)
+    assert [(s.status, s.detail) for s in report.sessions] == [
+        ("failed", "the target's copy differs from the source: 1 key differs (pre-key '7')")
+    ]
+
+
+async def _leased_target(
+    pg_dsn: str, schema: str, stack: AsyncExitStack, owner: str = "worker-9"
+) -> tuple[PostgresStore, Any]:
+    """A target holding a different bot-0 and a leased, empty bot-2, both leased to ``owner``."""
+    target = await stack.enter_async_context(PostgresStore(pg_dsn, schema=schema))
+    await target.import_session("bot-0", {"registrationId": 999}, {"pre-key": {"1": {"x": 1}}})
+    lease = await target.acquire_lease("bot-0", owner=owner, ttl=300)
+    empty = await target.acquire_lease("bot-2", owner=owner, ttl=300)
+    stack.push_async_callback(lease.release)
+    stack.push_async_callback(empty.release)
+    return target, lease
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("force", [False, True], ids=["", "force"])
+async def test_a_session_leased_on_the_target_is_refused(
+    pg_dsn: str, pg_schemas: Callable[[], str], tmp_path: Path, stack: AsyncExitStack, force: bool
+) -> None:
+    source = await stack.enter_async_context(SQLiteStore(tmp_path / "a.db"))
+    await seed(source)
+    target, lease = await _leased_target(pg_dsn, pg_schemas(), stack)
+    before = await target.export_session("bot-0")
+
+    report = await copy_sessions(source, target, overwrite=True, force=force)
+    statuses = {s.session_id: s for s in report.sessions}
+    assert not report.ok
+    for sid in (
+        "bot-0",
+        "bot-2",
+    ):  # replaced, or written for the first time: the owner's either way
+        assert statuses[sid].status == "refused"
+        assert statuses[sid].error == "LeaseUnavailableError"
+        assert "'worker-9'" in statuses[sid].detail
+        assert "on the target" in statuses[sid].detail
+    assert statuses["bot-1"].status == "copied"
+    assert statuses["keys-only"].status == "copied"
+    assert "refused 2" in report.summary()
+    assert await target.export_session("bot-0") == before
+    assert await target.export_session("bot-2") is None
+    # The owner goes on writing under its lease, and its writes land alone.
+    await target.save_creds("bot-0", {"registrationId": 1000}, fence=lease)
+    assert await target.load_creds("bot-0") == {"registrationId": 1000}
+
+    await lease.release()
+    again = await copy_sessions(source, target, ["bot-0"], overwrite=True)
+    assert [s.status for s in again.sessions] == ["copied"]
+    assert await target.export_session("bot-2") is None  # still leased: still refused
+    assert (await copy_sessions(source, target, ["bot-0"], verify_only=True)).ok
+
+
 async def test_plaintext_to_sealed_then_key_a_to_key_b(
     tmp_path: Path, stack: AsyncExitStack
 ) -> None:
@@ -260,16 +417,9 @@ async def test_verification_catches_a_row_corrupted_on_write(
     schema = pg_schemas()
     target = await stack.enter_async_context(PostgresStore(pg_dsn, schema=schema))
     # A faulty target: a trigger rewrites one key as it is inserted.
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL(
-                "CREATE FUNCTION {schema}.corrupt() RETURNS trigger LANGUAGE plpgsql AS $$"
-                " BEGIN NEW.value := convert_to('{{\"private\": 1}}', 'UTF8'); RETURN NEW; END $$;"
-                " CREATE TRIGGER corrupt BEFORE INSERT ON {schema}.wa_keys FOR EACH ROW"
-                " WHEN (NEW.session_id = 'bot-1' AND NEW.key_id = '7') EXECUTE FUNCTION"
-                " {schema}.corrupt()"
-            ).format(schema=sql.Identifier(schema))
-        )
+    rewrite_keys_on_insert(
+        pg_dsn, schema, '{"private": 1}', "NEW.session_id = 'bot-1' AND NEW.key_id = '7'"
+    )
     report = await copy_sessions(source, target)
     statuses = {s.session_id: s for s in report.sessions}
     assert statuses["bot-1"].status == "failed"
@@ -432,6 +582,54 @@ async def test_cli_conflict_then_overwrite(tmp_path: Path) -> None:
     )
     assert overwrite.returncode == 0, overwrite.stderr
     assert overwrite.stdout.startswith("copied 1, skipped 0, failed 0 of 1 session;")
+
+
+async def test_cli_verify_only_and_overwrite_compare_type_for_type(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "a.db") as source, SQLiteStore(tmp_path / "b.db") as target:
+        base = creds_of(0)
+        await source.import_session("bot", {**base, "registered": True}, {})
+        await target.import_session("bot", {**base, "registered": 1}, {})
+    checked = cli(
+        "--from", "sqlite:///a.db", "--to", "sqlite:///b.db", "--verify-only", cwd=tmp_path
+    )
+    assert checked.returncode == 1, checked.stdout
+    assert "bot: failed: creds differ" in checked.stdout
+    replaced = cli(
+        "--from", "sqlite:///a.db", "--to", "sqlite:///b.db", "--overwrite", cwd=tmp_path
+    )
+    assert replaced.returncode == 0, replaced.stderr
+    assert replaced.stdout.startswith("copied 1, skipped 0, failed 0 of 1 session;")
+    async with SQLiteStore(tmp_path / "b.db") as target:
+        creds = await target.load_creds("bot")
+    assert creds is not None
+    assert creds["registered"] is True
+
+
+@pytest.mark.postgres
+async def test_cli_refuses_a_session_leased_on_the_target(
+    tmp_path: Path, pg_dsn: str, pg_schemas: Callable[[], str]
+) -> None:
+    await _seed_file(tmp_path / "a.db", 3, 5)
+    schema = pg_schemas()
+    url = search_path_url(pg_dsn, schema)
+    async with AsyncExitStack() as stack:
+        target, _ = await _leased_target(pg_dsn, schema, stack)
+        before = await target.export_session("bot-0")
+        argv = ["--from", "sqlite:///a.db", "--to", url, "--overwrite", "--force"]
+        shown = await asyncio.to_thread(cli, *argv, cwd=tmp_path)
+        as_json = await asyncio.to_thread(cli, *argv, "--json", cwd=tmp_path)
+        assert await target.export_session("bot-0") == before
+        assert await target.export_session("bot-2") is None
+    assert shown.returncode == 1, shown.stderr
+    assert "bot-0: refused: held by a live lease of 'worker-9' until " in shown.stdout
+    assert "on the target: stop that owner" in shown.stdout
+    assert "refused 2, failed 0 of 4 sessions" in shown.stdout
+    assert as_json.returncode == 1, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert (report["ok"], report["refused"]) == (False, 2)
+    refused = [s for s in report["sessions"] if s["status"] == "refused"]
+    assert {s["session"] for s in refused} == {"bot-0", "bot-2"}
+    assert {s["error"] for s in refused} == {"LeaseUnavailableError"}
 
 
 async def _seed_file(path: Path, sessions: int, keys: int) -> None:

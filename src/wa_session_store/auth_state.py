@@ -25,6 +25,8 @@ from typing import Any, TypedDict
 
 from typing_extensions import Unpack
 
+from ._codec import check_category
+from ._runner import check_seconds
 from .backends.lease import Lease
 from .backends.lease_workers import LeaseRenewer
 from .creds_saver import CredsSaver, UrgentPredicate, check_urgent, prekey_counters_changed
@@ -35,6 +37,7 @@ from .errors import (
     SessionStoreError,
     StoreClosedError,
     describe_error,
+    shown,
 )
 from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
 from .metrics import open_auth_states
@@ -74,9 +77,24 @@ class SessionOptions:
     :class:`AuthStateOptions`, ``use_auth_state``'s keyword arguments and
     ``AuthState``'s equal, defaults included.)
 
+    Every option is checked here, when it is built, so that a caller that
+    builds one first (``use_auth_state``, ``restore_all``, the pyaileys
+    integration) refuses bad options before any I/O: before a read, and
+    before ``restore_all`` leases anything. An iterable ``preload`` is kept
+    as a tuple (so a generator is read once).
+
     Raises:
-        InvalidTypeError: ``urgent`` is not callable, or ``preload`` is not
-            True, False or an iterable of categories.
+        InvalidInputError: a number out of range: ``throttle``,
+            ``initial_delay`` or ``backup_jitter`` below 0 or not finite,
+            ``backup_interval`` below 0 or not finite (None or 0: no
+            backups), ``backup_jitter`` not below a non-zero
+            ``backup_interval``, ``key_cache_bytes`` below 0; ``key_writes``
+            neither ``"write-through"`` nor ``"barrier"``; a ``preload``
+            category that is not a valid category name.
+        InvalidTypeError: a number that is not an int or float (bool
+            included); ``urgent`` or ``on_lost`` neither callable nor None;
+            ``lease`` not a :class:`~wa_session_store.Lease` or None;
+            ``preload`` not True, False or an iterable of categories.
     """
 
     throttle: float = 30.0
@@ -91,7 +109,32 @@ class SessionOptions:
     key_cache_bytes: int = DEFAULT_KEY_CACHE_BYTES
 
     def __post_init__(self) -> None:
+        check_seconds("throttle", self.throttle, allow_zero=True)
+        if self.backup_interval is not None:
+            check_seconds(
+                "backup_interval (None or 0: no backups)", self.backup_interval, allow_zero=True
+            )
+        check_seconds("initial_delay", self.initial_delay, allow_zero=True)
+        check_seconds("backup_jitter", self.backup_jitter, allow_zero=True)
+        if self.backup_interval and self.backup_jitter >= self.backup_interval:
+            raise InvalidInputError(
+                f"backup_jitter must be less than backup_interval ({self.backup_interval!r}), "
+                f"not {shown(self.backup_jitter)}"
+            )
         check_urgent(self.urgent)
+        if self.lease is not None and not isinstance(self.lease, Lease):
+            raise InvalidTypeError(
+                f"lease must be a Lease (from acquire_lease) or None, "
+                f"not {type(self.lease).__name__}"
+            )
+        if self.on_lost is not None and not callable(self.on_lost):
+            raise InvalidTypeError(
+                f"on_lost must be a callable or None, not {type(self.on_lost).__name__}"
+            )
+        check_key_options(self.key_writes, self.key_cache_bytes)
+        if not isinstance(self.preload, bool):
+            categories = tuple(check_category(c) for c in _preload_categories(self.preload))
+            object.__setattr__(self, "preload", categories)  # frozen: set once, here
 
     def replace(self, **changes: Unpack[AuthStateOptions]) -> SessionOptions:
         """A copy with ``changes`` made, validated again (TypeError for an unknown option)."""
@@ -104,6 +147,28 @@ class SessionOptions:
     def categories(self) -> list[str]:
         """The key categories to preload (raises InvalidTypeError for a bad ``preload``)."""
         return _preload_categories(self.preload)
+
+
+def check_key_options(key_writes: object, key_cache_bytes: object) -> None:
+    """Refuse a ``key_writes`` or ``key_cache_bytes`` that :class:`AuthKeys` would refuse.
+
+    Raises:
+        InvalidInputError: ``key_writes`` is neither ``"write-through"`` nor
+            ``"barrier"``, or ``key_cache_bytes`` is not an int >= 0.
+    """
+    if key_writes not in ("write-through", "barrier"):
+        raise InvalidInputError(
+            f"key_writes must be 'write-through' or 'barrier', not {shown(key_writes)}"
+        )
+    if (
+        isinstance(key_cache_bytes, bool)
+        or not isinstance(key_cache_bytes, int)
+        or key_cache_bytes < 0
+    ):
+        raise InvalidInputError(
+            f"key_cache_bytes must be an int >= 0 (bytes; 0 disables the cache), "
+            f"not {shown(key_cache_bytes)}"
+        )
 
 
 #: The options :class:`AuthState` takes: every field of SessionOptions but ``preload``.
@@ -152,10 +217,7 @@ class AuthState:
         key_cache_bytes: int = DEFAULT_KEY_CACHE_BYTES,
     ) -> None:
         check_urgent(urgent)
-        if lease is not None and lease.session_id != session_id:
-            raise InvalidInputError(
-                f"the lease is for session {lease.session_id!r}, not {session_id!r}"
-            )
+        _check_lease_of(lease, session_id)
         self._store = store
         self.session_id = session_id
         self.keys = AuthKeys(
@@ -482,7 +544,8 @@ async def use_auth_state(
         The :class:`AuthState`; ``auth.creds`` is None for a new session (pair it).
 
     Raises:
-        InvalidInputError: an invalid session id or option.
+        InvalidInputError: an invalid session id or option (see
+            :class:`SessionOptions`), checked before anything is read.
         StoreUnavailableError, StoreOperationError, DecodeError: loading failed.
     """
     options = SessionOptions(
@@ -504,8 +567,9 @@ async def load_auth_state(
     store: AuthStateStore, session_id: str, options: SessionOptions
 ) -> AuthState:
     """:func:`use_auth_state` with its options already gathered (the pyaileys
-    integration's entry point too)."""
+    integration's entry point too). Everything is checked before the read."""
     categories = options.categories()
+    _check_lease_of(options.lease, session_id)
     creds = await store.load_creds(session_id)
     return await _started(AuthState._of(store, session_id, creds, options), categories)
 
@@ -520,6 +584,14 @@ async def _started(state: AuthState, categories: list[str]) -> AuthState:
             raise
     state._start()
     return state
+
+
+def _check_lease_of(lease: Lease | None, session_id: str) -> None:
+    """Refuse a lease of another session (InvalidInputError)."""
+    if lease is not None and lease.session_id != session_id:
+        raise InvalidInputError(
+            f"the lease is for session {lease.session_id!r}, not {session_id!r}"
+        )
 
 
 def _preload_categories(preload: object) -> list[str]:

@@ -190,10 +190,12 @@ def _parser() -> argparse.ArgumentParser:
         description="Copy sessions (every session of the source when none is named) from one "
         "store to another, each in one transaction on the target, then read each back and "
         "compare it with the source, creds and every key. A session the target holds already "
-        "is compared: identical, it is skipped (so an interrupted copy just runs again); "
-        "different, it is reported and left alone unless --overwrite. A session held by a "
-        "live lease on the source is refused unless --force: stop the bot, copy, then point "
-        f"the bot at the target. Keys: the source's from {SOURCE_KEYS_ENV}, the target's from "
+        "is compared, type for type: identical, it is skipped (so an interrupted copy just "
+        "runs again); different, it is reported and left alone unless --overwrite. A session "
+        "held by a live lease on the source is refused unless --force: stop the bot, copy, "
+        "then point the bot at the target. A session held by a live lease on the target is "
+        "always refused, with or without --overwrite and --force. Keys: the source's from "
+        f"{SOURCE_KEYS_ENV}, the target's from "
         f"{KEYS_ENV} ('id=BASE64,id2=BASE64'), never from the command line. The source is "
         "never written. Exit status 0 when every session is on the target as on the source, "
         "1 otherwise.",
@@ -210,10 +212,12 @@ def _parser() -> argparse.ArgumentParser:
     copying.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace sessions the target holds with different contents",
+        help="replace sessions the target holds with different contents (unless leased there)",
     )
     copying.add_argument(
-        "--force", action="store_true", help="copy sessions held by a live lease on the source"
+        "--force",
+        action="store_true",
+        help="copy sessions held by a live lease on the source (never on the target)",
     )
     copying.add_argument(
         "--verify-only",

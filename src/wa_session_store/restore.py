@@ -119,10 +119,15 @@ async def restore_all(
 
     Raises:
         InvalidInputError: ``concurrency`` is not a positive int, a bad
-            ``owner`` or ``ttl``, a ``lease`` option, or a bad option.
+            ``owner`` or ``ttl``, a ``lease`` option, or a bad option (see
+            :class:`~wa_session_store.auth_state.SessionOptions`).
         InvalidTypeError: ``owner`` for a store without leases (SQLite,
-            memory), as their ``acquire_lease`` would.
+            memory), as their ``acquire_lease`` would, or an option of the
+            wrong type.
         StoreUnavailableError, StoreOperationError: reading the sessions failed.
+
+    Every argument and option is checked before the first statement: when
+    one is refused, nothing has been read and no session leased.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise InvalidInputError(f"concurrency must be an int >= 1, not {shown(concurrency)}")

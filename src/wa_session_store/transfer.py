@@ -7,6 +7,11 @@ with the target's cipher), so a copy uses the same code as every other import
 and export. Then the target's copy is read back and compared, decoded, with
 what was read from the source.
 
+Every comparison (resuming, ``verify_only``, the check after writing) is
+:func:`exactly_equal`: type for type, so a target holding ``1`` where the
+source holds ``True``, or ``1`` where it holds ``1.0``, differs, even though
+Python's ``==`` calls them equal.
+
 The three steps run as a pipeline: while the target writes session *n*, the
 source is already being read for session *n + 1* and the target's copy of
 session *n - 1* is being verified. A copy of many sessions therefore costs
@@ -17,11 +22,18 @@ back and compared with the source; if it is identical, it is reported as
 skipped (a copy that was interrupted after it), otherwise as a conflict, left
 alone unless ``overwrite`` (which replaces it). A session is written in one transaction, so an
 interruption never leaves half a session on the target.
+
+Leases are respected on both sides (stores with leases: PostgreSQL). A session
+a live lease holds on the source is refused (its owner is still writing, so
+the copy would be stale at once) unless ``force``. A session a live lease
+holds on the target is always refused, ``force`` or not: its owner is writing
+it, and a copy written under it would leave a mix of both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +43,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from ._codec import check_session_id
 from .errors import (
     InvalidInputError,
+    LeaseUnavailableError,
     SessionExistsError,
     SessionStoreError,
     StoreClosedError,
@@ -48,7 +61,9 @@ CopyStatus = Literal["copied", "verified", "skipped", "conflict", "refused", "fa
 - ``skipped``: the target already held an identical copy (nothing written);
 - ``conflict``: the target holds a different session of that id (nothing
   written; pass ``overwrite`` to replace it);
-- ``refused``: held by a live lease on the source (nothing written; ``force``);
+- ``refused``: held by a live lease on the source (nothing written; ``force``
+  copies it anyway) or on the target (nothing written, ``force`` or not); its
+  ``error`` is ``"LeaseUnavailableError"``;
 - ``failed``: an error, or the target's copy differs from the source.
 """
 
@@ -59,6 +74,21 @@ _FATAL = (StoreUnavailableError, StoreClosedError)
 @runtime_checkable
 class _LeaseLookup(Protocol):
     async def lease_holder(self, session_id: str) -> tuple[str, int, datetime] | None: ...
+
+
+async def live_lease(store: AuthStateStore, session_id: str) -> LeaseUnavailableError | None:
+    """The error ``acquire_lease`` would raise for ``session_id``: its live lease on ``store``.
+
+    The one lease check of a copy, for the source and the target alike. None
+    when no live lease holds the session, or for a store without leases
+    (SQLite, memory). One round trip on a store with leases.
+    """
+    if not isinstance(store, _LeaseLookup):
+        return None
+    holder = await store.lease_holder(session_id)
+    if holder is None or holder[2] <= datetime.now(timezone.utc):
+        return None
+    return LeaseUnavailableError(session_id, holder[0], holder[2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,15 +219,47 @@ class _Read:
     outcome: SessionCopy | None = None  # decided already: nothing to write
 
 
+def exactly_equal(a: object, b: object) -> bool:
+    """Whether two decoded values are the same, type for type, at every depth.
+
+    Stricter than ``==``: ``True`` differs from ``1``, ``1.0`` from ``1``,
+    ``-0.0`` from ``0.0``, bytes from str, a list from a tuple, because each
+    is stored differently and a client reading them back may act on the
+    difference. The one comparison every step of a copy makes (resuming,
+    ``verify_only``, the check after writing). Dict keys are compared as
+    ``==`` does (decoded documents have str keys only).
+    """
+    pairs: list[tuple[object, object]] = [(a, b)]
+    while pairs:  # a loop, not recursion: depth is bounded by the codec, not the stack
+        x, y = pairs.pop()
+        if type(x) is not type(y):
+            return False
+        if isinstance(x, dict) and isinstance(y, dict):
+            if x.keys() != y.keys():
+                return False
+            pairs += [(value, y[key]) for key, value in x.items()]
+        elif isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+            if len(x) != len(y):
+                return False
+            pairs += zip(x, y, strict=True)
+        elif isinstance(x, float) and isinstance(y, float):
+            if x != y or math.copysign(1.0, x) != math.copysign(1.0, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
 def describe_difference(expected: SessionExport, actual: SessionExport | None) -> str | None:
     """What differs between two exports of a session (None when they are equal).
 
-    Names the creds and key ids only, never a value.
+    Compared with :func:`exactly_equal`. Names the creds and key ids only,
+    never a value.
     """
     if actual is None:
         return "not on the target"
     problems: list[str] = []
-    if actual.creds != expected.creds:
+    if not exactly_equal(actual.creds, expected.creds):
         if actual.creds is None:
             problems.append("creds missing on the target")
         elif expected.creds is None:
@@ -210,12 +272,10 @@ def describe_difference(expected: SessionExport, actual: SessionExport | None) -
     for category in sorted(set(expected.keys) | set(actual.keys)):
         want = expected.keys.get(category, {})
         have = actual.keys.get(category, {})
-        if want == have:
-            continue
         for key_id, value in want.items():
             if key_id not in have:
                 missing.append((category, key_id))
-            elif have[key_id] != value:
+            elif not exactly_equal(have[key_id], value):
                 differ.append((category, key_id))
         extra += [(category, key_id) for key_id in have if key_id not in want]
     for found, one_label, many_label in (
@@ -247,13 +307,21 @@ async def copy_sessions(
     Each session is read in one snapshot from the source, written in one
     transaction to the target (through ``import_session``), then read back
     from the target and compared with what was read, creds and every key,
-    decoded. Values are decrypted with the source's cipher and sealed with
-    the target's, so the two may differ (plaintext to sealed, key A to key B).
+    decoded, type for type (:func:`exactly_equal`). Values are decrypted with
+    the source's cipher and sealed with the target's, so the two may differ
+    (plaintext to sealed, key A to key B).
 
     Running it again after an interruption finishes the rest: a session the
     target already holds is compared with the source and skipped if it is
     identical. Stop the bot before copying: a session written on the source
     after it was read is not copied.
+
+    A session that a live lease holds on the target (a store with leases:
+    PostgreSQL) is never written, whatever ``overwrite`` and ``force`` say:
+    its owner is writing it, and the copy would leave a mix of both. It is
+    ``refused``: stop that owner, or wait for its lease to expire, and copy
+    again. (The check runs as the session is read, one pipeline step before
+    its write: an owner that takes the lease in between is not seen.)
 
     Args:
         source: the store to read from (never written).
@@ -261,10 +329,11 @@ async def copy_sessions(
         sessions: the ids to copy (default None: every session of the source).
         overwrite: replace a session the target holds with different contents
             (default False: report it as a ``conflict`` and leave it). Identical
-            ones are skipped either way.
+            ones are skipped either way; one a live lease holds on the target
+            is ``refused``.
         force: copy a session held by a live lease on the source (default
             False: ``refused``; its owner is still writing, so the copy would be
-            stale at once).
+            stale at once). It never applies to a lease on the target.
         verify_only: write nothing; compare each session with the target's
             copy (``verified`` or ``failed``).
         progress: called after each session with the counts so far.
@@ -297,7 +366,7 @@ async def copy_sessions(
         sessions_total=len(order),
         keys_total=sum(on_source[sid].key_count for sid in order if sid in on_source),
     )
-    leases = source if isinstance(source, _LeaseLookup) and not (force or verify_only) else None
+    check_source_leases = not (force or verify_only)
 
     def finish(outcome: SessionCopy) -> None:
         report.sessions.append(outcome)
@@ -315,6 +384,11 @@ async def copy_sessions(
         info = read.info
         name = "" if error is None else type(error).__name__
         return SessionCopy(info.session_id, status, info.key_count, info.size, detail, name)
+
+    def refused(read: _Read, held: LeaseUnavailableError, where: str) -> SessionCopy:
+        until = held.expires_at.isoformat(timespec="seconds")
+        detail = f"held by a live lease of {held.holder!r} until {until} {where}"
+        return outcome(read, "refused", detail, held)
 
     async def settle(
         read: _Read, step: Awaitable[SessionCopy | None], context: str = ""
@@ -334,28 +408,35 @@ async def copy_sessions(
             return outcome(read, "failed", "not stored in the source")
         # Checked after the read: a lease taken before or during it means an
         # owner that may have written after the snapshot.
-        if leases is not None:
-            holder = await leases.lease_holder(sid)
-            if holder is not None and holder[2] > datetime.now(timezone.utc):
+        held = await live_lease(source, sid) if check_source_leases else None
+        if held is not None:
+            return refused(
+                read,
+                held,
+                "on the source: stop that owner, or pass force=True (--force) to copy it anyway",
+            )
+        if verify_only or sid in on_target:
+            difference = describe_difference(read.exported, await target.export_session(sid))
+            if verify_only:
+                return outcome(read, "failed" if difference else "verified", difference or "")
+            if difference is None:
+                return outcome(read, "skipped", "already on the target")
+            if not overwrite:
                 return outcome(
                     read,
-                    "refused",
-                    f"held by a live lease of {holder[0]!r} on the source: stop that owner, "
-                    "or pass force=True (--force) to copy it anyway",
+                    "conflict",
+                    f"the target holds a different session of this id: {difference}; "
+                    "pass overwrite=True (--overwrite) to replace it",
                 )
-        if not (verify_only or sid in on_target):
-            return None
-        difference = describe_difference(read.exported, await target.export_session(sid))
-        if verify_only:
-            return outcome(read, "failed" if difference else "verified", difference or "")
-        if difference is None:
-            return outcome(read, "skipped", "already on the target")
-        if not overwrite:
-            return outcome(
+        # Checked last, so as close to the write as the pipeline allows: an
+        # owner there would go on writing over (or under) the copy.
+        held = await live_lease(target, sid)
+        if held is not None:
+            return refused(
                 read,
-                "conflict",
-                f"the target holds a different session of this id: {difference}; "
-                "pass overwrite=True (--overwrite) to replace it",
+                held,
+                "on the target: stop that owner, or wait for its "
+                "lease to expire, then copy again (force, --force, does not apply to the target)",
             )
         return None
 
