@@ -39,7 +39,13 @@ from .errors import (
     describe_error,
     shown,
 )
-from .keys import DEFAULT_KEY_CACHE_BYTES, DEFAULT_PRELOAD, AuthKeys, KeyWrites
+from .keys import (
+    DEFAULT_KEY_CACHE_BYTES,
+    DEFAULT_PRELOAD,
+    AuthKeys,
+    KeyWrites,
+    check_key_options,
+)
 from .metrics import open_auth_states
 from .retry import within
 from .store import AuthStateStore
@@ -147,28 +153,6 @@ class SessionOptions:
     def categories(self) -> list[str]:
         """The key categories to preload (raises InvalidTypeError for a bad ``preload``)."""
         return _preload_categories(self.preload)
-
-
-def check_key_options(key_writes: object, key_cache_bytes: object) -> None:
-    """Refuse a ``key_writes`` or ``key_cache_bytes`` that :class:`AuthKeys` would refuse.
-
-    Raises:
-        InvalidInputError: ``key_writes`` is neither ``"write-through"`` nor
-            ``"barrier"``, or ``key_cache_bytes`` is not an int >= 0.
-    """
-    if key_writes not in ("write-through", "barrier"):
-        raise InvalidInputError(
-            f"key_writes must be 'write-through' or 'barrier', not {shown(key_writes)}"
-        )
-    if (
-        isinstance(key_cache_bytes, bool)
-        or not isinstance(key_cache_bytes, int)
-        or key_cache_bytes < 0
-    ):
-        raise InvalidInputError(
-            f"key_cache_bytes must be an int >= 0 (bytes; 0 disables the cache), "
-            f"not {shown(key_cache_bytes)}"
-        )
 
 
 #: The options :class:`AuthState` takes: every field of SessionOptions but ``preload``.

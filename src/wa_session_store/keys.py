@@ -84,6 +84,7 @@ __all__ = [
     "AuthKeys",
     "KeyTransaction",
     "KeyWrites",
+    "check_key_options",
 ]
 
 logger = logging.getLogger("wa_session_store")
@@ -110,6 +111,30 @@ DEFAULT_KEY_CACHE_BYTES: Final = 8 * 1024 * 1024
 _TRANSACTIONS: ContextVar[Mapping[int, KeyTransaction]] = ContextVar(
     "wa_session_store_key_transactions", default=MappingProxyType({})
 )
+
+
+def check_key_options(key_writes: object, key_cache_bytes: object) -> None:
+    """Refuse a ``key_writes`` or ``key_cache_bytes`` that :class:`AuthKeys` would refuse.
+
+    :class:`~wa_session_store.auth_state.SessionOptions` runs it before any I/O.
+
+    Raises:
+        InvalidInputError: ``key_writes`` is neither ``"write-through"`` nor
+            ``"barrier"``, or ``key_cache_bytes`` is not an int >= 0.
+    """
+    if key_writes not in ("write-through", "barrier"):
+        raise InvalidInputError(
+            f"key_writes must be 'write-through' or 'barrier', not {shown(key_writes)}"
+        )
+    if (
+        isinstance(key_cache_bytes, bool)
+        or not isinstance(key_cache_bytes, int)
+        or key_cache_bytes < 0
+    ):
+        raise InvalidInputError(
+            f"key_cache_bytes must be an int >= 0 (bytes; 0 disables the cache), "
+            f"not {shown(key_cache_bytes)}"
+        )
 
 
 class KeyTransaction:
@@ -246,15 +271,7 @@ class AuthKeys:
         key_writes: KeyWrites = "write-through",
         cache_bytes: int = DEFAULT_KEY_CACHE_BYTES,
     ) -> None:
-        if key_writes not in ("write-through", "barrier"):
-            raise InvalidInputError(
-                f"key_writes must be 'write-through' or 'barrier', not {shown(key_writes)}"
-            )
-        if isinstance(cache_bytes, bool) or not isinstance(cache_bytes, int) or cache_bytes < 0:
-            raise InvalidInputError(
-                f"key_cache_bytes must be an int >= 0 (bytes; 0 disables the cache), "
-                f"not {shown(cache_bytes)}"
-            )
+        check_key_options(key_writes, cache_bytes)
         self._store = store
         self._session_id = session_id
         self._lease = lease
