@@ -131,7 +131,7 @@ async def test_list_show_and_delete(tmp_path: Path) -> None:
     for form in (SECRET.decode(), base64.b64encode(SECRET).decode(), SECRET.hex()):
         assert form not in show.stdout + listing.stdout + json.dumps(as_json)
     refused = run("delete", "bot-1", cwd=tmp_path, input_="")
-    assert refused.returncode == 2
+    assert refused.returncode == 5  # refused: no terminal to confirm on
     assert "pass --yes" in refused.stderr
     assert "bot-1" in run("list", cwd=tmp_path).stdout
     deleted = run("delete", "bot-1", "--yes", cwd=tmp_path)
@@ -140,12 +140,14 @@ async def test_list_show_and_delete(tmp_path: Path) -> None:
 
 
 def test_user_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    assert run("migrate", cwd=tmp_path).returncode == 0
     for args, code, message in (
-        (["show", "nope"], 2, "no session 'nope'"),
+        (["show", "nope"], 3, "no session 'nope'"),
         (["list", "--dsn", "mysql://x/y"], 2, "unknown store URL scheme"),
         (["list", "--dsn", "postgresql://u:pw-secret@[::1/db"], 2, "malformed PostgreSQL"),
-        (["list", "--dsn", "sqlite:////no/such/folder/x.db"], 1, "cannot open SQLite database"),
-        (["delete", "nope", "--yes"], 2, "no session 'nope'"),
+        (["list", "--dsn", "sqlite:////no/such/folder/x.db"], 3, "no SQLite database at"),
+        (["check", "--dsn", "sqlite:////no/such/folder/x.db"], 1, "cannot open SQLite database"),
+        (["delete", "nope", "--yes"], 3, "no session 'nope'"),
         (["reencrypt"], 2, "WA_SESSION_STORE_KEYS"),
     ):
         result = run(*args, cwd=tmp_path)
@@ -226,8 +228,8 @@ def test_import_and_export_a_baileys_folder(tmp_path: Path) -> None:
     assert "notes.txt" in imported.stdout + imported.stderr
     assert imported.stderr.count("\r") == 0  # no progress drawn into a pipe
     again = run("import", str(folder), "--session", "bot-9", cwd=tmp_path)
-    assert again.returncode == 1
-    assert "overwrite" in again.stderr
+    assert again.returncode == 5  # refused
+    assert "pass --overwrite" in again.stderr
     assert (
         run("import", str(folder), "--session", "bot-9", "--overwrite", cwd=tmp_path).returncode
         == 0
@@ -238,6 +240,6 @@ def test_import_and_export_a_baileys_folder(tmp_path: Path) -> None:
     assert {p.name for p in out.iterdir()} == set(files)
     assert json.loads((out / "pre-key-1.json").read_text()) == files["pre-key-1.json"]
     missing = run("import", str(tmp_path / "nope"), "--session", "x", cwd=tmp_path)
-    assert missing.returncode in (1, 2)
+    assert missing.returncode == 3  # not found
     assert missing.stderr.startswith("error: ")
     assert "Traceback" not in missing.stderr

@@ -1,5 +1,5 @@
 """Issue 13, the CLI side: no secret and no traceback in its output, ever, and
-consistent exit codes (2 usage, 1 failure, 130 interrupt). Every test runs the
+consistent exit codes (see test_cli_exit_codes for the whole table). Every test runs the
 real command as a subprocess; a pseudo-terminal where a prompt is involved."""
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def test_delete_with_stdin_closed(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 5, result.stderr  # refused
     assert "pass --yes" in result.stderr
     _no_traceback(result)
 
@@ -252,9 +252,9 @@ def terminals() -> Any:
 @pytest.mark.parametrize(
     ("keys", "code", "message"),
     [
-        (b"\x04", 1, "no answer (end of input): nothing deleted"),  # Ctrl-D
+        (b"\x04", 5, "no answer (end of input): nothing deleted"),  # Ctrl-D: refused
         (b"\x03", 130, "interrupted: nothing deleted"),  # Ctrl-C, no Enter
-        (b"n\r", 1, "nothing deleted"),
+        (b"n\r", 5, "nothing deleted"),
     ],
     ids=["EOF", "Ctrl-C", "no"],
 )

@@ -551,7 +551,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert same.returncode == 2
     assert same.stderr.startswith("error: --from and --to name the same store")
     missing = cli("--from", "sqlite:///nothing.db", "--to", "sqlite:///b.db", cwd=tmp_path)
-    assert missing.returncode == 2
+    assert missing.returncode == 3  # not found
     assert "no SQLite database" in missing.stderr
     assert not (tmp_path / "nothing.db").exists()  # the source is never created
     usage = cli("--from", "sqlite:///a.db", cwd=tmp_path)
@@ -574,7 +574,7 @@ async def test_cli_conflict_then_overwrite(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path / "b.db") as target:
         await target.import_session("bot-0", {"registrationId": 999}, {})
     conflict = cli("--from", "sqlite:///a.db", "--to", "sqlite:///b.db", cwd=tmp_path)
-    assert conflict.returncode == 1
+    assert conflict.returncode == 5  # refused: in conflict
     assert "bot-0: conflict: the target holds a different session" in conflict.stdout
     assert "copied 3, skipped 0, in conflict 1, failed 0 of 4 sessions" in conflict.stdout
     overwrite = cli(

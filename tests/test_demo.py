@@ -233,7 +233,7 @@ async def test_memory_is_refused_before_anything_happens() -> None:
 
 
 def test_the_command_refuses_memory(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--dsn", "memory://"]) == 1
+    assert main(["demo", "--dsn", "memory://"]) == 2  # usage: a --dsn the demo cannot use
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("error: the demo restores the session in a new process")

@@ -132,11 +132,13 @@ async def test_status_flags_what_needs_a_look(store: BaseStore) -> None:
 
 def test_status_command_on_sqlite(tmp_path: Path) -> None:
     dsn = f"sqlite:///{tmp_path / 'bots.db'}"
+    assert run("migrate", "--dsn", dsn, cwd=tmp_path).returncode == 0  # status creates nothing
     result = run("status", "--dsn", dsn, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "0 sessions" in result.stdout
     result = run("status", "--json", "--dsn", dsn, cwd=tmp_path)
     report = json.loads(result.stdout)
+    assert report["ok"]
     assert report["health"]["ok"]
     assert report["sessions"] == []
 

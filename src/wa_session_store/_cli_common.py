@@ -2,9 +2,10 @@
 
 Opening a store from ``--dsn`` or a URL, reading the key variables
 (``WA_SESSION_STORE_KEYS``, ``WA_SESSION_STORE_SOURCE_KEYS``), progress on a
-terminal, the note printed on Ctrl-C, messages and prompts, and the usage error
-(exit status 2). The parser and ``main()`` stay in ``wa_session_store.cli``,
-which imports the command modules; they import this module, never the CLI.
+terminal, the note printed on Ctrl-C, messages and prompts. How a command ends
+(its exit status and errors) is ``_cli_exit``'s. The parser and ``main()`` stay
+in ``wa_session_store.cli``, which imports the command modules; they import
+this module, never the CLI.
 """
 
 from __future__ import annotations
@@ -21,16 +22,13 @@ import time
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
-from ._open import open_store, redact_url
+from ._cli_exit import NotFoundError, UsageError
+from ._open import DEFAULT_URL, open_store, redact_url
 from .backends.postgres import PostgresStore
 from .backends.sqlite import SQLiteStore
 from .crypto import Cipher
-from .errors import InvalidInputError, SessionStoreError
-from .store import BaseStore
-
-
-class UsageError(SessionStoreError):
-    """A command line that cannot be carried out as given (exit status 2)."""
+from .errors import InvalidInputError
+from .store import BaseStore, SessionInfo
 
 
 class Progress:
@@ -112,29 +110,55 @@ def _cipher_from_env(variable: str = KEYS_ENV) -> Cipher | None:
 
 
 def _store(
-    args: argparse.Namespace, *, url: str | None = None, keys_env: str = KEYS_ENV, **options: Any
+    args: argparse.Namespace,
+    *,
+    url: str | None = None,
+    keys_env: str = KEYS_ENV,
+    create: bool = False,
+    **options: Any,
 ) -> BaseStore:
     """The store of ``url`` (default ``--dsn``), sealed with the keys of ``keys_env`` if set.
+
+    Unless ``create``, the store must exist already and is left as it is: a
+    SQLite file that is not there is a :class:`NotFoundError` naming its path
+    (nothing is created), and the schema is neither created nor upgraded
+    (``migrate=False``: a database without the tables is not found either).
+    Only the commands that set a store up pass ``create``: ``check``,
+    ``migrate``, ``import`` and the target of ``copy``.
 
     A URL the library refuses is a usage error (status 2).
     """
     cipher = _cipher_from_env(keys_env)
     if cipher is not None:
         options.setdefault("cipher", cipher)
+    given = args.dsn if url is None else url
     try:
-        return open_store(args.dsn if url is None else url, **options)
+        store = open_store(given, **options)
     except InvalidInputError as exc:  # the URL given on the command line or in the environment
         raise UsageError(f"{'--dsn' if url is None else 'store URL'}: {exc}") from None
-
-
-def _existing_store(args: argparse.Namespace, url: str, keys_env: str) -> BaseStore:
-    """The store of ``url``, which must exist already: opening it never creates or migrates it."""
-    store = _store(args, url=url, keys_env=keys_env)
-    if isinstance(store, SQLiteStore) and not store.path.exists():
-        raise UsageError(f"no SQLite database at {str(store.path)!r} ({redact_url(url)})")
+    if create:
+        return store
+    if isinstance(store, SQLiteStore) and not store.path.is_file():
+        hint = (
+            "pass --dsn URL or set WA_SESSION_STORE_DSN"
+            if url is None and given == DEFAULT_URL
+            else "check the URL"
+        )
+        raise NotFoundError(
+            f"no SQLite database at {str(store.path.absolute())!r} ({redact_url(given)}): "
+            f"nothing was created; {hint}"
+        )
     if isinstance(store, (SQLiteStore, PostgresStore)):
         store.migrate = False
     return store
+
+
+async def _stored_session(store: BaseStore, args: argparse.Namespace) -> SessionInfo:
+    """What ``store`` holds for ``args.session``; :class:`NotFoundError` if nothing."""
+    for info in await store.list_sessions():
+        if info.session_id == args.session:
+            return info
+    raise NotFoundError(f"no session {args.session!r} in {redact_url(args.dsn)}")
 
 
 def _ago(moment: datetime) -> str:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
-from ._cli_common import _INTERRUPT, Progress, _say, _store
+from ._cli_common import _INTERRUPT, Progress, _say, _store, _stored_session
+from ._cli_exit import NotFoundError
 
 
 async def _import(args: argparse.Namespace) -> int:
@@ -18,10 +20,16 @@ async def _import(args: argparse.Namespace) -> int:
     A Ctrl-C while the folder is read imports nothing. Once every file is read
     the session is written in one transaction: a Ctrl-C then lets that
     transaction finish and says that it landed (a second Ctrl-C abandons it,
-    and says that it may or may not have landed).
+    and says that it may or may not have landed). The store is created if
+    it does not exist, but not for a folder that is not there.
     """
     from .interop.baileys import import_baileys_folder
 
+    if not await asyncio.to_thread(os.path.lexists, args.folder):
+        raise NotFoundError(
+            f"no folder at {args.folder}: expected the folder Baileys' useMultiFileAuthState "
+            "wrote; nothing was imported"
+        )
     progress = Progress(f"reading {args.folder}")
     read_all = False
 
@@ -30,7 +38,7 @@ async def _import(args: argparse.Namespace) -> int:
         read_all = done >= total
         progress(done, total)
 
-    async with _store(args) as store:
+    async with _store(args, create=True) as store:
         task = asyncio.ensure_future(
             import_baileys_folder(
                 store, args.session, args.folder, overwrite=args.overwrite, progress=track
@@ -73,6 +81,7 @@ async def _export(args: argparse.Namespace) -> int:
     progress = Progress(f"writing {args.folder}")
     _INTERRUPT.note = f"what was written to {args.folder} has been removed"
     async with _store(args) as store:
+        await _stored_session(store, args)
         report = await export_baileys_folder(store, args.session, args.folder, progress=progress)
     progress.done()
     print(report.summary())

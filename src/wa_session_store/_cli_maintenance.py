@@ -8,25 +8,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from ._cli_common import (
     _INTERRUPT,
     KEYS_ENV,
     SOURCE_KEYS_ENV,
     Progress,
-    UsageError,
     _cipher_from_env,
-    _existing_store,
     _store,
 )
+from ._cli_exit import ExitStatus, UsageError, for_operator, print_json
 from ._open import redact_url
 from .backends.postgres import PostgresStore
 from .errors import StoreUnavailableError
+
+if TYPE_CHECKING:
+    from .transfer import CopyReport
 
 
 async def _check(args: argparse.Namespace) -> int:
@@ -35,7 +37,7 @@ async def _check(args: argparse.Namespace) -> int:
     creds = {"registrationId": 1, "noiseKey": {"public": os.urandom(32)}}
     keys = {"pre-key": {str(i): {"public": os.urandom(33)} for i in range(1, 4)}}
     started = time.perf_counter()
-    async with _store(args) as store:
+    async with _store(args, create=True) as store:
         opened = (time.perf_counter() - started) * 1000
         latencies = []
         for _ in range(5):
@@ -52,7 +54,7 @@ async def _check(args: argparse.Namespace) -> int:
         probed = (time.perf_counter() - begun) * 1000
     if loaded != creds or got != keys["pre-key"]:
         print(f"FAILED: {store!r} did not give back what was written", file=sys.stderr)
-        return 1
+        return ExitStatus.FAILED
     print(f"store:        {redact_url(args.dsn)} ({store.kind})")
     print(f"connected:    in {opened:.1f} ms")
     print(
@@ -75,13 +77,13 @@ async def _check(args: argparse.Namespace) -> int:
         f"encryption:   {'on, active key ' + repr(store.cipher.active) if store.cipher else 'off'}"
     )
     print(f"ok: wrote and read back creds and 3 keys in {probed:.1f} ms")
-    return 0
+    return ExitStatus.OK
 
 
 async def _migrate(args: argparse.Namespace) -> int:
     """Create or upgrade the schema (run it as the owner role)."""
     _INTERRUPT.note = "each schema step is one transaction; run migrate again to finish"
-    async with _store(args, migrate=True) as store:
+    async with _store(args, create=True, migrate=True) as store:
         version = await store.schema_version()
     print(f"schema of {redact_url(args.dsn)} is at version {version}")
     return 0
@@ -111,11 +113,8 @@ async def _copy(args: argparse.Namespace) -> int:
 
     if args.source == args.target:
         raise UsageError("--from and --to name the same store")
-    source = _existing_store(args, args.source, SOURCE_KEYS_ENV)
-    if args.verify_only:
-        target = _existing_store(args, args.target, KEYS_ENV)
-    else:
-        target = _store(args, url=args.target)
+    source = _store(args, url=args.source, keys_env=SOURCE_KEYS_ENV)
+    target = _store(args, url=args.target, create=not args.verify_only)
     progress = Progress("verifying" if args.verify_only else "copying")
 
     def show(p: CopyProgress) -> None:
@@ -143,19 +142,31 @@ async def _copy(args: argparse.Namespace) -> int:
             )
             raise
     progress.done()
+    status = _copy_status(report)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        document = report.to_json()
+        for entry in document["sessions"]:
+            if "detail" in entry:
+                entry["detail"] = for_operator(entry["detail"])
+        print_json(document, status, report.summary())
     else:
         for outcome in report.sessions:
             if outcome.detail and outcome.status != "skipped":
-                print(f"{outcome.session_id}: {outcome.status}: {outcome.detail}")
+                print(f"{outcome.session_id}: {outcome.status}: {for_operator(outcome.detail)}")
         print(report.summary())
     if any(o.error == "DecryptionError" for o in report.sessions):
         print(
             f"hint: the source's keys come from {SOURCE_KEYS_ENV}, the target's from {KEYS_ENV}",
             file=sys.stderr,
         )
-    return 0 if report.ok else 1
+    return status
+
+
+def _copy_status(report: CopyReport) -> ExitStatus:
+    """FAILED if a session failed, else REFUSED if one was in conflict or refused, else OK."""
+    if report.count("failed"):
+        return ExitStatus.FAILED
+    return ExitStatus.OK if report.ok else ExitStatus.REFUSED
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -165,4 +176,4 @@ async def _demo(args: argparse.Namespace) -> int:
     report = await run_demo(
         args.dsn, updates=args.updates, throttle=args.throttle, duration=args.duration
     )
-    return 0 if report.nothing_lost else 1
+    return ExitStatus.OK if report.nothing_lost else ExitStatus.FAILED

@@ -12,7 +12,8 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ._cli_common import _INTERRUPT, UsageError, _ago, _ask, _say, _size, _store
+from ._cli_common import _INTERRUPT, _ago, _ask, _say, _size, _store, _stored_session
+from ._cli_exit import ExitStatus, NotFoundError, RefusedError, print_json
 from ._open import redact_url
 from .backends.postgres import PostgresStore
 from .store import BaseStore
@@ -101,10 +102,11 @@ async def _status(args: argparse.Namespace) -> int:
     """Health, then every session: last change, keys, size, lease; and what needs a look."""
     async with _store(args) as store:
         report = await collect_status(store)
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return 0 if report["health"]["ok"] else 1
     health = report["health"]
+    status = ExitStatus.OK if health["ok"] else ExitStatus.UNAVAILABLE
+    if args.json:
+        print_json(report, status, f"the store is not healthy: {health['error']}")
+        return status
     state = "ok" if health["ok"] else f"NOT OK: {health['error']}"
     rtt = health["round_trip_ms"]
     print(
@@ -133,19 +135,19 @@ async def _status(args: argparse.Namespace) -> int:
     ):
         if report[key]:
             print(f"{len(report[key])} {label}: {', '.join(report[key])}")
-    return 0 if health["ok"] else 1
+    return status
 
 
 async def _show(args: argparse.Namespace) -> int:
     """Metadata of one session; never a key or creds value."""
     async with _store(args) as store:
+        info = await _stored_session(store, args)
         exported = await store.export_session(args.session)
-        info = next((i for i in await store.list_sessions() if i.session_id == args.session), None)
         holder = (
             await store.lease_holder(args.session) if isinstance(store, PostgresStore) else None
         )
-    if exported is None or info is None:
-        raise UsageError(f"no session {args.session!r} in {redact_url(args.dsn)}")
+    if exported is None:  # deleted between the two reads
+        raise NotFoundError(f"no session {args.session!r} in {redact_url(args.dsn)}")
     creds = exported.creds or {}
     me = creds.get("me") if isinstance(creds.get("me"), dict) else None
     rows: list[tuple[str, object]] = [
@@ -175,12 +177,13 @@ async def _show(args: argparse.Namespace) -> int:
 async def _delete(args: argparse.Namespace) -> int:
     """Delete a session's creds and keys, after confirmation."""
     async with _store(args) as store:
-        info = next((i for i in await store.list_sessions() if i.session_id == args.session), None)
-        if info is None:
-            raise UsageError(f"no session {args.session!r} in {redact_url(args.dsn)}")
+        info = await _stored_session(store, args)
         if not args.yes:
             if sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty():
-                raise UsageError("refusing to delete without confirmation: pass --yes")
+                raise RefusedError(
+                    f"refusing to delete session {args.session!r} without confirmation "
+                    "(no terminal to ask on): pass --yes"
+                )
             _INTERRUPT.note = "nothing deleted"
             answer = await _ask(
                 f"Delete session {args.session!r} ({'creds and ' if info.has_creds else ''}"
@@ -189,10 +192,10 @@ async def _delete(args: argparse.Namespace) -> int:
             if answer is None:
                 print()
                 _say("no answer (end of input): nothing deleted")
-                return 1
+                return ExitStatus.REFUSED
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted")
-                return 1
+                return ExitStatus.REFUSED
             _INTERRUPT.note = ""
         await store.delete_session(args.session)
     print(f"deleted session {args.session!r}")

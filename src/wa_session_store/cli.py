@@ -3,10 +3,12 @@
 Every subcommand accepts ``--dsn URL`` (before or after its own arguments);
 without it the ``WA_SESSION_STORE_DSN`` environment variable is used, and
 without that the embedded SQLite file ``wa_sessions.db`` in the current folder.
-Every error prints one line to stderr, never a traceback and never a secret.
-Exit status: 0 done, 1 the operation failed, 2 bad usage (the command line,
-the DSN or the key variables), 130 interrupted (Ctrl-C). All of it is handled
-in one place, :func:`main`, so that every subcommand behaves the same.
+Every error prints one line to stderr, never a traceback and never a secret;
+a ``--json`` command also prints a JSON document with ``"ok": false`` on
+stdout, whatever the failure. The exit status says the condition, the same for
+every subcommand (``_cli_exit.ExitStatus``: 0 ok, 1 failed, 2 usage, 3 not
+found, 4 unavailable, 5 refused, 130 interrupted). All of it is handled in one
+place, :func:`main`, so that every subcommand behaves the same.
 
 This module holds the parser, :func:`main` and that handling; the subcommands
 live in ``_cli_sessions`` (list, status, show, delete), ``_cli_folders``
@@ -29,17 +31,14 @@ from ._cli_common import _INTERRUPT, _say
 from ._cli_common import KEYS_ENV as KEYS_ENV
 from ._cli_common import SOURCE_KEYS_ENV as SOURCE_KEYS_ENV
 from ._cli_common import Progress as Progress
-from ._cli_common import UsageError as UsageError
+from ._cli_exit import ArgumentsError, ExitStatus, outcome, print_json
+from ._cli_exit import UsageError as UsageError
 from ._cli_folders import _export, _import
 from ._cli_maintenance import _check, _copy, _demo, _migrate, _reencrypt
 from ._cli_sessions import _delete, _list, _show, _status, collect_status
 from ._codec import check_session_id
 from ._open import DEFAULT_URL, redact_text
-from .errors import (
-    InvalidInputError,
-    SessionStoreError,
-    StoreConfigurationError,
-)
+from .errors import InvalidInputError
 
 __all__ = ["collect_status", "main"]
 
@@ -72,6 +71,9 @@ def _seconds(text: str) -> float:
     return value
 
 
+_JSON_HELP = 'print JSON; a failure prints {"ok": false, ...} too'
+
+
 def _parser() -> argparse.ArgumentParser:
     dsn_help = (
         "store URL: sqlite:///path.db, postgresql://..., memory:// "
@@ -84,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wa-session-store",
         description="Keep WhatsApp multi-device sessions in PostgreSQL or SQLite.",
+        epilog="exit status: "
+        + ", ".join(f"{int(s)} {s.kind.replace('_', ' ')}" for s in ExitStatus)
+        + '. With --json, a failure prints {"ok": false, "exit_status", "error", '
+        '"message"}. Only check, migrate, import, demo and copy\'s target create a store.',
     )
     parser.add_argument(
         "--dsn",
@@ -118,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
         "every stored session: id, last update, keys, size",
         "List every stored session with its last update (UTC), key count and stored size.",
     )
-    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.add_argument("--json", action="store_true", help=_JSON_HELP)
     status = command(
         "status",
         _status,
@@ -126,9 +132,10 @@ def _parser() -> argparse.ArgumentParser:
         "Check the store (round trip, schema, server and pool), then list every session with "
         "its last change (UTC), key count, stored size and lease holder and expiry, and name "
         "the sessions that need a look: creds but no keys, or a lease that expired with no "
-        "owner. Metadata only, never secrets. Exit status 1 when the store is not healthy.",
+        "owner. Metadata only, never secrets. Exit status 4 (unavailable) when the store is "
+        "not healthy.",
     )
-    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--json", action="store_true", help=_JSON_HELP)
     show = command(
         "show",
         _show,
@@ -198,7 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         f"{SOURCE_KEYS_ENV}, the target's from "
         f"{KEYS_ENV} ('id=BASE64,id2=BASE64'), never from the command line. The source is "
         "never written. Exit status 0 when every session is on the target as on the source, "
-        "1 otherwise.",
+        "1 when one failed, else 5 when one was in conflict or refused.",
     )
     copying.add_argument(
         "sessions", nargs="*", metavar="SESSION", help="the sessions to copy (default: all)"
@@ -224,7 +231,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing: compare every session with the target's copy",
     )
-    copying.add_argument("--json", action="store_true", help="print the report as JSON")
+    copying.add_argument("--json", action="store_true", help=_JSON_HELP)
     copying.set_defaults(run=_copy)
     demo = commands.add_parser(
         "demo",
@@ -281,7 +288,9 @@ class _Parser(argparse.ArgumentParser):
                     f"{' and ' if shown else ''}{hidden} other word(s), not shown as they may "
                     "hold a secret (quote a key=value --dsn as one argument)"
                 )
-        super().error(redact_text(message))
+        # Raised, not exited: main() ends every failure the same way (--json included).
+        self.print_usage(sys.stderr)
+        raise ArgumentsError(self.prog, redact_text(message))
 
 
 async def _run(run: Command, args: argparse.Namespace) -> int:
@@ -308,44 +317,35 @@ async def _run(run: Command, args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status.
+    """Run the command line; return the exit status (see ``_cli_exit.ExitStatus``).
 
-    Exit status: 0 done; 1 the operation failed (the store, a folder, a
-    refused or unconfirmed deletion); 2 bad usage (an unknown command or
-    option, a bad ``--dsn`` or key variable, a DSN the server refuses (role,
-    password, database, port, sslmode, host), a missing session, ``delete``
-    without confirmation); 130 interrupted by Ctrl-C. Errors print one line
-    to stderr, never a traceback and never a secret.
+    Every failure ends here, whatever the subcommand: one line on stderr,
+    never a traceback and never a secret, the status of its condition, and,
+    when ``--json`` was asked for, a JSON document with ``"ok": false`` on
+    stdout (even when the command line itself was refused).
     """
     _INTERRUPT.note = ""
-    args = _parser().parse_args(argv)
-    run: Command = args.run
+    words = list(sys.argv[1:] if argv is None else argv)
+    options = words[: words.index("--")] if "--" in words else words
     try:
-        return asyncio.run(_run(run, args))
-    except UsageError as exc:
-        _say(f"error: {exc}")
-        return 2
-    except StoreConfigurationError as exc:  # the DSN must change: as much a usage error
-        _say(f"error: {redact_text(str(exc))}")
-        return 2
-    except SessionStoreError as exc:
-        _say(f"error: {redact_text(str(exc))}")
-        return 1
+        args = _parser().parse_args(words)
+        run: Command = args.run
+        return int(asyncio.run(_run(run, args)))
     except BrokenPipeError:
         # The reader went away (`| head`): not an error; keep Python from
         # complaining again when it flushes stdout at exit.
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        return 0
-    except OSError as exc:  # a folder that cannot be read or written
-        _say(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
-        return 1
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        _say(f"\ninterrupted{': ' + _INTERRUPT.note if _INTERRUPT.note else ''}")
-        return 130
-    except Exception as exc:  # a bug: still one line, and no secret
-        _say(
-            f"error: unexpected {type(exc).__name__}: "
-            f"{redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else '')} "
-            "(please report this)"
-        )
-        return 1
+        return ExitStatus.OK
+    except ArgumentsError as exc:  # argparse printed the usage already
+        status, message = exc.status, str(exc)
+        _say(f"{exc.prog}: error: {message}")
+    except (Exception, KeyboardInterrupt, asyncio.CancelledError) as exc:
+        status, message = outcome(exc)
+        if status == ExitStatus.INTERRUPTED:
+            message += f": {_INTERRUPT.note}" if _INTERRUPT.note else ""
+            _say(f"\n{message}")
+        else:
+            _say(f"error: {message}")
+    if any(w.startswith("--j") and "--json".startswith(w) for w in options):  # or abbreviated
+        print_json({}, status, message)
+    return int(status)
