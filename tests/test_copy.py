@@ -620,11 +620,11 @@ async def test_cli_refuses_a_session_leased_on_the_target(
         as_json = await asyncio.to_thread(cli, *argv, "--json", cwd=tmp_path)
         assert await target.export_session("bot-0") == before
         assert await target.export_session("bot-2") is None
-    assert shown.returncode == 1, shown.stderr
+    assert shown.returncode == 5, shown.stderr
     assert "bot-0: refused: held by a live lease of 'worker-9' until " in shown.stdout
     assert "on the target: stop that owner" in shown.stdout
     assert "refused 2, failed 0 of 4 sessions" in shown.stdout
-    assert as_json.returncode == 1, as_json.stderr
+    assert as_json.returncode == 5, as_json.stderr
     report = json.loads(as_json.stdout)
     assert (report["ok"], report["refused"]) == (False, 2)
     refused = [s for s in report["sessions"] if s["status"] == "refused"]
