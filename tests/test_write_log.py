@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -307,7 +308,7 @@ def machine(backend: str, mode: str) -> type[WriteLogMachine]:
 def test_the_write_log_keeps_every_acknowledged_write(backend: str, mode: str) -> None:
     case = machine(backend, mode).TestCase
     case.settings = settings(
-        max_examples=60 if backend == "memory" else 25,
+        max_examples=int(os.environ.get("WRITE_LOG_EXAMPLES", 60 if backend == "memory" else 25)),
         stateful_step_count=25,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

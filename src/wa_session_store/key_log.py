@@ -124,7 +124,8 @@ class WriteLog:
     @property
     def pending(self) -> int:
         """Keys with an unresolved write, plus unresolved clears."""
-        return len(self.index) + sum(1 for w in self.entries if w.batch is None)
+        # A snapshot: metrics scrapes read this from another thread.
+        return len(self.index) + sum(1 for w in tuple(self.entries) if w.batch is None)
 
     @property
     def durable(self) -> int:

@@ -532,10 +532,17 @@ class AuthKeys:
     # -- flushing ---------------------------------------------------------------
 
     async def _wait_for(self, write: Write) -> None:
-        """Flush until ``write`` is stored (return) or dropped (raise its error)."""
+        """Flush until ``write`` is stored (return) or dropped (raise its error).
+
+        A round that fails before reaching ``write`` (older writes kept for
+        the next barrier) drops it too: its caller is told, once.
+        """
         while not write.done:
             self._check_lease()
-            await asyncio.shield(self._start_flush())
+            result = await asyncio.shield(self._start_flush())
+            if result.error is not None and not write.done and not self._lost:
+                self._log.failed([write], result.error)
+                self._forget_uncertain()
         self._check_lease()
         if write.error is not None:
             raise write.error
