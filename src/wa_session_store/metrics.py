@@ -13,6 +13,11 @@ object, a :class:`Metrics`. Pass one to any store, or to ``open_store``::
 Without ``metrics=`` (the default) nothing is recorded and nothing is paid:
 each instrumented place checks one attribute against None.
 
+A hook that raises never changes the outcome of what it reports (the save
+landed, the lease was granted): the error is logged, rate-limited, and
+ignored (see :class:`Metrics`). Exporters may collect from any thread while
+auth states open and close.
+
 The exporters are optional extras, imported only when built:
 :class:`PrometheusMetrics` (``pip install 'wa-session-store[prometheus]'``)
 and :class:`OpenTelemetryMetrics` (``[otel]``). They report the same names:

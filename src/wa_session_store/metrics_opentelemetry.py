@@ -8,12 +8,17 @@ it from :mod:`wa_session_store.metrics`, which loads this module on first use.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from .instrumentation import AUTH_STATE_GAUGES, DURATION_BUCKETS, Metrics, auth_state_gauges
+from .instrumentation import (
+    AUTH_STATE_GAUGES,
+    DURATION_BUCKETS,
+    Metrics,
+    ThreadSafeWeakSet,
+    auth_state_gauges,
+)
 
 __all__ = ["OpenTelemetryMetrics"]
 
@@ -50,7 +55,7 @@ class _OpenTelemetryInstruments:
     def __init__(self, meter: Any) -> None:
         from opentelemetry.metrics import CallbackOptions, Observation
 
-        self.owners: weakref.WeakSet[Metrics] = weakref.WeakSet()
+        self.owners: ThreadSafeWeakSet[Metrics] = ThreadSafeWeakSet()
         self.counts: dict[str, Counter[tuple[str, ...]]] = {}
         self.duration = meter.create_histogram(
             "wa_session_store_call_duration_seconds",
@@ -64,9 +69,11 @@ class _OpenTelemetryInstruments:
             counts = self.counts[name] = Counter()
 
             def observe(_options: CallbackOptions) -> Iterable[Observation]:
+                # A copy in one step (the loop threads keep counting while
+                # the reader's thread iterates).
                 return [
                     Observation(value, dict(zip(labels, key, strict=True)))
-                    for key, value in list(counts.items())
+                    for key, value in dict.copy(counts).items()
                 ]
 
             return observe

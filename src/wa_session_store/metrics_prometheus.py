@@ -9,12 +9,17 @@ on first use.
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from .instrumentation import AUTH_STATE_GAUGES, DURATION_BUCKETS, Metrics, auth_state_gauges
+from .instrumentation import (
+    AUTH_STATE_GAUGES,
+    DURATION_BUCKETS,
+    Metrics,
+    ThreadSafeWeakSet,
+    auth_state_gauges,
+)
 
 __all__ = ["PrometheusMetrics"]
 
@@ -27,7 +32,7 @@ class _PrometheusInstruments:
         from prometheus_client import Gauge, Histogram
 
         op = ["operation", "backend"]
-        self.owners: weakref.WeakSet[Metrics] = weakref.WeakSet()
+        self.owners: ThreadSafeWeakSet[Metrics] = ThreadSafeWeakSet()
         self.calls = PCounter(
             "wa_session_store_calls_total",
             "Store calls, by how they ended.",
@@ -75,7 +80,7 @@ class _PrometheusInstruments:
 class _AuthStateCollector:
     """Reports the auth-state gauges when Prometheus scrapes (no cost in between)."""
 
-    def __init__(self, owners: weakref.WeakSet[Metrics]) -> None:
+    def __init__(self, owners: ThreadSafeWeakSet[Metrics]) -> None:
         self.owners = owners
 
     def describe(self) -> list[Any]:

@@ -29,6 +29,7 @@ from tenacity import (
 from tenacity.stop import stop_base
 
 from .errors import InvalidInputError, StoreUnavailableError, describe_error, shown
+from .instrumentation import hook_failed
 
 __all__ = ["AttemptTimeoutError", "RetryDetails", "RetryHook", "RetryPolicy", "within"]
 
@@ -408,5 +409,8 @@ def _call_hook(hook: RetryHook | None, details: RetryDetails) -> None:
         return
     try:
         hook(details)
-    except Exception:
-        logger.exception("retry hook %r raised; ignored", hook)
+    except Exception as exc:
+        # Rate-limited, and without the traceback, which would print the
+        # store's error chained to the hook's.
+        name = getattr(hook, "__qualname__", type(hook).__qualname__)
+        hook_failed(("retry hook", name), f"retry hook {name}()", exc)

@@ -49,6 +49,7 @@ from ._open import DEFAULT_URL, open_store
 from ._sync_loop import (
     THREAD_NAME,
     BlockingCallInLoopError,
+    InheritedFacadeError,
     _acquire,
     _Facade,
     _refuse_in_running_loop,
@@ -96,6 +97,7 @@ T = TypeVar("T")
 __all__ = [
     "THREAD_NAME",
     "BlockingCallInLoopError",
+    "InheritedFacadeError",
     "SyncAuthKeys",
     "SyncAuthState",
     "SyncRestoreResult",
@@ -141,6 +143,7 @@ class SyncStore(_Facade):
                 f"not {type(store).__name__}"
             )
         self._store = store
+        self._process = None  # bound to a process while open
         self._leased = False
         self._lease_lock = threading.Lock()
         # The auth states made through this facade, closed before the store. An
@@ -167,15 +170,24 @@ class SyncStore(_Facade):
 
         Opening an open facade does nothing. If the store's ``open()`` raises
         (the same error reaches the caller), the loop thread is not kept.
+
+        Raises:
+            InheritedFacadeError: the facade was open when this process was
+                forked from the one that opened it.
         """
+        self._refuse_if_inherited("open")
         _refuse_in_running_loop("SyncStore.open")
         with self._lease_lock:
             if self._leased:
                 return
+            # Bound before the store opens, so that a child forked meanwhile
+            # refuses the half-open store instead of waiting for this lock.
+            self._bind()
             _acquire()
             try:
                 self._run("open", self._store.open)
             except BaseException:
+                self._process = None
                 _release()
                 raise
             self._leased = True
@@ -189,7 +201,13 @@ class SyncStore(_Facade):
         once no open facade uses it. Closing a closed facade does nothing. If
         the store's ``close()`` raises, the error reaches the caller and the
         facade ends closed anyway.
+
+        In a process forked while the facade was open, closing it does
+        nothing: the store, its connections and its auth states are the
+        parent's, which closes them (the child exits without waiting for them).
         """
+        if self._inherited():
+            return
         _refuse_in_running_loop("SyncStore.close")
         with self._lease_lock:
             if not self._leased:
@@ -201,6 +219,7 @@ class SyncStore(_Facade):
                 self._run("close", self._store.close)
             finally:
                 self._leased = False
+                self._process = None
                 _open_facades.discard(self)
                 _release()
 
@@ -532,6 +551,7 @@ class SyncAuthKeys(_Facade):
     __slots__ = ("_keys", "_local")
 
     def __init__(self, keys: AuthKeys) -> None:
+        self._bind()
         self._keys = keys
         self._local = threading.local()
 
@@ -632,6 +652,7 @@ class SyncAuthState(_Facade):
     __slots__ = ("_hop_lock", "_loop", "_store", "creds", "keys", "session_id", "state")
 
     def __init__(self, store: SyncStore, state: AuthState, loop: asyncio.AbstractEventLoop) -> None:
+        self._bind()
         self._store = store
         self._loop = loop
         self._hop_lock = threading.Lock()
@@ -665,6 +686,8 @@ class SyncAuthState(_Facade):
         auth state or store) is logged at ERROR, as by the async hook.
         """
         try:
+            # Refused before the lock, which a thread of the parent may have held.
+            self._refuse_if_inherited("creds_updated")
             # The lock keeps the hops in the order the copies were taken when
             # several threads report updates at once.
             with self._hop_lock:
@@ -966,6 +989,7 @@ class SyncSessionWorker(_Facade):
                 f"store must be a SyncStore (e.g. open_sync_store(url)), not {type(store).__name__}"
             )
         postgres = store._postgres_store()
+        self._bind()
         self._store = store
 
         async def make() -> SessionWorker:  # on the loop that will run it
