@@ -297,12 +297,6 @@ async def test_an_opentelemetry_collection_while_states_open_and_close(
     assert [r.getMessage() for r in caplog.records if r.name.startswith("opentelemetry")] == []
 
 
-@pytest.mark.xfail(
-    reason="key_log.KeyLog.pending iterates the write log's deque, which the loop appends "
-    "to while the scrape thread reads it ('deque mutated during iteration'); the keys "
-    "module's fix, not this one's. Drop this marker with it.",
-    strict=False,  # a race: it may pass by luck before the fix
-)
 async def test_a_scrape_while_barrier_writes_are_pending(busy_gil: None) -> None:
     registry = CollectorRegistry()
     errors: list[BaseException] = []
