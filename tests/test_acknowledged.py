@@ -11,6 +11,7 @@ import pytest
 
 from wa_session_store import (
     AuthKeys,
+    InvalidTypeError,
     StoreUnavailableError,
     close_all,
     use_auth_state,
@@ -138,4 +139,41 @@ async def test_a_write_through_set_racing_clear_agrees_with_the_store(
         want = None if first == "set" else value  # the later call wins
         assert await stored(store, "session", "k") == want
         assert await auth.keys.get("session", ["k"]) == {"k": want}, round_
+    await auth.aclose()
+
+
+async def test_transactions_with_one_key_run_one_at_a_time(store: BaseStore) -> None:
+    """Baileys' convention, ``keys.transaction(key)``, as Python ports call it."""
+    auth = await use_auth_state(store, SID, key_writes="barrier", backup_interval=None)
+    order: list[str] = []
+    first_inside = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def first() -> None:
+        async with auth.keys.transaction("15550001111@s.whatsapp.net"):
+            order.append("first in")
+            async with auth.keys.transaction("15550001111@s.whatsapp.net"):  # joins, no wait
+                await auth.keys.set({"session": {"a": b"1"}})
+            first_inside.set()
+            await release_first.wait()
+            order.append("first out")
+
+    async def second() -> None:
+        await first_inside.wait()
+        async with auth.keys.transaction("15550001111@s.whatsapp.net"):
+            order.append("second in")
+            assert await auth.keys.get("session", ["a"]) == {"a": b"1"}  # the first committed
+
+    async def other_key() -> None:
+        await first_inside.wait()
+        async with auth.keys.transaction("group@g.us"):
+            order.append("other in")  # not held up by the first block's key
+        release_first.set()
+
+    await asyncio.wait_for(asyncio.gather(first(), second(), other_key()), 30)
+    assert order == ["first in", "other in", "first out", "second in"]
+    assert auth.keys._key_locks == {}  # nothing kept once no block holds a key
+    with pytest.raises(InvalidTypeError, match="a transaction key must be a str or None"):
+        auth.keys.transaction(42)  # type: ignore[arg-type]  # the point
+    assert await stored(store, "session", "a") == b"1"
     await auth.aclose()

@@ -70,6 +70,7 @@ from ._codec import (
 from .backends.lease import Lease, fenced
 from .errors import (
     InvalidInputError,
+    InvalidTypeError,
     LeaseLostError,
     describe_error,
     shown,
@@ -150,14 +151,18 @@ class KeyTransaction:
     on its own.
     """
 
-    __slots__ = ("_keys", "_token", "ended", "parent", "writes")
+    __slots__ = ("_held", "_keys", "_token", "ended", "key", "parent", "writes")
 
-    def __init__(self, keys: AuthKeys, parent: KeyTransaction | None) -> None:
+    def __init__(
+        self, keys: AuthKeys, parent: KeyTransaction | None, key: str | None = None
+    ) -> None:
         self._keys = keys
         self.parent = parent
+        self.key = key
         self.writes: dict[Key, Entry] = {}
         self.ended = False
         self._token: Any = None
+        self._held: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
         state = "ended" if self.ended else f"writes={len(self.writes)}"
@@ -190,7 +195,26 @@ class KeyTransaction:
         self.ended = True
         self.writes.clear()
 
+    def _holds(self, key: str) -> bool:
+        """Whether this block or an open one enclosing it holds ``key``'s lock."""
+        txn = _open(self.parent)
+        while txn is not None:
+            if txn.key == key and txn._held is not None:
+                return True
+            txn = _open(txn.parent)
+        return False
+
     async def __aenter__(self) -> KeyTransaction:
+        if self.key is not None and not self._holds(self.key):
+            locks = self._keys._key_locks
+            lock, users = locks.get(self.key, (asyncio.Lock(), 0))
+            locks[self.key] = (lock, users + 1)
+            try:
+                await lock.acquire()
+            except BaseException:
+                self._forget_lock(lock)
+                raise
+            self._held = lock
         current = _TRANSACTIONS.get()
         self._token = _TRANSACTIONS.set(MappingProxyType({**current, id(self._keys): self}))
         return self
@@ -202,10 +226,29 @@ class KeyTransaction:
         tb: TracebackType | None,
     ) -> None:
         _TRANSACTIONS.reset(self._token)
-        if exc_type is None:
-            await self.commit()
+        try:
+            if exc_type is None:
+                await self.commit()
+            else:
+                self.discard()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        lock, self._held = self._held, None
+        if lock is not None:
+            lock.release()
+            self._forget_lock(lock)
+
+    def _forget_lock(self, lock: asyncio.Lock) -> None:
+        """One user less of the key's lock; the last one removes it."""
+        assert self.key is not None
+        locks = self._keys._key_locks
+        _, users = locks[self.key]
+        if users > 1:
+            locks[self.key] = (lock, users - 1)
         else:
-            self.discard()
+            del locks[self.key]
 
 
 def _open(txn: KeyTransaction | None) -> KeyTransaction | None:
@@ -252,6 +295,7 @@ class AuthKeys:
         "_closed",
         "_closing",
         "_flush_task",
+        "_key_locks",
         "_lease",
         "_log",
         "_lost",
@@ -279,6 +323,8 @@ class AuthKeys:
         self._max_size = int(getattr(store, "max_value_size", DEFAULT_MAX_VALUE_SIZE))
         self._cache = Cache(cache_bytes)
         self._log = WriteLog()
+        # Baileys' transaction(key): one block per key at a time.
+        self._key_locks: dict[str, tuple[asyncio.Lock, int]] = {}
         self._flush_task: asyncio.Task[_Round] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
@@ -361,14 +407,26 @@ class AuthKeys:
         """
         await self._flush_through(self._log.seq)
 
-    def transaction(self) -> KeyTransaction:
+    def transaction(self, key: str | None = None) -> KeyTransaction:
         """A unit of work: ``async with auth.keys.transaction(): ...`` (Baileys' name).
 
         See :class:`KeyTransaction`: its writes are stored in one batch when
         the outermost block ends (that is a barrier), nested blocks join the
         outer one, and an exception discards the writes of its block.
+
+        Args:
+            key: Baileys' calling convention, ``keys.transaction(key)``
+                (default None): blocks given the same key run one at a
+                time, as Baileys' ``transaction(work, key)`` serialises
+                them (a nested block with a key its enclosing block holds
+                joins it rather than waiting for itself).
+
+        Raises:
+            InvalidTypeError: ``key`` is not a str or None.
         """
-        return KeyTransaction(self, self._current())
+        if key is not None and not isinstance(key, str):
+            raise InvalidTypeError(f"a transaction key must be a str or None, not {shown(key)}")
+        return KeyTransaction(self, self._current(), key)
 
     async def preload(self, categories: Iterable[str] = DEFAULT_PRELOAD) -> int:
         """Load whole categories into the cache, a page of rows per query.
