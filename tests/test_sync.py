@@ -2,9 +2,9 @@
 then the staleness check of its generated methods (``tools/sync_twins.py``).
 
 The contract suite runs here a second time, unchanged, through the facade:
-every ``test_*`` function of ``test_contract`` is imported into this module,
-and this module overrides the ``make_store`` fixture (pytest resolves fixtures
-from the test's module first) with one that wraps each store of the current
+this module subclasses the kit's :class:`StoreContract` and overrides the
+``make_store`` fixture (pytest resolves fixtures from the test's module first)
+with one that wraps each store of the current
 backend in a :class:`SyncStore` behind :class:`ThreadedSyncStore`, an async
 adapter that calls the *blocking* methods in worker threads
 (``asyncio.to_thread``); what a contract test reaches beyond the protocol (a
@@ -12,8 +12,7 @@ backend's private primitives) is the wrapped store's, also run on the facade's
 loop thread. So each contract test drives the sync path end to
 end — worker thread, blocking call, hop onto the facade's loop thread, the
 async core — on memory, SQLite and PostgreSQL, and the suite picks up new
-contract tests by itself. Neither ``test_contract.py`` nor ``conftest.py``
-knows about it.
+contract tests by itself. Neither the kit nor ``conftest.py`` knows about it.
 """
 
 from __future__ import annotations
@@ -61,16 +60,16 @@ from wa_session_store.sync import (
     SyncStore,
     open_sync_store,
 )
+from wa_session_store.testing import StoreContract
 
-from . import test_contract
 from .conftest import StoreFactory
 from .support.creds import CREDS
 
 # -- the contract suite, through the facade ------------------------------------
 
-globals().update(
-    {name: test for name, test in vars(test_contract).items() if name.startswith("test_")}
-)
+
+class TestContractThroughTheFacade(StoreContract):
+    """The kit's every test, on this module's ``make_store``: stores behind the facade."""
 
 
 def _in_worker_thread(name: str) -> Callable[..., Any]:
