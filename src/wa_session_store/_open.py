@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ._backend_schemes import installed_backend
 from .errors import InvalidInputError, InvalidTypeError
 from .redaction import SECRET_PARAMS, redact_text, redact_url
 from .store import BaseStore
@@ -14,7 +15,10 @@ __all__ = ["DEFAULT_URL", "SECRET_PARAMS", "open_store", "redact_text", "redact_
 #: The embedded default: a SQLite file in the current directory.
 DEFAULT_URL = "sqlite:///wa_sessions.db"
 
-_ALLOWED = "memory://, sqlite:///relative/path, sqlite:////absolute/path, postgresql://…"
+_ALLOWED = (
+    "memory://, sqlite:///relative/path, sqlite:////absolute/path, postgresql://…, "
+    "or a scheme an installed backend registers"
+)
 
 
 def open_store(url: str = DEFAULT_URL, **options: Any) -> BaseStore:
@@ -26,15 +30,23 @@ def open_store(url: str = DEFAULT_URL, **options: Any) -> BaseStore:
     - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``
       (three slashes, then the path): a :class:`~wa_session_store.SQLiteStore`;
     - ``postgresql://…`` or ``postgres://…`` (a libpq URL):
-      a :class:`~wa_session_store.PostgresStore`.
+      a :class:`~wa_session_store.PostgresStore`;
+    - any other scheme that an installed package registers under the
+      entry-point group ``wa_session_store.backends``: what its factory
+      returns for ``factory(url, **options)``. The built-in schemes above
+      always mean the built-in backends, whatever is installed.
 
     ``options`` go to the store's constructor. Use the result with
     ``async with open_store(url) as store:``.
 
     Raises:
         InvalidTypeError: ``url`` is not a str.
-        InvalidInputError: an unknown scheme or a malformed URL (the message
-            never repeats a password the URL may hold).
+        InvalidInputError: an unknown scheme (the message lists the built-in
+            and the installed ones) or a malformed URL (the message never
+            repeats a password the URL may hold).
+        StoreConfigurationError: an installed backend that cannot be used:
+            two packages register the scheme, or its factory cannot be
+            loaded or does not return a store.
     """
     if not isinstance(url, str):
         raise InvalidTypeError(f"url must be a str, not {type(url).__name__}")
@@ -61,4 +73,4 @@ def open_store(url: str = DEFAULT_URL, **options: Any) -> BaseStore:
         from .backends.postgres import PostgresStore
 
         return PostgresStore(url, **options)
-    raise InvalidInputError(f"unknown store URL scheme {scheme[:20]!r}: expected one of {_ALLOWED}")
+    return installed_backend(scheme, url, options)

@@ -76,8 +76,8 @@ _JSON_HELP = 'print JSON; a failure prints {"ok": false, ...} too'
 
 def _parser() -> argparse.ArgumentParser:
     dsn_help = (
-        "store URL: sqlite:///path.db, postgresql://..., memory:// "
-        f"(default: $WA_SESSION_STORE_DSN, else {DEFAULT_URL})"
+        "store URL: sqlite:///path.db, postgresql://..., memory://, or the scheme of an "
+        f"installed backend (default: $WA_SESSION_STORE_DSN, else {DEFAULT_URL})"
     )
     # --dsn is accepted before the subcommand and after its arguments; the
     # subcommand's copy has no default so it does not undo the first one.
