@@ -41,6 +41,7 @@ from wa_session_store import (
     open_store,
 )
 from wa_session_store.cli import main
+from wa_session_store.primitives import StorePrimitives
 from wa_session_store.testing import CREDS
 
 #: ``install(name, entry_points, module_source="")``: see the ``install`` fixture.
@@ -295,3 +296,12 @@ def test_the_kit_passes_the_backend_and_fails_its_broken_variants(venv: Path) ->
     assert re.match(r"2 failed, \d+ passed in ", summary), summary
     passed = int(summary.split(" passed")[0].split()[-1])
     assert passed >= 3 * 30 - 2, summary  # the whole kit ran, three times
+
+
+def test_the_guide_names_every_primitive() -> None:
+    """docs/writing-a-backend.md lists the primitives by hand (the API pages
+    hide ``_`` names): it must name exactly those a backend has to implement."""
+    guide = (ROOT / "docs" / "writing-a-backend.md").read_text()
+    table = guide.split("| primitive |")[1].split("\n\n")[0]
+    named = set(re.findall(r"`(_\w+)\(", table))
+    assert named == set(StorePrimitives.__abstractmethods__)
