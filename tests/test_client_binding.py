@@ -70,15 +70,15 @@ class Binding(ClientBinding[Creds]):
     def new_creds(self) -> Creds:
         return Creds(registration_id=7)
 
-    def creds_to_document(self, creds: Creds, base: Any = None) -> dict[str, Any]:
+    def creds_to_document(self, creds: Creds, *, base: Any = None) -> dict[str, Any]:
         doc = {**(base or {}), "registrationId": creds.registration_id}
         doc["nextPreKeyId"] = creds.next_pre_key_id
         if creds.platform is not None:
             doc["platform"] = creds.platform
         return doc
 
-    def creds_from_document(self, document: Any) -> Creds:
-        return Creds(document["registrationId"], document["nextPreKeyId"], document.get("platform"))
+    def creds_from_document(self, doc: Any) -> Creds:
+        return Creds(doc["registrationId"], doc["nextPreKeyId"], doc.get("platform"))
 
     def subscribe(self, anchor: Any, listener: Callable[..., None]) -> None:
         anchor.listeners.append(listener)

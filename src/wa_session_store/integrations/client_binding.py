@@ -108,7 +108,7 @@ class ClientBinding(ABC, Generic[CredsT]):
 
     @abstractmethod
     def creds_to_document(
-        self, creds: CredsT, base: Mapping[str, Any] | None = None
+        self, creds: CredsT, *, base: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """The document to store for ``creds``: JSON-able, bytes allowed, a snapshot.
 
@@ -121,8 +121,8 @@ class ClientBinding(ABC, Generic[CredsT]):
         """
 
     @abstractmethod
-    def creds_from_document(self, document: Mapping[str, Any]) -> CredsT:
-        """The client's creds for a stored document.
+    def creds_from_document(self, doc: Mapping[str, Any]) -> CredsT:
+        """The client's creds for the stored document ``doc``.
 
         Raises:
             InvalidInputError, InvalidTypeError: not this client's creds (the
@@ -183,6 +183,11 @@ class ClientAuthState(Generic[CredsT]):
         self._attachments: list[_Attachment] = []
         self.binding = binding
         self.is_new = is_new
+        self._setup(creds)
+
+    def _setup(self, creds: CredsT) -> None:
+        """Build what the client is handed besides :attr:`creds` and :attr:`keys`
+        (an integration's subclass: pyaileys' ``state``, waton's ``storage``)."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._auth!r} attached={len(self._attachments)}>"
@@ -223,7 +228,7 @@ class ClientAuthState(Generic[CredsT]):
 
     def document(self) -> dict[str, Any]:
         """The creds document for the current creds (what a save stores)."""
-        return self.binding.creds_to_document(self.creds, self._base)
+        return self.binding.creds_to_document(self.creds, base=self._base)
 
     def _push(self) -> None:
         document = self.document()

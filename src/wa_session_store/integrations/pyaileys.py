@@ -37,8 +37,8 @@ it on the client binding (:mod:`wa_session_store.integrations.client_binding`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeAlias, cast
+from collections.abc import Callable
+from typing import Final, TypeAlias, cast
 
 from typing_extensions import Unpack
 
@@ -55,7 +55,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'wa-session-store[pyaileys]'"
     ) from exc
 
-from ..auth_state import AuthState, AuthStateOptions
+from ..auth_state import AuthStateOptions
 from ..errors import InvalidTypeError
 from ..store import AuthStateStore
 from .client_binding import ClientAuthState, ClientBinding, ClientParts
@@ -96,16 +96,9 @@ class PyaileysBinding(ClientBinding[AuthenticationCreds]):
     send_method = "send_raw"
     build_hint = "build it with WhatsAppClient(auth=auth.state)"
 
-    def new_creds(self) -> AuthenticationCreds:
-        return init_auth_creds()
-
-    def creds_to_document(
-        self, creds: AuthenticationCreds, base: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        return creds_to_document(creds, base=base)
-
-    def creds_from_document(self, document: Mapping[str, Any]) -> AuthenticationCreds:
-        return creds_from_document(document)
+    new_creds = staticmethod(init_auth_creds)
+    creds_to_document = staticmethod(creds_to_document)
+    creds_from_document = staticmethod(creds_from_document)
 
     def parts(self, client: object) -> ClientParts:
         if isinstance(client, WhatsAppClient):
@@ -146,17 +139,10 @@ class PyaileysAuthState(ClientAuthState[AuthenticationCreds]):
 
     __slots__ = ("state",)
 
-    def __init__(
-        self,
-        auth: AuthState,
-        binding: ClientBinding[AuthenticationCreds],
-        creds: AuthenticationCreds,
-        *,
-        base: Mapping[str, Any] | None,
-        is_new: bool,
-    ) -> None:
-        self.state = AuthenticationState(creds=creds, keys=auth.keys)
-        super().__init__(auth, binding, creds, base=base, is_new=is_new)
+    state: AuthenticationState
+
+    def _setup(self, creds: AuthenticationCreds) -> None:
+        self.state = AuthenticationState(creds=creds, keys=self.keys)
 
     @property
     def creds(self) -> AuthenticationCreds:

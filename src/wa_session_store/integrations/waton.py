@@ -38,7 +38,6 @@ All of it is the client binding's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Final
 
 from typing_extensions import Unpack
@@ -52,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'wa-session-store[waton]'"
     ) from exc
 
-from ..auth_state import AuthState, AuthStateOptions
+from ..auth_state import AuthStateOptions
 from ..errors import DecodeError, InvalidInputError, InvalidTypeError
 from ..store import AuthStateStore
 from .client_binding import ClientAuthState, ClientBinding, ClientParts
@@ -105,16 +104,9 @@ class WatonBinding(ClientBinding[AuthCreds]):
     send_method = "send_node"
     build_hint = "build it with WAClient(auth.storage)"
 
-    def new_creds(self) -> AuthCreds:
-        return init_auth_creds()
-
-    def creds_to_document(
-        self, creds: AuthCreds, base: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        return creds_to_document(creds, base=base)
-
-    def creds_from_document(self, document: Mapping[str, Any]) -> AuthCreds:
-        return creds_from_document(document)
+    new_creds = staticmethod(init_auth_creds)
+    creds_to_document = staticmethod(creds_to_document)
+    creds_from_document = staticmethod(creds_from_document)
 
     def parts(self, client: object) -> ClientParts:
         if not isinstance(client, WAClient):
@@ -240,16 +232,9 @@ class WatonAuthState(ClientAuthState[AuthCreds]):
 
     __slots__ = ("storage",)
 
-    def __init__(
-        self,
-        auth: AuthState,
-        binding: ClientBinding[AuthCreds],
-        creds: AuthCreds,
-        *,
-        base: Mapping[str, Any] | None,
-        is_new: bool,
-    ) -> None:
-        super().__init__(auth, binding, creds, base=base, is_new=is_new)
+    storage: WatonStorage
+
+    def _setup(self, creds: AuthCreds) -> None:
         self.storage = WatonStorage(self)
 
 

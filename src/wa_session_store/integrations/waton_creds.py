@@ -32,25 +32,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ..errors import InvalidTypeError
-from .creds_fields import (
-    MISSING,
-    bool_in,
-    bytes_in,
-    bytes_out,
-    camel,
-    carry,
-    get,
-    int_in,
-    mapping_in,
-    required,
-    str_in,
-    type_error,
-)
+from . import creds_fields as fields
 
 __all__ = ["FIELD_NAMES", "creds_from_document", "creds_to_document"]
 
 FIELD_NAMES: Final[Mapping[str, str]] = MappingProxyType(
-    {spec.name: camel(spec.name) for spec in dataclasses.fields(AuthCreds)}
+    {spec.name: fields.camel(spec.name) for spec in dataclasses.fields(AuthCreds)}
 )
 """waton's ``AuthCreds`` attribute -> key in the stored document (Baileys' camelCase
 name; ``server_hashes``, which Baileys lacks, becomes ``serverHashes``)."""
@@ -67,25 +54,29 @@ def _key_pair(
     value: object, where: str, as_bytes: Callable[[object, str], bytes]
 ) -> dict[str, Any]:
     """A copy of the key pair ``value``, its ``public`` and ``private`` bytes checked."""
-    pair = dict(copy.deepcopy(mapping_in(value, where)))
+    pair = dict(copy.deepcopy(fields.mapping_in(value, where)))
     for half in ("public", "private"):
         name = f"{where}.{half}"
-        pair[half] = as_bytes(required(pair, half, half, name), name)
+        pair[half] = as_bytes(fields.required(pair, half, half, name), name)
     return pair
 
 
 def _signed_pre_key(
     value: object, where: str, as_bytes: Callable[[object, str], bytes]
 ) -> dict[str, Any]:
-    key = dict(copy.deepcopy(mapping_in(value, where)))
+    key = dict(copy.deepcopy(fields.mapping_in(value, where)))
     key["keyPair"] = _key_pair(
-        required(key, "keyPair", "key_pair", f"{where}.keyPair"), f"{where}.keyPair", as_bytes
+        fields.required(key, "keyPair", "key_pair", f"{where}.keyPair"),
+        f"{where}.keyPair",
+        as_bytes,
     )
     key.pop("key_pair", None)
     key["signature"] = as_bytes(
-        required(key, "signature", "signature", f"{where}.signature"), f"{where}.signature"
+        fields.required(key, "signature", "signature", f"{where}.signature"), f"{where}.signature"
     )
-    key["keyId"] = int_in(required(key, "keyId", "key_id", f"{where}.keyId"), f"{where}.keyId")
+    key["keyId"] = fields.int_in(
+        fields.required(key, "keyId", "key_id", f"{where}.keyId"), f"{where}.keyId"
+    )
     key.pop("key_id", None)
     return key
 
@@ -117,15 +108,15 @@ def creds_to_document(creds: AuthCreds, *, base: Mapping[str, Any] | None = None
         if value is None:
             continue
         if attr in _KEY_PAIRS:
-            value = _key_pair(value, attr, bytes_out)
+            value = _key_pair(value, attr, fields.bytes_out)
         elif attr == "signed_pre_key":
-            value = _signed_pre_key(value, attr, bytes_out)
+            value = _signed_pre_key(value, attr, fields.bytes_out)
         elif attr in _BYTES:
-            value = bytes_out(value, attr)
+            value = fields.bytes_out(value, attr)
         else:
             value = copy.deepcopy(value)
         doc[name] = value
-    return carry(doc, base, _KNOWN)
+    return fields.carry(doc, base, _KNOWN)
 
 
 # -- document -> creds --------------------------------------------------------
@@ -135,33 +126,33 @@ def _adv_secret(value: object, where: str) -> str:
     # A Buffer where waton keeps base64 text: as waton's own storages read it.
     if isinstance(value, (bytes, bytearray, memoryview)):
         return base64.b64encode(bytes(value)).decode("ascii")
-    return str_in(value, where)
+    return fields.str_in(value, where)
 
 
 def _list_in(value: object, where: str) -> list[Any]:
     if not isinstance(value, list):
-        raise type_error(where, "a list", value)
+        raise fields.type_error(where, "a list", value)
     return copy.deepcopy(value)
 
 
 def _dict_in(value: object, where: str) -> dict[str, Any]:
-    return dict(copy.deepcopy(mapping_in(value, where)))
+    return dict(copy.deepcopy(fields.mapping_in(value, where)))
 
 
 _CONVERT: Final[Mapping[str, Callable[[object, str], Any]]] = MappingProxyType(
     {
-        **dict.fromkeys(_KEY_PAIRS, lambda value, where: _key_pair(value, where, bytes_in)),
-        "signed_pre_key": lambda value, where: _signed_pre_key(value, where, bytes_in),
-        "registration_id": int_in,
+        **dict.fromkeys(_KEY_PAIRS, lambda value, where: _key_pair(value, where, fields.bytes_in)),
+        "signed_pre_key": lambda value, where: _signed_pre_key(value, where, fields.bytes_in),
+        "registration_id": fields.int_in,
         "adv_secret_key": _adv_secret,
-        "next_pre_key_id": int_in,
-        "first_unuploaded_pre_key_id": int_in,
-        "account_sync_counter": int_in,
-        "registered": bool_in,
-        "routing_info": bytes_in,
-        "pairing_code": str_in,
-        "last_prop_hash": str_in,
-        "platform": str_in,
+        "next_pre_key_id": fields.int_in,
+        "first_unuploaded_pre_key_id": fields.int_in,
+        "account_sync_counter": fields.int_in,
+        "registered": fields.bool_in,
+        "routing_info": fields.bytes_in,
+        "pairing_code": fields.str_in,
+        "last_prop_hash": fields.str_in,
+        "platform": fields.str_in,
         "processed_history_messages": _list_in,
         "signal_identities": _list_in,
         "server_hashes": _list_in,
@@ -197,10 +188,10 @@ def creds_from_document(doc: Mapping[str, Any]) -> AuthCreds:
             or spec.default_factory is not dataclasses.MISSING
         )
         if not has_default:
-            value = required(doc, name, spec.name, name)
+            value = fields.required(doc, name, spec.name, name)
         else:
-            value = get(doc, name, spec.name)
-            if value is MISSING or value is None:
+            value = fields.get(doc, name, spec.name)
+            if value is fields.MISSING or value is None:
                 continue  # waton's default
         convert = _CONVERT.get(spec.name)
         # A field a later waton adds: taken as stored.
