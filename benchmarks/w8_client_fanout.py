@@ -17,13 +17,14 @@ import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pyaileys import WhatsAppClient
 from pyaileys.auth.state import AuthenticationState
 from pyaileys.auth.store import MultiFileKeyStore
 from pyaileys.auth.utils import init_auth_creds
 from pyaileys.signal import SignalRepository
+from pyaileys.signal.repository import PreKeyBundle
 from tests.fanout import device_jids, fan_out, make_bundles, open_sessions, wire
 
 from wa_session_store import AuthKeys, PostgresStore, SQLiteStore
@@ -99,6 +100,13 @@ class Ours:
         await fan_out(self.repo, jids, "hello group")
         await self.client.socket.send_raw(b"message")  # waits for the barrier
 
+    async def prepare(self, bundles: list[tuple[str, PreKeyBundle]]) -> None:
+        """Open sessions to every device, stored by the frame that follows."""
+        assert self.repo is not None
+        assert self.client is not None
+        await open_sessions(self.repo, bundles)
+        await self.client.socket.send_raw(b"sessions opened")
+
     async def stop(self) -> None:
         if self.auth is not None:
             await self.auth.aclose()
@@ -109,10 +117,17 @@ def _plain_repo(keys: Any) -> SignalRepository:
 
 
 async def run(cfg: Config) -> list[Row]:
+    return await by_size(cfg, _one_size)
+
+
+async def by_size(
+    cfg: Config, one_size: Callable[[Config, int, int], Awaitable[list[Row]]]
+) -> list[Row]:
+    """The rows of ``one_size(cfg, devices, reps)`` for 100 and 500 devices."""
     rows: list[Row] = []
     reps = cfg.reps(7, 3)
     for devices in (100, 500):
-        rows += await _one_size(cfg, devices, reps)
+        rows += await one_size(cfg, devices, reps)
     return rows
 
 
@@ -131,15 +146,7 @@ async def _one_size(cfg: Config, devices: int, reps: int) -> list[Row]:
         for repo in (floor, files):
             await open_sessions(repo, bundles)
         stores, nets = open_stores(cfg, Path(tmp), schema)
-        ours: dict[str, Ours] = {}
-        for name, store in stores.items():
-            await store.open()
-            ours[name] = contender = Ours(store, nets[name])
-            await contender.start()
-            assert contender.repo is not None
-            await open_sessions(contender.repo, bundles)
-            assert contender.client is not None
-            await contender.client.socket.send_raw(b"sessions opened")
+        ours = await start_all(stores, lambda name, store: Ours(store, nets[name]), bundles)
 
         def plain(repo: SignalRepository) -> Callable[[], Awaitable[object]]:
             return lambda: fan_out(repo, jids, "hello group")
@@ -168,7 +175,27 @@ class Contender(Protocol):
 
     net: Net | None
 
+    async def start(self, **options: Any) -> None: ...
+
+    async def prepare(self, bundles: Any) -> None: ...
+
     async def send(self, jids: list[str]) -> None: ...
+
+
+C = TypeVar("C", bound=Contender)
+
+
+async def start_all(
+    stores: dict[str, BaseStore], make: Callable[[str, BaseStore], C], bundles: Any
+) -> dict[str, C]:
+    """Open each store and start a contender on it, its sessions opened."""
+    ours: dict[str, C] = {}
+    for name, store in stores.items():
+        await store.open()
+        ours[name] = contender = make(name, store)
+        await contender.start()
+        await contender.prepare(bundles)
+    return ours
 
 
 def open_stores(

@@ -18,7 +18,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tests.waton_fanout import device_jids, fan_out, make_bundles, message, open_sessions, wire
+from tests.waton_fanout import (
+    Bundle,
+    device_jids,
+    fan_out,
+    make_bundles,
+    message,
+    open_sessions,
+    wire,
+)
 from waton.client.client import WAClient
 from waton.infra.storage_json import JsonStorage
 from waton.infra.storage_sqlite import SQLiteStorage
@@ -30,7 +38,7 @@ from wa_session_store.store import BaseStore
 
 from ._env import Config, Net, scratch_schema
 from ._harness import Row
-from .w8_client_fanout import fan_out_rows, measure, open_stores
+from .w8_client_fanout import by_size, fan_out_rows, measure, open_stores, start_all
 
 WORKLOAD = "8w Client fan-out, waton"
 SID = "fanout-waton"
@@ -95,17 +103,20 @@ class Ours:
         await fan_out(self.repo, jids, "hello group")
         await self.client.send_node(message("message"))  # waits for the barrier
 
+    async def prepare(self, bundles: list[tuple[str, Bundle]]) -> None:
+        """Open sessions to every device, stored by the frame that follows."""
+        assert self.repo is not None
+        assert self.client is not None
+        await open_sessions(self.repo, bundles)
+        await self.client.send_node(message("sessions opened"))
+
     async def stop(self) -> None:
         if self.auth is not None:
             await self.auth.aclose()
 
 
 async def run(cfg: Config) -> list[Row]:
-    rows: list[Row] = []
-    reps = cfg.reps(7, 3)
-    for devices in (100, 500):
-        rows += await _one_size(cfg, devices, reps)
-    return rows
+    return await by_size(cfg, _one_size)
 
 
 async def _one_size(cfg: Config, devices: int, reps: int) -> list[Row]:
@@ -124,16 +135,10 @@ async def _one_size(cfg: Config, devices: int, reps: int) -> list[Row]:
         for repo in plain.values():
             await open_sessions(repo, bundles)
         stores, nets = open_stores(cfg, Path(tmp), schema)
-        ours: dict[str, Ours] = {}
-        for name, store in stores.items():
-            await store.open()
-            # One session each: the PostgreSQL contenders share a schema.
-            ours[name] = contender = Ours(store, nets[name], f"{SID}-{len(ours)}")
-            await contender.start()
-            assert contender.repo is not None
-            await open_sessions(contender.repo, bundles)
-            assert contender.client is not None
-            await contender.client.send_node(message("sessions opened"))
+        # One session each: the PostgreSQL contenders share a schema.
+        ours = await start_all(
+            stores, lambda name, store: Ours(store, nets[name], f"{SID}-{name}"), bundles
+        )
 
         def sends(repo: SignalRepository) -> Callable[[], Awaitable[object]]:
             return lambda: fan_out(repo, jids, "hello group")
