@@ -16,13 +16,15 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Protocol, TypeVar
 
 from pyaileys import WhatsAppClient
 from pyaileys.auth.state import AuthenticationState
 from pyaileys.auth.store import MultiFileKeyStore
 from pyaileys.auth.utils import init_auth_creds
 from pyaileys.signal import SignalRepository
+from pyaileys.signal.repository import PreKeyBundle
 from tests.fanout import device_jids, fan_out, make_bundles, open_sessions, wire
 
 from wa_session_store import AuthKeys, PostgresStore, SQLiteStore
@@ -98,6 +100,13 @@ class Ours:
         await fan_out(self.repo, jids, "hello group")
         await self.client.socket.send_raw(b"message")  # waits for the barrier
 
+    async def prepare(self, bundles: list[tuple[str, PreKeyBundle]]) -> None:
+        """Open sessions to every device, stored by the frame that follows."""
+        assert self.repo is not None
+        assert self.client is not None
+        await open_sessions(self.repo, bundles)
+        await self.client.socket.send_raw(b"sessions opened")
+
     async def stop(self) -> None:
         if self.auth is not None:
             await self.auth.aclose()
@@ -108,10 +117,17 @@ def _plain_repo(keys: Any) -> SignalRepository:
 
 
 async def run(cfg: Config) -> list[Row]:
+    return await by_size(cfg, _one_size)
+
+
+async def by_size(
+    cfg: Config, one_size: Callable[[Config, int, int], Awaitable[list[Row]]]
+) -> list[Row]:
+    """The rows of ``one_size(cfg, devices, reps)`` for 100 and 500 devices."""
     rows: list[Row] = []
     reps = cfg.reps(7, 3)
     for devices in (100, 500):
-        rows += await _one_size(cfg, devices, reps)
+        rows += await one_size(cfg, devices, reps)
     return rows
 
 
@@ -129,106 +145,174 @@ async def _one_size(cfg: Config, devices: int, reps: int) -> list[Row]:
         files = _plain_repo(MultiFileKeyStore(folder))
         for repo in (floor, files):
             await open_sessions(repo, bundles)
+        stores, nets = open_stores(cfg, Path(tmp), schema)
+        ours = await start_all(stores, lambda name, store: Ours(store, nets[name]), bundles)
 
-        stores: dict[str, BaseStore] = {"SQLite": SQLiteStore(Path(tmp) / "ours.db")}
-        nets: dict[str, Net | None] = {"SQLite": None}
-        for net in cfg.nets:
-            name = f"PostgreSQL, {net.name}"
-            stores[name] = PostgresStore(cfg.proxied(net), schema=schema)
-            nets[name] = net
-        ours: dict[str, Ours] = {}
-        for name, store in stores.items():
-            await store.open()
-            ours[name] = contender = Ours(store, nets[name])
-            await contender.start()
-            assert contender.repo is not None
-            await open_sessions(contender.repo, bundles)
-            assert contender.client is not None
-            await contender.client.socket.send_raw(b"sessions opened")
+        def plain(repo: SignalRepository) -> Callable[[], Awaitable[object]]:
+            return lambda: fan_out(repo, jids, "hello group")
 
-        trips: dict[str, list[int]] = {name: [] for name in ours}
-
-        def plain(repo: SignalRepository) -> Callable[[int], Awaitable[float]]:
-            async def one(rep: int) -> float:
-                with Timer() as t:
-                    await fan_out(repo, jids, "hello group")
-                return t.seconds
-
-            return one
-
-        def timed(name: str) -> Callable[[int], Awaitable[float]]:
-            contender = ours[name]
-
-            async def one(rep: int) -> float:
-                if contender.net is not None:
-                    cfg.proxy.delay(contender.net.delay)
-                before = cfg.proxy.round_trips()
-                with Timer() as t:
-                    await contender.send(jids)
-                if rep >= 0 and contender.net is not None:
-                    trips[name].append(cfg.proxy.round_trips() - before)
-                return t.seconds
-
-            return one
-
-        contenders: dict[str, Callable[[int], Awaitable[float]]] = {
-            "memory": plain(floor),
-            "files": plain(files),
-        }
-        contenders.update({name: timed(name) for name in ours})
-        times = await interleaved(contenders, reps, warmup=2)
-
-        base = times["files"]
-        files_ms = Stat([v * 1000 for v in base], "ms")
-        rows.append(
-            Row(
-                WORKLOAD,
-                f"a dict in memory, {devices} devices",
-                "one fan-out send",
-                Stat([v * 1000 for v in times["memory"]], "ms"),
-                files_ms,
-                "pyaileys MultiFileKeyStore, local disk",
-                ratios(times["memory"], base),
-                "",
-                None,
-                "the floor: no storage at all",
-                extra={"kind": "client_fanout", "devices": devices, "contender": "memory"},
-            )
+        times, trips = await measure(
+            cfg, {"memory": plain(floor), "files": plain(files)}, ours, jids, reps
         )
-        for name, contender in ours.items():
-            counted = trips[name]
-            rt = f"{max(counted)} round trips per send" if counted else "no network"
-            ratio = ratios(times[name], base)
-            target, ok = "", None
-            if contender.net is not None and contender.net.ms == 1:
-                target = "<= 0.5x, <= 3 round trips"
-                ok = ratio.median <= 0.5 and max(counted) <= 3
-            rows.append(
-                Row(
-                    WORKLOAD,
-                    f"ours, {name}, {devices} devices",
-                    "one fan-out send + its barrier",
-                    Stat([v * 1000 for v in times[name]], "ms"),
-                    files_ms,
-                    "pyaileys MultiFileKeyStore, local disk",
-                    ratio,
-                    target,
-                    ok,
-                    rt,
-                    extra={
-                        "kind": "client_fanout",
-                        "devices": devices,
-                        "contender": name,
-                        "round_trips": counted,
-                        "net_ms": contender.net.ms if contender.net else None,
-                    },
-                )
-            )
+        rows += fan_out_rows(
+            WORKLOAD,
+            devices,
+            times,
+            trips,
+            ours,
+            baseline=("files", "pyaileys MultiFileKeyStore, local disk"),
+        )
         for contender in ours.values():
             await contender.stop()
         rows += await _restart(cfg, devices, jids, stores, nets, reps)
         for store in stores.values():
             await store.close()
+    return rows
+
+
+class Contender(Protocol):
+    """Our auth state under one client, on one store: what :func:`measure` times."""
+
+    net: Net | None
+
+    async def start(self, **options: Any) -> None: ...
+
+    async def prepare(self, bundles: Any) -> None: ...
+
+    async def send(self, jids: list[str]) -> None: ...
+
+
+C = TypeVar("C", bound=Contender)
+
+
+async def start_all(
+    stores: dict[str, BaseStore], make: Callable[[str, BaseStore], C], bundles: Any
+) -> dict[str, C]:
+    """Open each store and start a contender on it, its sessions opened."""
+    ours: dict[str, C] = {}
+    for name, store in stores.items():
+        await store.open()
+        ours[name] = contender = make(name, store)
+        await contender.start()
+        await contender.prepare(bundles)
+    return ours
+
+
+def open_stores(
+    cfg: Config, folder: Path, schema: str
+) -> tuple[dict[str, BaseStore], dict[str, Net | None]]:
+    """Our stores, not opened yet: SQLite in ``folder``, and PostgreSQL through
+    the proxy at each of the run's delays; with the delay each one runs at."""
+    stores: dict[str, BaseStore] = {"SQLite": SQLiteStore(folder / "ours.db")}
+    nets: dict[str, Net | None] = {"SQLite": None}
+    for net in cfg.nets:
+        name = f"PostgreSQL, {net.name}"
+        stores[name] = PostgresStore(cfg.proxied(net), schema=schema)
+        nets[name] = net
+    return stores, nets
+
+
+async def measure(
+    cfg: Config,
+    plain: dict[str, Callable[[], Awaitable[object]]],
+    ours: Mapping[str, Contender],
+    jids: list[str],
+    reps: int,
+) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Time ``plain`` fan-outs and our sends side by side (interleaved); count
+    the round trips of each of ours that goes through the proxy."""
+    trips: dict[str, list[int]] = {name: [] for name in ours}
+
+    def untimed(send: Callable[[], Awaitable[object]]) -> Callable[[int], Awaitable[float]]:
+        async def one(rep: int) -> float:
+            with Timer() as t:
+                await send()
+            return t.seconds
+
+        return one
+
+    def timed(name: str) -> Callable[[int], Awaitable[float]]:
+        contender = ours[name]
+
+        async def one(rep: int) -> float:
+            if contender.net is not None:
+                cfg.proxy.delay(contender.net.delay)
+            before = cfg.proxy.round_trips()
+            with Timer() as t:
+                await contender.send(jids)
+            if rep >= 0 and contender.net is not None:
+                trips[name].append(cfg.proxy.round_trips() - before)
+            return t.seconds
+
+        return one
+
+    contenders = {name: untimed(send) for name, send in plain.items()}
+    contenders.update({name: timed(name) for name in ours})
+    return await interleaved(contenders, reps, warmup=2), trips
+
+
+def fan_out_rows(
+    workload: str,
+    devices: int,
+    times: dict[str, list[float]],
+    trips: dict[str, list[int]],
+    ours: Mapping[str, Contender],
+    *,
+    baseline: tuple[str, str],
+    others: Mapping[str, tuple[str, str]] = MappingProxyType(
+        {"memory": ("a dict in memory", "the floor: no storage at all")}
+    ),
+) -> list[Row]:
+    """The rows of one size: each of ``others`` (``{name: (setup, note)}``) and
+    each of ours against ``baseline`` (``(name, description)``), with round trips."""
+    key, description = baseline
+    base = times[key]
+    base_ms = Stat([v * 1000 for v in base], "ms")
+    rows = [
+        Row(
+            workload,
+            f"{setup}, {devices} devices",
+            "one fan-out send",
+            Stat([v * 1000 for v in times[name]], "ms"),
+            base_ms,
+            description,
+            ratios(times[name], base),
+            "",
+            None,
+            note,
+            extra={"kind": "client_fanout", "devices": devices, "contender": name},
+        )
+        for name, (setup, note) in others.items()
+    ]
+    for name, contender in ours.items():
+        counted = trips[name]
+        rt = f"{max(counted)} round trips per send" if counted else "no network"
+        ratio = ratios(times[name], base)
+        target, ok = "", None
+        if contender.net is not None and contender.net.ms == 1:
+            target = "<= 0.5x, <= 3 round trips"
+            ok = ratio.median <= 0.5 and max(counted) <= 3
+        rows.append(
+            Row(
+                workload,
+                f"ours, {name}, {devices} devices",
+                "one fan-out send + its barrier",
+                Stat([v * 1000 for v in times[name]], "ms"),
+                base_ms,
+                description,
+                ratio,
+                target,
+                ok,
+                rt,
+                extra={
+                    "kind": "client_fanout",
+                    "devices": devices,
+                    "contender": name,
+                    "round_trips": counted,
+                    "net_ms": contender.net.ms if contender.net else None,
+                },
+            )
+        )
     return rows
 
 

@@ -22,27 +22,32 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pyaileys import WhatsAppClient  # noqa: E402
-from pyaileys.signal import SignalRepository  # noqa: E402
-
-from tests.fanout import device_jids, fan_out, make_bundles, open_sessions, wire  # noqa: E402
 from wa_session_store import AuthKeys, PostgresStore, SQLiteStore  # noqa: E402
-from wa_session_store.integrations.pyaileys import use_pyaileys_auth_state  # noqa: E402
 from wa_session_store.store import BaseStore  # noqa: E402
 
 
-def _text(records: dict[str, Any]) -> dict[str, str]:
+def text(records: dict[str, Any]) -> dict[str, str]:
+    """Key records as JSON-able text (latin-1), for the line the child prints."""
     return {key: bytes(value).decode("latin-1") for key, value in records.items()}
 
 
-async def main(config: dict[str, str]) -> None:
-    AuthKeys.FLUSH_DELAY = 3600.0  # only a barrier stores the fan-out
-    store: BaseStore
+def open_store(config: dict[str, str]) -> BaseStore:
+    """The store the test named: ``url`` (``sqlite:///path`` or a DSN) and ``schema``."""
     if config["url"].startswith("sqlite:"):
-        store = SQLiteStore(config["url"].removeprefix("sqlite:///"))
-    else:
-        store = PostgresStore(config["url"], schema=config["schema"], prepare_threshold=None)
-    async with store:
+        return SQLiteStore(config["url"].removeprefix("sqlite:///"))
+    return PostgresStore(config["url"], schema=config["schema"], prepare_threshold=None)
+
+
+async def main(config: dict[str, str]) -> None:
+    # Here, so that the waton child can import the helpers above without pyaileys.
+    from pyaileys import WhatsAppClient
+    from pyaileys.signal import SignalRepository
+
+    from tests.fanout import device_jids, fan_out, make_bundles, open_sessions, wire
+    from wa_session_store.integrations.pyaileys import use_pyaileys_auth_state
+
+    AuthKeys.FLUSH_DELAY = 3600.0  # only a barrier stores the fan-out
+    async with open_store(config) as store:
         auth = await use_pyaileys_auth_state(store, "crash", backup_interval=None)
         client = WhatsAppClient(auth=auth.state)
         auth.attach(client)
@@ -55,10 +60,10 @@ async def main(config: dict[str, str]) -> None:
         before = await store.get_keys("crash", "session", changed)
         await fan_out(repo, jids, "to everyone")
         said: dict[str, Any] = {"event": "ready to die", "changed": changed}
-        said["before"] = _text(before)
+        said["before"] = text(before)
         if config["stop"] == "after the barrier":
             await client.socket.send_raw(b"the fan-out")
-            said["after"] = _text(await auth.keys.get("session", changed))
+            said["after"] = text(await auth.keys.get("session", changed))
         print(json.dumps(said), flush=True)
         await asyncio.Event().wait()  # until SIGKILL
 

@@ -6,12 +6,11 @@ identity, a signed pre-key and a one-time pre-key each), sessions to them are
 built with pyaileys' ``SignalRepository.inject_outgoing_session``, and a send
 is what pyaileys does for each recipient device: one ``encrypt_message``
 (one ``keys.get`` and one ``keys.set`` of the session). Frames go to a
-:class:`WireRecorder` instead of WhatsApp's servers.
+:class:`~tests.wire.WireRecorder` instead of WhatsApp's servers.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,17 +20,11 @@ from pyaileys.signal import SignalRepository
 from pyaileys.signal.repository import PreKeyBundle, PreKeyBundleKey
 from pyaileys.signal.util import signal_pubkey
 
+from .wire import WireRecorder, device_jids
+
 __all__ = ["WireRecorder", "device_jids", "fan_out", "make_bundles", "open_sessions", "wire"]
 
 _curve = DefaultCurve25519Provider()
-
-
-def device_jids(count: int, first: int = 0) -> list[str]:
-    """``count`` device jids: 3 devices of each of ``count / 3`` users."""
-    return [
-        f"{5511900000000 + (first + i) // 3}:{(first + i) % 3 + 1}@s.whatsapp.net"
-        for i in range(count)
-    ]
 
 
 def make_bundles(jids: Iterable[str]) -> list[tuple[str, PreKeyBundle]]:
@@ -77,26 +70,6 @@ class _PlainNoise:
     @staticmethod
     def encode_frame(payload: bytes) -> bytes:
         return payload
-
-
-class WireRecorder:
-    """Stands in for the websocket: records every frame the client sends.
-
-    With ``path``, each frame is appended to that file and fsynced before
-    ``send`` returns, so a process killed right after a send leaves it on disk.
-    """
-
-    def __init__(self, path: Path | None = None) -> None:
-        self.frames: list[bytes] = []
-        self.path = path
-
-    async def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
-        if self.path is not None:
-            with self.path.open("ab") as out:
-                out.write(frame + b"\n")
-                out.flush()
-                os.fsync(out.fileno())
 
 
 def wire(client: WhatsAppClient, path: Path | None = None) -> WireRecorder:

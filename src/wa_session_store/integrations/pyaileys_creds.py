@@ -10,9 +10,9 @@ ones, checking every type (errors name fields, never values).
 :mod:`wa_session_store.integrations.pyaileys` builds its auth state on them
 and re-exports them.
 
-About 500 lines, over the package's 450, for a stated reason: the two
-directions mirror each other field by field (``_*_out`` and ``_*_in``), and
-a change to one field has to be read and made in both at once.
+The two directions mirror each other field by field (``_*_out`` and
+``_*_in``), so a change to one field is read and made in both at once; the
+checks every converter shares are in :mod:`.creds_fields`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import base64
 import copy
 import dataclasses
 import importlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -39,7 +39,23 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'wa-session-store[pyaileys]'"
     ) from exc
 
-from ..errors import InvalidInputError, InvalidTypeError
+from ..errors import InvalidTypeError
+from .creds_fields import (
+    MISSING,
+    bool_in,
+    bytes_in,
+    bytes_out,
+    camel,
+    carry,
+    get,
+    int_in,
+    mapping_in,
+    optional,
+    required,
+    str_in,
+    sub,
+    type_error,
+)
 
 __all__ = [
     "FIELD_NAMES",
@@ -91,8 +107,6 @@ _ACCOUNT_SETTINGS_FIELDS = (
 # Fields of proto ADVSignedDeviceIdentity, as Baileys stores ``account``.
 _ACCOUNT_FIELDS = ("details", "accountSignatureKey", "accountSignature", "deviceSignature")
 
-_MISSING: Any = object()
-
 
 def _known(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
     """Both spellings of every field: what is not in it is carried over as unknown."""
@@ -106,51 +120,27 @@ _CONTACT_KNOWN = _known(_CONTACT_FIELDS)
 _ACCOUNT_SETTINGS_KNOWN = _known(_ACCOUNT_SETTINGS_FIELDS)
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
-
-
 # -- creds -> document --------------------------------------------------------
-
-
-def _carry(doc: dict[str, Any], base: object, known: frozenset[str]) -> dict[str, Any]:
-    """Copy the fields of ``base`` this module does not know into ``doc``."""
-    if isinstance(base, Mapping):
-        for name, value in base.items():
-            if name not in known and name not in doc:
-                doc[name] = copy.deepcopy(value)
-    return doc
-
-
-def _sub(base: Mapping[str, Any] | None, name: str) -> object:
-    return base.get(name) if base is not None else None
-
-
-def _bytes_out(value: object, where: str) -> bytes:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise InvalidTypeError(f"creds {where} must be bytes, not {type(value).__name__}")
 
 
 def _key_pair_out(pair: KeyPair, base: object, where: str) -> dict[str, Any]:
     doc = {
-        "public": _bytes_out(pair.public, f"{where}.public"),
-        "private": _bytes_out(pair.private, f"{where}.private"),
+        "public": bytes_out(pair.public, f"{where}.public"),
+        "private": bytes_out(pair.private, f"{where}.private"),
     }
-    return _carry(doc, base, _KEY_PAIR_KNOWN)
+    return carry(doc, base, _KEY_PAIR_KNOWN)
 
 
 def _signed_pre_key_out(key: SignedKeyPair, base: object) -> dict[str, Any]:
     base_pair = base.get("keyPair") if isinstance(base, Mapping) else None
     doc: dict[str, Any] = {
         "keyPair": _key_pair_out(key.key_pair, base_pair, "signed_pre_key.key_pair"),
-        "signature": _bytes_out(key.signature, "signed_pre_key.signature"),
+        "signature": bytes_out(key.signature, "signed_pre_key.signature"),
         "keyId": key.key_id,
     }
     if key.timestamp_s is not None:
         doc["timestampS"] = key.timestamp_s
-    return _carry(doc, base, _SIGNED_PRE_KEY_KNOWN)
+    return carry(doc, base, _SIGNED_PRE_KEY_KNOWN)
 
 
 def _contact_out(me: Contact, base: object) -> dict[str, Any]:
@@ -161,7 +151,7 @@ def _contact_out(me: Contact, base: object) -> dict[str, Any]:
         doc["lid"] = me.lid
     # Extra fields (notify, verifiedName, ...) belong to the same account only.
     if isinstance(base, Mapping) and base.get("id") == me.id:
-        _carry(doc, base, _CONTACT_KNOWN)
+        carry(doc, base, _CONTACT_KNOWN)
     return doc
 
 
@@ -169,7 +159,7 @@ def _account_settings_out(settings: AccountSettings, base: object) -> dict[str, 
     doc: dict[str, Any] = {"unarchiveChats": settings.unarchive_chats}
     if settings.default_disappearing_mode is not None:
         doc["defaultDisappearingMode"] = copy.deepcopy(settings.default_disappearing_mode)
-    return _carry(doc, base, _ACCOUNT_SETTINGS_KNOWN)
+    return carry(doc, base, _ACCOUNT_SETTINGS_KNOWN)
 
 
 def _proto() -> Any:
@@ -239,16 +229,16 @@ def creds_to_document(
     if base is not None and not isinstance(base, Mapping):
         raise InvalidTypeError(f"base must be a mapping or None, not {type(base).__name__}")
     doc: dict[str, Any] = {
-        "noiseKey": _key_pair_out(creds.noise_key, _sub(base, "noiseKey"), "noise_key"),
+        "noiseKey": _key_pair_out(creds.noise_key, sub(base, "noiseKey"), "noise_key"),
         "pairingEphemeralKeyPair": _key_pair_out(
             creds.pairing_ephemeral_key_pair,
-            _sub(base, "pairingEphemeralKeyPair"),
+            sub(base, "pairingEphemeralKeyPair"),
             "pairing_ephemeral_key_pair",
         ),
         "signedIdentityKey": _key_pair_out(
-            creds.signed_identity_key, _sub(base, "signedIdentityKey"), "signed_identity_key"
+            creds.signed_identity_key, sub(base, "signedIdentityKey"), "signed_identity_key"
         ),
-        "signedPreKey": _signed_pre_key_out(creds.signed_pre_key, _sub(base, "signedPreKey")),
+        "signedPreKey": _signed_pre_key_out(creds.signed_pre_key, sub(base, "signedPreKey")),
         "registrationId": creds.registration_id,
         "advSecretKey": creds.adv_secret_key,
         "processedHistoryMessages": copy.deepcopy(creds.processed_history_messages),
@@ -256,7 +246,7 @@ def creds_to_document(
         "firstUnuploadedPreKeyId": creds.first_unuploaded_pre_key_id,
         "accountSyncCounter": creds.account_sync_counter,
         "accountSettings": _account_settings_out(
-            creds.account_settings, _sub(base, "accountSettings")
+            creds.account_settings, sub(base, "accountSettings")
         ),
         "registered": creds.registered,
     }
@@ -264,10 +254,10 @@ def creds_to_document(
         "pairingCode": creds.pairing_code,
         "lastPropHash": creds.last_prop_hash,
         "routingInfo": (
-            None if creds.routing_info is None else _bytes_out(creds.routing_info, "routing_info")
+            None if creds.routing_info is None else bytes_out(creds.routing_info, "routing_info")
         ),
         "additionalData": copy.deepcopy(creds.additional_data),
-        "me": None if creds.me is None else _contact_out(creds.me, _sub(base, "me")),
+        "me": None if creds.me is None else _contact_out(creds.me, sub(base, "me")),
         "account": None if creds.account is None else _account_out(creds.account),
         "signalIdentities": copy.deepcopy(creds.signal_identities),
         "platform": creds.platform,
@@ -280,127 +270,67 @@ def creds_to_document(
         if spec.name not in FIELD_NAMES:
             value = getattr(creds, spec.name)
             if value is not None:
-                doc[_camel(spec.name)] = copy.deepcopy(value)
-    return _carry(doc, base, _TOP_KNOWN)
+                doc[camel(spec.name)] = copy.deepcopy(value)
+    return carry(doc, base, _TOP_KNOWN)
 
 
 # -- document -> creds --------------------------------------------------------
 
 
-def _get(doc: Mapping[str, Any], name: str, snake: str) -> Any:
-    """``doc[name]``, else pyaileys' own spelling ``doc[snake]``, else _MISSING."""
-    if name in doc:
-        return doc[name]
-    return doc.get(snake, _MISSING)
-
-
-def _type_error(where: str, expected: str, value: object) -> InvalidTypeError:
-    return InvalidTypeError(
-        f"creds document field {where!r} must be {expected}, not {type(value).__name__}"
-    )
-
-
-def _required(doc: Mapping[str, Any], name: str, snake: str, where: str) -> Any:
-    value = _get(doc, name, snake)
-    if value is _MISSING or value is None:
-        raise InvalidInputError(f"creds document has no {where!r}; it is required")
-    return value
-
-
-def _mapping_in(value: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise _type_error(where, "an object", value)
-    return value
-
-
-def _bytes_in(value: object, where: str) -> bytes:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    raise _type_error(where, "bytes (a Buffer)", value)
-
-
-def _int_in(value: object, where: str) -> int:
-    if isinstance(value, bool):
-        raise _type_error(where, "an int", value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise _type_error(where, "an int", value)
-
-
-def _str_in(value: object, where: str) -> str:
-    if isinstance(value, str):
-        return value
-    raise _type_error(where, "a str", value)
-
-
-def _bool_in(value: object, where: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise _type_error(where, "a bool", value)
-
-
-def _optional(value: object, convert: Callable[[object, str], Any], where: str) -> Any:
-    return None if value is _MISSING or value is None else convert(value, where)
-
-
 def _key_pair_in(value: object, where: str) -> KeyPair:
-    doc = _mapping_in(value, where)
+    doc = mapping_in(value, where)
     return KeyPair(
-        public=_bytes_in(_required(doc, "public", "public", f"{where}.public"), f"{where}.public"),
-        private=_bytes_in(
-            _required(doc, "private", "private", f"{where}.private"), f"{where}.private"
+        public=bytes_in(required(doc, "public", "public", f"{where}.public"), f"{where}.public"),
+        private=bytes_in(
+            required(doc, "private", "private", f"{where}.private"), f"{where}.private"
         ),
     )
 
 
 def _signed_pre_key_in(value: object) -> SignedKeyPair:
     where = "signedPreKey"
-    doc = _mapping_in(value, where)
+    doc = mapping_in(value, where)
     return SignedKeyPair(
         key_pair=_key_pair_in(
-            _required(doc, "keyPair", "key_pair", f"{where}.keyPair"), f"{where}.keyPair"
+            required(doc, "keyPair", "key_pair", f"{where}.keyPair"), f"{where}.keyPair"
         ),
-        signature=_bytes_in(
-            _required(doc, "signature", "signature", f"{where}.signature"), f"{where}.signature"
+        signature=bytes_in(
+            required(doc, "signature", "signature", f"{where}.signature"), f"{where}.signature"
         ),
-        key_id=_int_in(_required(doc, "keyId", "key_id", f"{where}.keyId"), f"{where}.keyId"),
-        timestamp_s=_optional(
-            _get(doc, "timestampS", "timestamp_s"), _int_in, f"{where}.timestampS"
-        ),
+        key_id=int_in(required(doc, "keyId", "key_id", f"{where}.keyId"), f"{where}.keyId"),
+        timestamp_s=optional(get(doc, "timestampS", "timestamp_s"), int_in, f"{where}.timestampS"),
     )
 
 
 def _contact_in(value: object) -> Contact | None:
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return None
-    doc = _mapping_in(value, "me")
+    doc = mapping_in(value, "me")
     return Contact(
-        id=_str_in(_required(doc, "id", "id", "me.id"), "me.id"),
-        name=_optional(doc.get("name", _MISSING), _str_in, "me.name"),
-        lid=_optional(doc.get("lid", _MISSING), _str_in, "me.lid"),
+        id=str_in(required(doc, "id", "id", "me.id"), "me.id"),
+        name=optional(doc.get("name", MISSING), str_in, "me.name"),
+        lid=optional(doc.get("lid", MISSING), str_in, "me.lid"),
     )
 
 
 def _account_settings_in(value: object) -> AccountSettings:
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return AccountSettings()
-    doc = _mapping_in(value, "accountSettings")
-    unarchive = _get(doc, "unarchiveChats", "unarchive_chats")
-    mode = _get(doc, "defaultDisappearingMode", "default_disappearing_mode")
+    doc = mapping_in(value, "accountSettings")
+    unarchive = get(doc, "unarchiveChats", "unarchive_chats")
+    mode = get(doc, "defaultDisappearingMode", "default_disappearing_mode")
     return AccountSettings(
         unarchive_chats=(
             False
-            if unarchive is _MISSING or unarchive is None
-            else _bool_in(unarchive, "accountSettings.unarchiveChats")
+            if unarchive is MISSING or unarchive is None
+            else bool_in(unarchive, "accountSettings.unarchiveChats")
         ),
-        default_disappearing_mode=None if mode is _MISSING else copy.deepcopy(mode),
+        default_disappearing_mode=None if mode is MISSING else copy.deepcopy(mode),
     )
 
 
 def _account_in(value: object) -> Any:
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
@@ -422,8 +352,8 @@ _SNAKE_OF = {camel: snake for snake, camel in FIELD_NAMES.items()}
 
 
 def _counter_in(doc: Mapping[str, Any], name: str, default: int) -> int:
-    value = _get(doc, name, _SNAKE_OF[name])
-    return default if value is _MISSING or value is None else _int_in(value, name)
+    value = get(doc, name, _SNAKE_OF[name])
+    return default if value is MISSING or value is None else int_in(value, name)
 
 
 def creds_from_document(doc: Mapping[str, Any]) -> AuthenticationCreds:
@@ -442,26 +372,26 @@ def creds_from_document(doc: Mapping[str, Any]) -> AuthenticationCreds:
     """
     if not isinstance(doc, Mapping):
         raise InvalidTypeError(f"creds document must be a mapping, not {type(doc).__name__}")
-    adv_secret = _required(doc, "advSecretKey", "adv_secret_key", "advSecretKey")
+    adv_secret = required(doc, "advSecretKey", "adv_secret_key", "advSecretKey")
     if isinstance(adv_secret, (bytes, bytearray, memoryview)):
         adv_secret = base64.b64encode(adv_secret).decode("ascii")
-    history = _get(doc, "processedHistoryMessages", "processed_history_messages")
-    if history is not _MISSING and history is not None and not isinstance(history, list):
-        raise _type_error("processedHistoryMessages", "a list", history)
-    identities = _get(doc, "signalIdentities", "signal_identities")
-    if identities is not _MISSING and identities is not None and not isinstance(identities, list):
-        raise _type_error("signalIdentities", "a list", identities)
-    additional = _get(doc, "additionalData", "additional_data")
+    history = get(doc, "processedHistoryMessages", "processed_history_messages")
+    if history is not MISSING and history is not None and not isinstance(history, list):
+        raise type_error("processedHistoryMessages", "a list", history)
+    identities = get(doc, "signalIdentities", "signal_identities")
+    if identities is not MISSING and identities is not None and not isinstance(identities, list):
+        raise type_error("signalIdentities", "a list", identities)
+    additional = get(doc, "additionalData", "additional_data")
     extra: dict[str, Any] = {}
     for spec in dataclasses.fields(AuthenticationCreds):
         if spec.name not in FIELD_NAMES:
-            value = _get(doc, _camel(spec.name), spec.name)
-            if value is not _MISSING:
+            value = get(doc, camel(spec.name), spec.name)
+            if value is not MISSING:
                 extra[spec.name] = copy.deepcopy(value)
     return AuthenticationCreds(
-        noise_key=_key_pair_in(_required(doc, "noiseKey", "noise_key", "noiseKey"), "noiseKey"),
+        noise_key=_key_pair_in(required(doc, "noiseKey", "noise_key", "noiseKey"), "noiseKey"),
         pairing_ephemeral_key_pair=_key_pair_in(
-            _required(
+            required(
                 doc,
                 "pairingEphemeralKeyPair",
                 "pairing_ephemeral_key_pair",
@@ -470,43 +400,40 @@ def creds_from_document(doc: Mapping[str, Any]) -> AuthenticationCreds:
             "pairingEphemeralKeyPair",
         ),
         signed_identity_key=_key_pair_in(
-            _required(doc, "signedIdentityKey", "signed_identity_key", "signedIdentityKey"),
+            required(doc, "signedIdentityKey", "signed_identity_key", "signedIdentityKey"),
             "signedIdentityKey",
         ),
         signed_pre_key=_signed_pre_key_in(
-            _required(doc, "signedPreKey", "signed_pre_key", "signedPreKey")
+            required(doc, "signedPreKey", "signed_pre_key", "signedPreKey")
         ),
-        registration_id=_int_in(
-            _required(doc, "registrationId", "registration_id", "registrationId"),
+        registration_id=int_in(
+            required(doc, "registrationId", "registration_id", "registrationId"),
             "registrationId",
         ),
-        adv_secret_key=_str_in(adv_secret, "advSecretKey"),
-        me=_contact_in(_get(doc, "me", "me")),
-        account=_account_in(_get(doc, "account", "account")),
-        signal_identities=None if identities is _MISSING else copy.deepcopy(identities),
-        my_app_state_key_id=_optional(
-            _get(doc, "myAppStateKeyId", "my_app_state_key_id"), _str_in, "myAppStateKeyId"
+        adv_secret_key=str_in(adv_secret, "advSecretKey"),
+        me=_contact_in(get(doc, "me", "me")),
+        account=_account_in(get(doc, "account", "account")),
+        signal_identities=None if identities is MISSING else copy.deepcopy(identities),
+        my_app_state_key_id=optional(
+            get(doc, "myAppStateKeyId", "my_app_state_key_id"), str_in, "myAppStateKeyId"
         ),
         first_unuploaded_pre_key_id=_counter_in(doc, "firstUnuploadedPreKeyId", 1),
         next_pre_key_id=_counter_in(doc, "nextPreKeyId", 1),
-        last_account_sync_timestamp=_optional(
-            _get(doc, "lastAccountSyncTimestamp", "last_account_sync_timestamp"),
-            _int_in,
+        last_account_sync_timestamp=optional(
+            get(doc, "lastAccountSyncTimestamp", "last_account_sync_timestamp"),
+            int_in,
             "lastAccountSyncTimestamp",
         ),
-        platform=_optional(_get(doc, "platform", "platform"), _str_in, "platform"),
+        platform=optional(get(doc, "platform", "platform"), str_in, "platform"),
         processed_history_messages=(
-            [] if history is _MISSING or history is None else copy.deepcopy(history)
+            [] if history is MISSING or history is None else copy.deepcopy(history)
         ),
         account_sync_counter=_counter_in(doc, "accountSyncCounter", 0),
-        account_settings=_account_settings_in(_get(doc, "accountSettings", "account_settings")),
-        registered=_optional(_get(doc, "registered", "registered"), _bool_in, "registered")
-        or False,
-        pairing_code=_optional(_get(doc, "pairingCode", "pairing_code"), _str_in, "pairingCode"),
-        last_prop_hash=_optional(
-            _get(doc, "lastPropHash", "last_prop_hash"), _str_in, "lastPropHash"
-        ),
-        routing_info=_optional(_get(doc, "routingInfo", "routing_info"), _bytes_in, "routingInfo"),
-        additional_data=None if additional is _MISSING else copy.deepcopy(additional),
+        account_settings=_account_settings_in(get(doc, "accountSettings", "account_settings")),
+        registered=optional(get(doc, "registered", "registered"), bool_in, "registered") or False,
+        pairing_code=optional(get(doc, "pairingCode", "pairing_code"), str_in, "pairingCode"),
+        last_prop_hash=optional(get(doc, "lastPropHash", "last_prop_hash"), str_in, "lastPropHash"),
+        routing_info=optional(get(doc, "routingInfo", "routing_info"), bytes_in, "routingInfo"),
+        additional_data=None if additional is MISSING else copy.deepcopy(additional),
         **extra,
     )
