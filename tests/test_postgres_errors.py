@@ -27,7 +27,12 @@ from wa_session_store import (
     StoreConfigurationError,
     StoreUnavailableError,
 )
-from wa_session_store.backends.postgres_errors import Verdict, is_transient, verdict
+from wa_session_store.backends.postgres_errors import (
+    Verdict,
+    is_transient,
+    needs_new_connection,
+    verdict,
+)
 from wa_session_store.backends.postgres_schema import MAX_IDENTIFIER_BYTES, Schema
 
 from .proxy import target_dsn
@@ -48,13 +53,18 @@ def test_every_sqlstate_psycopg_knows_has_a_class_in_the_table() -> None:
 RETRIED = [
     "55P03",  # lock_not_available: lock_timeout, like statement_timeout
     "57014",  # query_canceled: statement_timeout
-    "40001",  # serialization_failure (and standby conflicts)
-    "40P01",  # deadlock_detected
     "53300",  # too_many_connections
-    "57P01",  # admin_shutdown
-    "57P03",  # cannot_connect_now
-    "25P03",  # idle_in_transaction_session_timeout
     "08006",  # connection_failure
+]
+#: Retried on a new connection: what a failover looks like from a connection.
+RECONNECTED = [
+    "25006",  # read_only_sql_transaction: a standby, a demoted primary
+    "40001",  # serialization_failure (and hot-standby conflicts)
+    "40P01",  # deadlock_detected (and a buffer deadlock with recovery)
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now: starting up, shutting down, in recovery
+    "25P03",  # idle_in_transaction_session_timeout
 ]
 REFUSED = [
     "55000",  # object_not_in_prerequisite_state: the class of 55P03, but not a lock
@@ -75,7 +85,9 @@ REFUSED = [
 
 @pytest.mark.parametrize(
     ("sqlstate", "expected"),
-    [(code, Verdict.RETRY) for code in RETRIED] + [(code, Verdict.FAIL) for code in REFUSED],
+    [(code, Verdict.RETRY) for code in RETRIED]
+    + [(code, Verdict.RECONNECT) for code in RECONNECTED]
+    + [(code, Verdict.FAIL) for code in REFUSED],
 )
 def test_verdicts(sqlstate: str, expected: Verdict) -> None:
     assert verdict(sqlstate) is expected
@@ -83,7 +95,8 @@ def test_verdicts(sqlstate: str, expected: Verdict) -> None:
         # Whatever psycopg's class for it (DatabaseError, OperationalError...).
         error = psycopg.errors.lookup(sqlstate)("test")
         assert error.sqlstate == sqlstate
-        assert is_transient(error) is (expected is Verdict.RETRY)
+        assert is_transient(error) is (expected is not Verdict.FAIL)
+        assert needs_new_connection(error) is (expected is Verdict.RECONNECT)
 
 
 def test_errors_without_a_sqlstate() -> None:

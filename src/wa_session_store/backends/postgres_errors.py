@@ -4,7 +4,12 @@ One table decides, by SQLSTATE, as PostgreSQL documents its error codes
 (Appendix A, "PostgreSQL Error Codes"): every class has a verdict, and the
 few codes whose meaning differs from their class's are listed above it. A
 statement that fails with a ``FAIL`` code raises ``StoreOperationError`` at
-once; a ``RETRY`` code is retried by the store's ``RetryPolicy``.
+once; a ``RETRY`` code is retried by the store's ``RetryPolicy``; a
+``RECONNECT`` code is retried too, but never on the connection that failed:
+it is what a failover looks like from a connection (a server that refuses
+writes, shuts down, starts up, or ended the session), so the connection is
+closed instead of going back to the pool, and the pool's idle connections,
+opened to the same server, are replaced.
 
 At connect time libpq hands over no SQLSTATE, only the text of the server's
 refusal (``FATAL:  database "bots" does not exist``). The start-up messages
@@ -28,7 +33,7 @@ from typing import Final
 
 import psycopg
 
-__all__ = ["Verdict", "connect_failure", "is_transient", "verdict"]
+__all__ = ["Verdict", "connect_failure", "is_transient", "needs_new_connection", "verdict"]
 
 
 class Verdict(enum.Enum):
@@ -36,22 +41,29 @@ class Verdict(enum.Enum):
 
     #: Another attempt may succeed: the server, the network or a lock is busy.
     RETRY = "retry"
+    #: Another attempt may succeed, on another connection: this one's server
+    #: refuses writes (a standby, a demoted primary), is shutting down or
+    #: starting up, or ended the session. The connection is never reused.
+    RECONNECT = "reconnect"
     #: No retry can succeed: the statement, the data, the schema or, at
     #: connect time, the DSN or the server's set-up must change.
     FAIL = "fail"
 
 
-RETRY, FAIL = Verdict.RETRY, Verdict.FAIL
+RETRY, RECONNECT, FAIL = Verdict.RETRY, Verdict.RECONNECT, Verdict.FAIL
 
 #: Codes whose meaning differs from their class's (checked first).
 _CODES: Final[Mapping[str, Verdict]] = {
+    # What a standby or a demoted primary answers a write with (also "cannot
+    # execute ... during recovery"). Once a failover has promoted another
+    # server, a new connection (with target_session_attrs=read-write) reaches
+    # it; this one, and the pool's others to the same server, never will.
+    "25006": RECONNECT,  # read_only_sql_transaction
     # A session the server ended for being idle in a transaction, or for a
     # transaction past transaction_timeout (PostgreSQL 17): a new connection
-    # and a new attempt can succeed. (25006, a read-only transaction, is what
-    # a standby or a demoted primary answers; it is left to the failover work
-    # to retry it on a new connection.)
-    "25P03": RETRY,  # idle_in_transaction_session_timeout
-    "25P04": RETRY,  # transaction_timeout
+    # and a new attempt can succeed.
+    "25P03": RECONNECT,  # idle_in_transaction_session_timeout
+    "25P04": RECONNECT,  # transaction_timeout
     # A deferred constraint that failed at commit: the data, not the moment.
     "40002": FAIL,  # transaction_integrity_constraint_violation
     # The lock was held by another session: lock_timeout ran out, or a NOWAIT
@@ -62,7 +74,16 @@ _CODES: Final[Mapping[str, Verdict]] = {
     # A limit of the server's configuration (max_locks_per_transaction,
     # max_pred_locks...) is not a passing shortage.
     "53400": FAIL,  # configuration_limit_exceeded
-    # The connection's database was dropped: every reconnection fails too.
+    # A server going away or not yet back: a fast or smart shutdown, a crash
+    # of another backend, a server starting up or still replaying WAL. Its
+    # sessions end; a retry connects anew, to the promoted server if the
+    # DSN lists it.
+    "57P01": RECONNECT,  # admin_shutdown (also pg_terminate_backend)
+    "57P02": RECONNECT,  # crash_shutdown
+    "57P03": RECONNECT,  # cannot_connect_now
+    "57P05": RECONNECT,  # idle_session_timeout (PostgreSQL 14)
+    # The connection's database was dropped: every reconnection fails too
+    # (also what a standby's recovery conflict with a dropped database says).
     "57P04": FAIL,  # database_dropped
     # Files that are missing or in the way are not transient, unlike I/O errors.
     "58P01": FAIL,  # undefined_file
@@ -101,7 +122,13 @@ _CLASSES: Final[Mapping[str, Verdict]] = {
     "3B": FAIL,  # Savepoint Exception
     "3D": FAIL,  # Invalid Catalog Name
     "3F": FAIL,  # Invalid Schema Name
-    "40": RETRY,  # Transaction Rollback: serialization failures, deadlocks, standby conflicts
+    # Transaction Rollback: serialization failures and deadlocks, and a hot
+    # standby's recovery conflicts ("canceling statement / terminating
+    # connection due to conflict with recovery" are 40001, a buffer deadlock
+    # with recovery 40P01), after which the session may be ended. A new
+    # connection costs one connect, and these are rare at this library's
+    # READ COMMITTED single statements.
+    "40": RECONNECT,
     "42": FAIL,  # Syntax Error or Access Rule Violation
     "44": FAIL,  # WITH CHECK OPTION Violation
     "53": RETRY,  # Insufficient Resources: too many connections, out of memory, disk full
@@ -125,17 +152,31 @@ def verdict(sqlstate: str) -> Verdict:
 def is_transient(exc: BaseException) -> bool:
     """Whether another attempt may succeed where ``exc`` failed one.
 
-    A server error is judged by its SQLSTATE (:func:`verdict`). Without one,
-    an ``OperationalError`` (a lost connection, a pool timeout, a failed
-    connect that :func:`connect_failure` does not recognise), an
-    ``InterfaceError`` and an ``OSError`` are transient; anything else (a
-    value psycopg could not adapt, say) is not.
+    A server error is judged by its SQLSTATE (:func:`verdict`: ``RETRY`` or
+    ``RECONNECT``). Without one, an ``OperationalError`` (a lost connection,
+    a connection the old primary closed, a pool timeout, a failed connect
+    that :func:`connect_failure` does not recognise), an ``InterfaceError``
+    and an ``OSError`` are transient; anything else (a value psycopg could
+    not adapt, say) is not.
     """
     if isinstance(exc, psycopg.Error):
         if exc.sqlstate is not None:
-            return verdict(exc.sqlstate) is RETRY
+            return verdict(exc.sqlstate) is not FAIL
         return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
     return isinstance(exc, OSError)
+
+
+def needs_new_connection(exc: BaseException) -> bool:
+    """Whether the connection that raised ``exc`` must be closed rather than pooled again.
+
+    True for a ``RECONNECT`` SQLSTATE (:class:`Verdict`). A connection that
+    was lost (no SQLSTATE) is broken already, and the pool drops it itself.
+    """
+    return (
+        isinstance(exc, psycopg.Error)
+        and exc.sqlstate is not None
+        and verdict(exc.sqlstate) is RECONNECT
+    )
 
 
 def _startup(pattern: str, sqlstate: str, fix: str) -> tuple[re.Pattern[str], str, str]:
@@ -155,6 +196,9 @@ _STARTUP: Final = (
         r"too many connections for|too many clients|connection slots are reserved", "53300", ""
     ),
     _startup(r"terminating connection due to administrator command", "57P01", ""),
+    # libpq's own check of target_session_attrs (read-write, primary...) on a
+    # server that is not what was asked for: a failover may make it so.
+    _startup(r"session is (not )?read-only|server is (not )?in hot standby mode", "25006", ""),
     _startup(r"canceling authentication due to timeout", "57014", ""),
     _startup(
         r'database ".*" does not exist',
