@@ -87,6 +87,12 @@ class NotFoundError(CommandError):
     status = ExitStatus.NOT_FOUND
 
 
+class UnavailableError(CommandError):
+    """The store cannot be used now: a server that refuses writes, say (exit status 4)."""
+
+    status = ExitStatus.UNAVAILABLE
+
+
 class RefusedError(CommandError):
     """Refused, nothing changed: it needs a go-ahead or would conflict (exit status 5)."""
 

@@ -22,7 +22,7 @@ from ._cli_common import (
     _cipher_from_env,
     _store,
 )
-from ._cli_exit import ExitStatus, UsageError, for_operator, print_json
+from ._cli_exit import ExitStatus, UnavailableError, UsageError, for_operator, print_json
 from ._open import redact_url
 from .backends.postgres import PostgresStore
 from .errors import StoreUnavailableError
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    """Connectivity, round-trip latency, schema version, pool settings; then a probe write."""
+    """Connectivity, the server that answered, round-trip latency, schema version,
+    pool settings; then a probe write."""
     probe = "__wa_session_store_check__"
     creds = {"registrationId": 1, "noiseKey": {"public": os.urandom(32)}}
     keys = {"pre-key": {str(i): {"public": os.urandom(33)} for i in range(1, 4)}}
@@ -45,6 +46,13 @@ async def _check(args: argparse.Namespace) -> int:
             await store.load_creds(probe)
             latencies.append((time.perf_counter() - begun) * 1000)
         version = await store.schema_version()
+        health = await store.health()  # which server answered, and whether it takes writes
+        if health.role not in (None, "primary"):
+            # The probe write would only spend the retry budget on 25006.
+            raise UnavailableError(
+                f"{health.error}; point --dsn at the primary, or list every server in it "
+                "with target_session_attrs=read-write"
+            )
         begun = time.perf_counter()
         await store.save_creds(probe, creds)
         await store.set_keys(probe, keys)
@@ -56,6 +64,8 @@ async def _check(args: argparse.Namespace) -> int:
         print(f"FAILED: {store!r} did not give back what was written", file=sys.stderr)
         return ExitStatus.FAILED
     print(f"store:        {redact_url(args.dsn)} ({store.kind})")
+    if health.server is not None:  # PostgreSQL: the host of a multi-host DSN that answered
+        print(f"server:       {health.server} ({health.role}, {health.server_version})")
     print(f"connected:    in {opened:.1f} ms")
     print(
         f"round trip:   {statistics.median(latencies):.2f} ms median, "

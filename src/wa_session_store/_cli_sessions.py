@@ -113,6 +113,8 @@ async def _status(args: argparse.Namespace) -> int:
         f"store:    {redact_url(args.dsn)} ({health['backend']}) {state}"
         + (f", round trip {rtt:.2f} ms" if rtt is not None else "")
     )
+    if health["server"] is not None:  # PostgreSQL: which host of the DSN answered, as what
+        print(f"server:   {health['server']} ({health['role']})")
     rows = report["sessions"]
     if rows:
         width = max(len("SESSION"), *(len(r["session"]) for r in rows))

@@ -32,17 +32,18 @@ from typing import Any, Protocol, TypeVar
 from .errors import describe_error
 
 __all__ = [
-    "AUTH_STATE_GAUGES",
+    "COLLECTED_GAUGES",
     "DURATION_BUCKETS",
     "HOOKS",
     "HOOK_FAILURE_LOG_INTERVAL",
     "OUTCOMES",
     "Metrics",
     "ThreadSafeWeakSet",
-    "auth_state_gauges",
+    "collected_gauges",
     "hook_failed",
     "metrics_of",
     "open_auth_states",
+    "open_stores",
 ]
 
 #: Histogram bucket bounds of call durations, in seconds (a local call to a
@@ -270,24 +271,51 @@ class ThreadSafeWeakSet(MutableSet[T]):
 #: count it from their own threads, hence the thread-safe set.
 open_auth_states: ThreadSafeWeakSet[_Observed] = ThreadSafeWeakSet()
 
-#: The gauges counted over the open auth states when an exporter collects:
-#: (name, description), in the order :func:`auth_state_gauges` returns them.
-AUTH_STATE_GAUGES = (
+
+class _Reachable(Protocol):
+    """What the ``store_up`` gauge reads of an open store (a ``BaseStore``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def metrics(self) -> Metrics | None: ...
+
+    @property
+    def _up(self) -> bool: ...
+
+
+#: Every open store that has ``metrics``; a store adds itself when it opens
+#: and removes itself when it closes. Read by exporters from their threads.
+open_stores: ThreadSafeWeakSet[_Reachable] = ThreadSafeWeakSet()
+
+#: The gauges counted when an exporter collects, over the open auth states
+#: and the open stores: (name, description), in the order
+#: :func:`collected_gauges` returns them.
+COLLECTED_GAUGES = (
     ("wa_session_store_auth_states_open", "Auth states open."),
     ("wa_session_store_pending_creds", "Open auth states with unsaved creds."),
     ("wa_session_store_pending_key_writes", "Key writes buffered and not yet stored."),
+    (
+        "wa_session_store_store_up",
+        "1 while every open store of the backend reaches a server that takes its writes; "
+        "0 from a failed attempt (an outage, a failover, a read-only server) or an unhealthy "
+        "health() until a call succeeds.",
+    ),
 )
 
 
-def auth_state_gauges(owners: Iterable[Metrics]) -> list[Counter[str]]:
+def collected_gauges(owners: Iterable[Metrics]) -> list[Counter[str]]:
     """By backend, of the stores reporting to any of ``owners``: open auth
-    states, those with unsaved creds, and their key writes not yet stored
-    (``AuthKeys.pending``, barrier mode). Counted when the exporter collects,
-    so keeping them costs nothing in between."""
+    states, those with unsaved creds, their key writes not yet stored
+    (``AuthKeys.pending``, barrier mode), and whether every open store is up
+    (1, else 0: see ``StoreCalls._run``). Counted when the exporter collects, so
+    keeping them costs nothing in between."""
     wanted = set(map(id, owners))
     open_: Counter[str] = Counter()
     pending: Counter[str] = Counter()
     key_writes: Counter[str] = Counter()
+    up: Counter[str] = Counter()
     for state in open_auth_states.snapshot():
         store = state._store
         if id(getattr(store, "metrics", None)) not in wanted:
@@ -297,4 +325,8 @@ def auth_state_gauges(owners: Iterable[Metrics]) -> list[Counter[str]]:
         if state.pending:
             pending[backend] += 1
         key_writes[backend] += int(getattr(state.keys, "pending", 0))
-    return [open_, pending, key_writes]
+    for store in open_stores.snapshot():
+        if id(store.metrics) in wanted:
+            backend = str(store.kind)
+            up[backend] = min(up.get(backend, 1), int(store._up))
+    return [open_, pending, key_writes, up]

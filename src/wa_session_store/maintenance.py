@@ -144,7 +144,10 @@ async def health_report(
         facts.update(await probe())
     except Exception as exc:
         return StoreHealth(ok=False, error=describe_error(exc), **facts)
+    # Why the server would refuse a write (a standby, a read-only server), if it would.
+    refused = facts.pop("refuses_writes", None)
     expected = facts.get("expected_schema_version")
-    ok = facts.get("schema_version") == expected
-    error = None if ok else f"schema version {facts.get('schema_version')}, expected {expected}"
-    return StoreHealth(ok=ok, error=error, **facts)
+    error = refused
+    if facts.get("schema_version") != expected:
+        error = f"schema version {facts.get('schema_version')}, expected {expected}"
+    return StoreHealth(ok=error is None, error=error, **facts)

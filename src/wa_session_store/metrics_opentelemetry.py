@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from .instrumentation import (
-    AUTH_STATE_GAUGES,
+    COLLECTED_GAUGES,
     DURATION_BUCKETS,
     Metrics,
     ThreadSafeWeakSet,
-    auth_state_gauges,
+    collected_gauges,
 )
 
 __all__ = ["OpenTelemetryMetrics"]
@@ -88,12 +88,12 @@ class _OpenTelemetryInstruments:
 
         def gauge(index: int) -> Any:
             def observe(_options: CallbackOptions) -> Iterable[Observation]:
-                counts = auth_state_gauges(self.owners)[index]
+                counts = collected_gauges(self.owners)[index]
                 return [Observation(n, {"backend": b}) for b, n in sorted(counts.items())]
 
             return observe
 
-        for index, (name, description) in enumerate(AUTH_STATE_GAUGES):
+        for index, (name, description) in enumerate(COLLECTED_GAUGES):
             meter.create_observable_gauge(
                 name, callbacks=[gauge(index)], unit="1", description=description
             )

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from .instrumentation import (
-    AUTH_STATE_GAUGES,
+    COLLECTED_GAUGES,
     DURATION_BUCKETS,
     Metrics,
     ThreadSafeWeakSet,
-    auth_state_gauges,
+    collected_gauges,
 )
 
 __all__ = ["PrometheusMetrics"]
@@ -74,11 +74,11 @@ class _PrometheusInstruments:
             "wa_session_store_leases_held", "Leases this process holds.", ["backend"],
             registry=registry,
         )  # fmt: skip
-        registry.register(_AuthStateCollector(self.owners))
+        registry.register(_CollectedGauges(self.owners))
 
 
-class _AuthStateCollector:
-    """Reports the auth-state gauges when Prometheus scrapes (no cost in between)."""
+class _CollectedGauges:
+    """Reports the auth-state and store-up gauges when Prometheus scrapes (no cost in between)."""
 
     def __init__(self, owners: ThreadSafeWeakSet[Metrics]) -> None:
         self.owners = owners
@@ -92,8 +92,8 @@ class _AuthStateCollector:
     def _families(self, *, collect: bool) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        values = auth_state_gauges(self.owners) if collect else [Counter()] * 3
-        for (name, doc), counts in zip(AUTH_STATE_GAUGES, values, strict=True):
+        values = collected_gauges(self.owners) if collect else [Counter()] * len(COLLECTED_GAUGES)
+        for (name, doc), counts in zip(COLLECTED_GAUGES, values, strict=True):
             family = GaugeMetricFamily(name, doc, labels=["backend"])
             for backend, value in sorted(counts.items()):
                 family.add_metric([backend], value)

@@ -165,6 +165,8 @@ class RetryPolicy:
         jitter: up to this many random seconds added to each wait (default 0.0).
         deadline: optional bound of the whole call in seconds, waits included;
             no attempt starts that could not finish before it (default None).
+            With many ``attempts`` it sets the budget by time rather than by
+            count, as :meth:`failover` does.
 
     A call never takes longer than ``attempts * timeout`` plus the waits (and
     never longer than ``deadline`` when one is set), plus a small margin.
@@ -205,6 +207,43 @@ class RetryPolicy:
             raise InvalidInputError(
                 f"deadline must be None or a number > 0, not {shown(self.deadline)}"
             )
+
+    @classmethod
+    def failover(cls, deadline: float = 150.0, *, timeout: float = 10.0) -> RetryPolicy:
+        """A policy that rides through a managed failover or a maintenance restart.
+
+        The default policy gives up after about 36 s (3 attempts of 10 s,
+        waits of 2 s and 4 s), while a managed failover (RDS, Cloud SQL,
+        Patroni) takes 30 to 120 s. This one keeps trying until ``deadline``:
+        attempts of at most ``timeout`` seconds, waits of 1 s, 2 s, then 3 s
+        at most, each plus up to 1 s of jitter. Short steps because a
+        failover ends all at once (the standby is promoted): the first
+        attempt after it lands at most one step (4 s) late. The jitter keeps
+        the bots of one database from retrying in step. Use it as a store's
+        policy (``PostgresStore(url, retry=RetryPolicy.failover())``), with
+        a multi-host URL and ``target_session_attrs=read-write``.
+
+        While it waits, nothing is lost and nothing leaves early: a creds
+        save stays pending, a barrier holds its frame. Past the deadline the
+        call raises :class:`StoreUnavailableError` as any policy does.
+
+        Args:
+            deadline: seconds a call may take in all, waits included
+                (default 150.0: the longest failover the providers document,
+                120 s, plus an attempt's worth of margin).
+            timeout: seconds one attempt may take (default 10.0).
+
+        Raises:
+            InvalidInputError: a ``deadline`` or ``timeout`` out of range.
+        """
+        return cls(
+            attempts=MAX_ATTEMPTS,
+            timeout=timeout,
+            backoff=1.0,
+            max_backoff=3.0,
+            jitter=1.0,
+            deadline=deadline,
+        )
 
     def wait_before(self, attempt: int) -> float:
         """The wait, before jitter, after failed attempt number ``attempt``."""

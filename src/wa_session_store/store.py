@@ -575,9 +575,12 @@ class BaseStore(StoreCalls):
         """Check the store in one attempt, without raising: for a ``/healthz``.
 
         Measures one statement's round trip and reads the schema version (and,
-        on PostgreSQL, the server version, whether it is a replica and the
-        pool's usage). Never retries and never raises for an unreachable or
-        closed store: ``ok`` is False and ``error`` says why.
+        on PostgreSQL, the server that answered, its version, whether it
+        accepts writes, found without writing, and the pool's usage). Never
+        retries and never raises for an unreachable or closed store: ``ok``
+        is False and ``error`` says why. ``ok`` is False too for a server
+        that refuses writes (a standby, a read-only primary): ``role`` says
+        which (see :class:`StoreHealth`).
 
         Args:
             timeout: seconds to wait at most (default None: the smaller of
@@ -587,9 +590,12 @@ class BaseStore(StoreCalls):
             InvalidInputError: a bad ``timeout``.
         """
         seconds = health_timeout(timeout, min(self.HEALTH_TIMEOUT, self.retry.timeout))
-        return await health_report(
+        report = await health_report(
             self.kind, self._pool_usage(), self._is_open, partial(self._health, seconds)
         )
+        if self._is_open:
+            self._up = report.ok  # the store_up gauge of the metrics
+        return report
 
     def _pool_usage(self) -> dict[str, int] | None:
         """Pooled connections (size, available, waiting, min, max), for stores with a pool."""

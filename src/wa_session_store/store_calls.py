@@ -24,7 +24,7 @@ from .errors import (
     StoreUnavailableError,
     describe_error,
 )
-from .instrumentation import Metrics
+from .instrumentation import Metrics, open_stores
 from .primitives import StorePrimitives
 from .retry import RetryDetails, RetryHook, RetryPolicy
 
@@ -50,6 +50,9 @@ class StoreCalls(StorePrimitives):
         self._is_open = False
         self._opening: asyncio.Future[None] | None = None
         self._open_waiters = 0
+        # Whether the last attempt reached a server that took it; tracked
+        # with metrics only, for the wa_session_store_store_up gauge.
+        self._up = True
 
     # -- life cycle -------------------------------------------------------
 
@@ -99,6 +102,9 @@ class StoreCalls(StorePrimitives):
         await self._open()
         # Set by the task itself, so close() sees it the moment the task is done.
         self._is_open = True
+        self._up = True
+        if self.metrics is not None:
+            open_stores.add(self)
 
     async def close(self) -> None:
         """Close the store; closing a closed store does nothing.
@@ -117,6 +123,7 @@ class StoreCalls(StorePrimitives):
         if not self._is_open:
             return
         self._is_open = False
+        open_stores.discard(self)
         await self._close()
 
     async def __aenter__(self) -> Self:
@@ -159,7 +166,8 @@ class StoreCalls(StorePrimitives):
 
         The one instrumentation point of store calls: with ``metrics`` set,
         the call's duration and outcome, its retries and its give-up are
-        reported here.
+        reported here, and the store is down (the ``store_up`` gauge) from
+        an attempt that failed with a transient error until one succeeds.
         """
         metrics = self.metrics
         if metrics is None:
@@ -168,11 +176,13 @@ class StoreCalls(StorePrimitives):
         on_retry, on_giveup = self.on_retry, self.on_giveup
 
         def retried(details: RetryDetails) -> None:
+            self._up = False
             metrics.retry(op, kind)
             if on_retry is not None:
                 on_retry(details)
 
         def gave_up(details: RetryDetails) -> None:
+            self._up = False
             metrics.giveup(op, kind)
             if on_giveup is not None:
                 on_giveup(details)
@@ -182,6 +192,7 @@ class StoreCalls(StorePrimitives):
         try:
             result = await self._attempts(op, session_id, attempt, retried, gave_up)
             outcome = "ok"
+            self._up = True
             return result
         except StoreUnavailableError:
             outcome = "unavailable"

@@ -56,14 +56,20 @@ class StoreHealth:
     """What :meth:`BaseStore.health` found: made for a bot's ``/healthz``.
 
     Attributes:
-        ok: the store answered and its schema is the one this library writes.
+        ok: the store answered, accepts writes, and its schema is the one
+            this library writes.
         backend: the store kind (``postgresql``, ``sqlite``, ``memory``).
         round_trip_ms: milliseconds of one statement, or None when unreachable.
         schema_version: the schema version found (None: no schema, or unreachable).
         expected_schema_version: the version this library writes (None: no schema).
         server_version: the database server's (PostgreSQL) or library's
             (SQLite) version, or None.
-        role: ``"primary"`` or ``"replica"`` (PostgreSQL), else None.
+        role: (PostgreSQL) ``"primary"``, ``"replica"`` (a standby in
+            recovery) or ``"read-only"`` (not in recovery, but its sessions
+            refuse writes: a demoted primary, ``default_transaction_read_only``);
+            ``ok`` is False unless ``"primary"``. None for other backends.
+        server: ``host:port`` of the server that answered (PostgreSQL; with
+            a multi-host DSN, the one the connection reached), else None.
         pool: pooled connections (PostgreSQL): ``size``, ``available``,
             ``waiting``, ``min``, ``max``; else None.
         error: why ``ok`` is False (never a password), or None.
@@ -76,6 +82,7 @@ class StoreHealth:
     expected_schema_version: int | None = None
     server_version: str | None = None
     role: str | None = None
+    server: str | None = None
     pool: dict[str, int] | None = None
     error: str | None = None
 

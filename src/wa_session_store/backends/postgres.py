@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Coroutine
@@ -51,7 +52,7 @@ from ..rows import split_session_rows
 from ..store import BaseStore, StoreOptions
 from ..store_types import CredsRow, RowKey, SessionInfo
 from .postgres_connections import closed_by_server, parse_conninfo, scrub, shutdown
-from .postgres_errors import connect_failure, is_transient
+from .postgres_errors import connect_failure, is_transient, needs_new_connection
 from .postgres_leases import PostgresLeases
 from .postgres_schema import SCHEMA_VERSION, Schema
 
@@ -68,6 +69,12 @@ class PostgresStore(PostgresLeases, BaseStore):
     Args:
         conninfo: a libpq URL or key=value string; ``None`` lets libpq read the
             ``PG*`` environment variables. Give this or ``pool``, not both.
+            Several hosts may be listed, for a failover
+            (``postgresql://h1:5432,h2:5432/db``, or ``host=h1,h2``): each
+            connection goes to the first that answers as asked. With more
+            than one host and no ``target_session_attrs`` (in the conninfo or
+            ``PGTARGETSESSIONATTRS``), ``target_session_attrs=read-write`` is
+            used: this store writes, so it must reach the primary.
         pool: an open or unopened ``AsyncConnectionPool`` to share with the
             application. The store opens it if needed but never closes it.
             Its connections are switched to autocommit while the store uses them.
@@ -92,6 +99,12 @@ class PostgresStore(PostgresLeases, BaseStore):
 
     Connections use ``connect_timeout``, TCP keepalives and ``tcp_user_timeout``
     derived from ``retry.timeout``, so a dead peer is noticed by the kernel too.
+
+    A statement that a failover interrupts (a server that refuses writes,
+    shuts down or starts up; see ``postgres_errors.Verdict.RECONNECT``) is
+    retried on a new connection: the one that failed is closed, and the
+    pool's idle connections are replaced, since they were opened to the same
+    server. A write the server refused is never reported stored.
 
     Raises:
         InvalidInputError: a malformed ``conninfo`` (the message never repeats
@@ -175,6 +188,12 @@ class PostgresStore(PostgresLeases, BaseStore):
                 # kernel drops the connection, so even a stray await ends.
                 "tcp_user_timeout": int(timeout * 1000),
             }
+            if _host_count(self._params) > 1 and not (
+                self._params.get("target_session_attrs") or os.environ.get("PGTARGETSESSIONATTRS")
+            ):
+                # libpq's default ("any") would keep a standby or a demoted
+                # primary that is listed first: every write would fail there.
+                kwargs["target_session_attrs"] = "read-write"
             # A closed pool cannot be opened again: a store reopened after
             # close() builds a new one from this.
             self._new_pool = partial(
@@ -206,9 +225,16 @@ class PostgresStore(PostgresLeases, BaseStore):
         return f"postgresql {self._target()} tables {self.schema.describe()}"
 
     def _target(self) -> str:
-        """``user@host:port/dbname`` of the conninfo (never its password)."""
+        """``user@host:port[,host:port...]/dbname`` of the conninfo (never its password)."""
         p = self._params
-        return f"{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
+        hosts = str(p.get("host") or p.get("hostaddr") or "").split(",")
+        ports = str(p.get("port") or "").split(",")
+        if len(ports) == 1:  # libpq: one port serves every host
+            ports *= len(hosts)
+        servers = ",".join(
+            f"{host}:{port}" for host, port in zip(hosts, ports + [""] * len(hosts), strict=False)
+        )
+        return f"{p.get('user', '')}@{servers}/{p.get('dbname', '')}"
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -295,6 +321,7 @@ class PostgresStore(PostgresLeases, BaseStore):
             shutdown(conn)
 
         timer = loop.call_later(max(0.0, deadline - loop.time()), expire)
+        failover = False
         try:
             if switched:
                 await conn.set_autocommit(True)
@@ -316,15 +343,33 @@ class PostgresStore(PostgresLeases, BaseStore):
         except Exception as exc:
             if fired:
                 raise AttemptTimeoutError(timeout) from exc
+            failover = needs_new_connection(exc)
             raise
         finally:
             timer.cancel()
             if fired:
                 self._stale_backends.add(pid)
+            if fired or failover:
                 await conn.close()
-            elif switched and not conn.broken:
+            elif switched and not conn.closed:
                 await conn.set_autocommit(False)
             await self.pool.putconn(conn)
+            if failover:
+                await self._replace_idle_connections()
+
+    async def _replace_idle_connections(self) -> None:
+        """Replace the pool's idle connections: their server refuses writes or is going away.
+
+        They were opened to the server whose connection just failed with a
+        ``RECONNECT`` verdict (a standby, a demoted primary, a server
+        shutting down); a retry on one of them would fail the same way and
+        spend an attempt and a backoff. Closing them is local; the pool opens
+        new ones in the background, through the DSN's hosts again. A shared
+        pool is drained too: its connections go to the same server.
+        """
+        drain = getattr(self.pool, "drain", None)  # psycopg-pool 3.2.2 and later
+        if drain is not None:
+            await drain()
 
     async def _end_stale_backends(
         self, conn: psycopg.AsyncConnection[Any], remaining: float
@@ -488,23 +533,45 @@ class PostgresStore(PostgresLeases, BaseStore):
         return await self._on_connection(timeout, self.schema.version)
 
     async def _health(self, timeout: float) -> dict[str, Any]:
+        """Whether the server answers and accepts writes, found without writing.
+
+        ``pg_is_in_recovery()`` says a standby (``role`` "replica");
+        ``transaction_read_only`` a session that refuses writes on a server
+        that is not one (``default_transaction_read_only``, set for the
+        server, database or role, as a demoted primary or a full disk on a
+        managed service has it: ``role`` "read-only"). Either sets
+        ``refuses_writes``, and the connection is closed and the pool's idle
+        ones replaced, as a refused write would.
+        """
+
         async def probe(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
             started = time.perf_counter()
             cur = await conn.execute(
-                "SELECT current_setting('server_version'), pg_is_in_recovery()"
+                "SELECT current_setting('server_version'), pg_is_in_recovery(),"
+                " current_setting('transaction_read_only') = 'on'"
             )
             row = await cur.fetchone()
             elapsed = (time.perf_counter() - started) * 1000
             assert row is not None
-            return {
+            server = f"{conn.info.host}:{conn.info.port}"
+            role = "replica" if row[1] else "read-only" if row[2] else "primary"
+            facts = {
                 "round_trip_ms": elapsed,
                 "schema_version": await self.schema.version(conn),
                 "expected_schema_version": SCHEMA_VERSION,
                 "server_version": f"PostgreSQL {row[0]}",
-                "role": "replica" if row[1] else "primary",
+                "role": role,
+                "server": server,
             }
+            if role != "primary":
+                why = "a standby in recovery" if row[1] else "its sessions are read-only"
+                facts["refuses_writes"] = f"the server at {server} refuses writes: {why}"
+            return facts
 
-        return await self._on_connection(timeout, probe)
+        facts = await self._on_connection(timeout, probe)
+        if "refuses_writes" in facts:
+            await self._replace_idle_connections()
+        return facts
 
     def _pool_usage(self) -> dict[str, int] | None:
         stats = self.pool.get_stats()
@@ -580,3 +647,9 @@ class PostgresStore(PostgresLeases, BaseStore):
             query = self.schema.rewrite_keys
             params = (sids, categories, key_ids, list(olds), list(news))
         return int(await self._query(timeout, query, params))
+
+
+def _host_count(params: dict[str, Any]) -> int:
+    """How many servers a conninfo lists (``host`` or ``hostaddr``, comma-separated)."""
+    hosts = params.get("host") or params.get("hostaddr") or ""
+    return len(str(hosts).split(",")) if hosts else 1
