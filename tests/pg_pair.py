@@ -178,12 +178,13 @@ class PgPair:
             )
         with (primary.datadir / "pg_hba.conf").open("a") as hba:
             hba.write("host replication all 127.0.0.1/32 trust\n")
-        self._start(primary)
+        self.start_node(primary)
         with psycopg.connect(primary.dsn("postgres"), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {DBNAME}")
         self._rebuild(self.standby)
 
-    def _start(self, node: Node, **options: str) -> None:
+    def start_node(self, node: Node, **options: str) -> None:
+        """Start ``node`` with ``options`` (``-c name=value`` settings, kept for restarts)."""
         node.options = dict(options)
         settings = " ".join(f"-c {k}={v}" for k, v in options.items())
         self._run(
@@ -210,7 +211,7 @@ class PgPair:
         auto = node.datadir / "postgresql.auto.conf"
         lines = auto.read_text().splitlines(keepends=True)
         auto.write_text("".join(x for x in lines if "synchronous_standby_names" not in x))
-        self._start(node)
+        self.start_node(node)
         self.standby = node
         if self.synchronous:
             self.set_synchronous(True)
@@ -289,13 +290,13 @@ class PgPair:
 
     def start_read_only(self, node: Node) -> None:
         """Start ``node`` (an old primary) refusing writes, as a switchover leaves it."""
-        self._start(node, default_transaction_read_only="on")
+        self.start_node(node, default_transaction_read_only="on")
 
     def restart(self, node: Node, mode: str = "fast") -> None:
         """Stop ``node`` and start it again with the options it had."""
         options = node.options
         self.stop(node, mode)
-        self._start(node, **options)
+        self.start_node(node, **options)
 
     def heal(self, *, synchronous: bool | None = None) -> None:
         """A running primary with a streaming standby again, rebuilding what must be.
@@ -304,7 +305,7 @@ class PgPair:
         with ``pg_basebackup`` unless it still streams from it.
         """
         if not self.primary.running:
-            self._start(self.primary)
+            self.start_node(self.primary)
         elif self.primary.options:
             self.restart(self.primary)
         wanted = self.synchronous if synchronous is None else synchronous

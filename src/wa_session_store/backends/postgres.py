@@ -232,7 +232,8 @@ class PostgresStore(PostgresLeases, BaseStore):
         if len(ports) == 1:  # libpq: one port serves every host
             ports *= len(hosts)
         servers = ",".join(
-            f"{host}:{port}" for host, port in zip(hosts, ports + [""] * len(hosts), strict=False)
+            f"{host}:{port}" if port else host  # no port: libpq's default
+            for host, port in zip(hosts, ports + [""] * len(hosts), strict=False)
         )
         return f"{p.get('user', '')}@{servers}/{p.get('dbname', '')}"
 
