@@ -33,6 +33,7 @@ from . import (
     w9_copy,
     w10_workers,
     w11_capacity,
+    w12_failover,
 )
 from ._env import DEFAULT_DSN, ROOT, Config, Net, ProxyProcess
 from ._harness import Row, fmt
@@ -50,6 +51,7 @@ WORKLOADS: dict[str, tuple[str, Callable[[Config], Awaitable[list[Row]]]]] = {
     "9": ("moving to production: copy SQLite to PostgreSQL", w9_copy.run),
     "10": ("one worker, 1,000 sessions: renewals and stop (PostgreSQL)", w10_workers.run),
     "11": ("capacity: 5 million key rows (PostgreSQL)", w11_capacity.run),
+    "12": ("failover: primary stopped, standby promoted (real pair)", w12_failover.run),
 }
 
 
