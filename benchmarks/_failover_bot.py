@@ -50,9 +50,7 @@ async def main(url: str, schema: str, log_path: str) -> None:
                 await auth.save_creds({"me": SESSION, "round": n})
                 note(f"creds {n}")
                 await auth.keys.set({"pre-key": {str(n): {"public": os.urandom(33)}}})
-                await auth.keys.set(
-                    {"session": {key: os.urandom(256) for key in device_keys(n)}}
-                )
+                await auth.keys.set({"session": {key: os.urandom(256) for key in device_keys(n)}})
                 await auth.barrier()
                 note(f"keys {n}")
                 note(f"frame {n}")  # sent: its barrier returned

@@ -30,7 +30,9 @@ and :class:`OpenTelemetryMetrics` (``[otel]``). They report the same names:
   `wa_session_store_creds_saves_total` (writes the throttle made),
   `wa_session_store_backups_total`; gauges `wa_session_store_auth_states_open`,
   `wa_session_store_pending_creds`, `wa_session_store_pending_key_writes`
-  (counted over the open auth states when the exporter collects);
+  (counted over the open auth states when the exporter collects), and
+  `wa_session_store_store_up` (1, or 0 from a failed attempt or an unhealthy
+  ``health()`` of an open store until a call succeeds: an outage's alert);
 - `wa_session_store_leases_held` (gauge), `wa_session_store_lease_grants_total`,
   `wa_session_store_lease_renewals_total`, `wa_session_store_lease_releases_total`,
   `wa_session_store_lease_losses_total` (reason: `replaced`, `expired`); all by backend.
