@@ -368,9 +368,7 @@ class PostgresStore(PostgresLeases, BaseStore):
         new ones in the background, through the DSN's hosts again. A shared
         pool is drained too: its connections go to the same server.
         """
-        drain = getattr(self.pool, "drain", None)  # psycopg-pool 3.2.2 and later
-        if drain is not None:
-            await drain()
+        await self.pool.drain()  # psycopg-pool 3.3 (the minimum pyproject asks for)
 
     async def _end_stale_backends(
         self, conn: psycopg.AsyncConnection[Any], remaining: float
