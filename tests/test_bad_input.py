@@ -8,6 +8,7 @@ it was (compared byte for byte, on every backend).
 
 from __future__ import annotations
 
+import array
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,8 +69,18 @@ BAD_VALUES: dict[str, Any] = {
     "int dict key": {"inner": [{1: "x"}]},
     "int past the digit limit": 2**100_000,
     "deep": _deep(50_000),
+    "nested past 100 levels": _deep(101),
     "oversized": "x" * 2048,
+    # Dicts the decoder would read as bytes: never stored, nothing replaced.
+    "Buffer with bad base64": {"type": "Buffer", "data": "@@"},
+    "Buffer with a stray key": {"type": "Buffer", "data": "AAA=", "x": 1},
+    "Buffer with non-canonical base64": {"type": "Buffer", "data": "QR=="},
+    "Buffer of ints": {"type": "Buffer", "data": [1, 2, 300]},
+    "flagged Buffer": {"buffer": True, "value": "AA=="},
+    "memoryview of ints": memoryview(array.array("i", [1])),
 }
+# The same, as they come through an auth state (creds, and keys in both modes).
+BUFFER_SHAPED = [v for k, v in BAD_VALUES.items() if "Buffer" in k]
 
 Case = Callable[[BaseStore], Awaitable[Any]]
 CASES: list[tuple[str, Case, type[Exception]]] = []
@@ -113,7 +124,9 @@ case("get_keys ids None", InvalidTypeError)(lambda s: s.get_keys("s1", "pre-key"
 
 for label, bad in BAD_VALUES.items():
     err = (
-        InvalidTypeError if label in ("set", "object") or "dict key" in label else InvalidInputError
+        InvalidTypeError
+        if label in ("set", "object") or "dict key" in label or "memoryview" in label
+        else InvalidInputError
     )
     case(f"save_creds value {label}", err)(lambda s, b=bad: s.save_creds("s1", {"ok": 1, "x": b}))
     case(f"set_keys value {label}", err)(
@@ -143,6 +156,10 @@ for label, bad in {"list": [("a", 1)], "str": "creds", "int": 3, "bytes": b"{}"}
         lambda s, b=bad: _auth_save(s, b)
     )
 case("AuthState.save_creds NaN", InvalidInputError)(lambda s: _auth_save(s, {"x": float("nan")}))
+for n, bad in enumerate(BUFFER_SHAPED):
+    case(f"AuthState.save_creds Buffer-shaped {n}", InvalidInputError)(
+        lambda s, b=bad: _auth_save(s, {"ok": 1, "x": {"y": b}})
+    )
 case("set_keys data a list", InvalidTypeError)(lambda s: s.set_keys("s1", [("pre-key", {})]))
 case("set_keys entries a list", InvalidTypeError)(lambda s: s.set_keys("s1", {"pre-key": [1]}))
 case("keys.set data a str", InvalidTypeError)(lambda s: _auth_keys_set(s, "pre-key"))
@@ -273,9 +290,39 @@ def _normalised(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, dict):
-        if value.get("type") == "Buffer" or value.get("buffer") is True:
-            return value  # a literal Buffer-shaped dict: see the codec notes
         return {k: _normalised(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_normalised(v) for v in value]
     return value
+
+
+async def test_a_value_that_would_not_read_back_never_replaces_good_creds(store: BaseStore) -> None:
+    good = {"registrationId": 1, "noiseKey": {"private": b"\x01" * 32}}
+    await store.save_creds("s1", good)
+    for bad in BUFFER_SHAPED:
+        with pytest.raises(InvalidInputError, match="BufferJSON Buffer"):
+            await store.save_creds("s1", {**good, "noiseKey": {"private": bad}})
+    assert await store.load_creds("s1") == good
+
+
+@pytest.mark.parametrize("key_writes", ["write-through", "barrier"])
+async def test_keys_set_refuses_what_would_not_read_back_before_queueing_it(
+    store: BaseStore, key_writes: Any
+) -> None:
+    # In barrier mode such a value used to be queued: every flush then failed,
+    # so no frame could be sent and the good writes beside it were never stored.
+    auth = await use_auth_state(store, "s1", backup_interval=None, key_writes=key_writes)
+    try:
+        await auth.keys.set({"session": {"good": b"\x01"}})
+        pending = auth.keys.pending
+        for bad in BUFFER_SHAPED:
+            with pytest.raises(InvalidInputError, match="BufferJSON Buffer"):
+                await auth.keys.set({"session": {"a": b"\x02", "b": {"record": bad}}})
+            assert auth.keys.pending == pending
+        await auth.keys.set({"session": {"later": b"\x03"}})
+        await auth.keys.flush()
+        assert auth.keys.pending == 0
+    finally:
+        await auth.aclose()
+    stored = await store.get_keys("s1", "session", ["good", "a", "b", "later"])
+    assert stored == {"good": b"\x01", "a": None, "b": None, "later": b"\x03"}

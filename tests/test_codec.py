@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import array
+import contextlib
 import json
 import math
+import sys
 from typing import Any
 
 import pytest
@@ -12,8 +15,11 @@ from hypothesis import strategies as st
 
 from wa_session_store import InvalidInputError, InvalidTypeError
 from wa_session_store._codec import (
+    MAX_NESTING,
+    _buffer_hook,
     _encode_text,
     _flat_buffers,
+    _reads_as_bytes,
     check_category,
     check_key_id,
     check_session_id,
@@ -75,11 +81,37 @@ def test_every_buffer_form_baileys_reads_is_read() -> None:
     assert decode_value(flagged, what="v") == [b"\x00\xff", b"\x07"]
 
 
-def test_deep_nesting_within_the_recursion_limit_round_trips() -> None:
+def _nested(levels: int) -> Any:
     value: Any = "leaf"
-    for _ in range(200):
+    for _ in range(levels // 2):
         value = {"n": [value]}
-    assert decode_value(encode_value(value, what="v"), what="v") == value
+    return value
+
+
+def _on_a_deep_stack(frames: int, call: Any) -> Any:
+    if frames:
+        return _on_a_deep_stack(frames - 1, call)
+    return call()
+
+
+def test_nesting_up_to_the_limit_reads_back_from_any_reader_s_stack() -> None:
+    value = _nested(MAX_NESTING)
+    blob = encode_value(value, what="v")
+    # Written from a shallow stack, read from a deep one: a bot's handler
+    # inside asyncio, a client library and a web framework.
+    frames = sys.getrecursionlimit() - MAX_NESTING - 150
+    assert _on_a_deep_stack(frames, lambda: decode_value(blob, what="v")) == value
+
+
+def test_nesting_past_the_limit_is_refused_even_when_the_writer_could_encode_it() -> None:
+    # Before, the writer's own stack decided: 400 levels were accepted at the
+    # top of a script and could then not be read inside a deeper one.
+    for levels in (MAX_NESTING + 1, 400):
+        deep: Any = "leaf"
+        for _ in range(levels):
+            deep = [deep]
+        with pytest.raises(InvalidInputError, match=f"at most {MAX_NESTING} levels"):
+            encode_value(deep, what="v")
 
 
 @pytest.mark.parametrize(
@@ -183,3 +215,130 @@ def test_key_pair_fast_path_writes_what_the_encoder_writes(value: dict[str, byte
 def test_key_pair_fast_path_leaves_other_shapes_to_the_encoder() -> None:
     for value in ({"a": b"x", "n": 1}, {"a": bytearray(b"x")}, {1: b"x"}, {}, [b"x"], b"x"):
         assert _flat_buffers(value) is None
+
+
+# -- accept only what reads back equal ------------------------------------------
+
+
+def _normalised(value: Any) -> Any:
+    """What an accepted value reads back as: tuples as lists, bytes-like objects as bytes."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalised(v) for v in value]
+    return value
+
+
+def _raw_round_trip(value: Any) -> Any:
+    """The value as the decoder reads the encoder's text, with no check in between."""
+    try:
+        return decode_value(_encode_text(value).encode("utf-8", "surrogatepass"), what="v")
+    except DecodeError:
+        return DecodeError
+
+
+# Dicts built from the keys and values the Buffer hook looks at, so that the
+# walk meets every near miss: markers with a payload of every type, payloads
+# without a marker, "type" values that are not "Buffer", extra keys.
+base64ish = st.sampled_from(["", "AA==", "AAA=", "QR==", "@@", "AP8=", "Zm9v", "QQ"])
+buffer_parts = st.one_of(
+    base64ish,
+    st.lists(st.integers(-2, 300), max_size=3),
+    st.lists(st.integers(0, 255), max_size=3).map(tuple),
+    st.sampled_from(["Buffer", "buffer", "Buffer ", True, False, 1, 1.0, None]),
+    st.binary(max_size=3),
+)
+buffer_keys = st.sampled_from(["type", "data", "buffer", "value", "x", "encoding"])
+buffer_like = st.builds(
+    lambda marker, payload, extra: {**marker, **payload, **extra},
+    st.sampled_from([{"type": "Buffer"}, {"buffer": True}, {"type": "buffer"}, {"buffer": 1}, {}]),
+    st.dictionaries(st.sampled_from(["data", "value"]), buffer_parts | leaves, max_size=2),
+    st.dictionaries(st.sampled_from(["x", "encoding", "type"]), leaves, max_size=1),
+)
+near_buffers = st.recursive(
+    buffer_parts | leaves | buffer_like,
+    lambda children: (
+        st.dictionaries(buffer_keys, children, max_size=4)
+        | st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(text, children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(near_buffers)
+@settings(max_examples=1500, deadline=None)
+def test_what_is_accepted_reads_back_equal_and_only_that_is_refused(value: Any) -> None:
+    expected = _normalised(value)
+    try:
+        blob = encode_value(value, what="v")
+    except InvalidInputError:
+        assert _raw_round_trip(value) != expected, "refused a value that reads back equal"
+        return
+    assert decode_value(blob, what="v") == expected
+
+
+@given(buffer_like | st.dictionaries(buffer_keys, buffer_parts | leaves, max_size=4))
+@settings(max_examples=500, deadline=None)
+def test_the_writer_refuses_exactly_the_dicts_the_buffer_hook_converts(obj: Any) -> None:
+    decoded = json.loads(_encode_text(obj), object_hook=lambda o: o)
+    converted = True  # unless the hook returns it: a failure (bad base64) is a conversion too
+    with contextlib.suppress(ValueError, TypeError):
+        converted = _buffer_hook(decoded) is not decoded
+    assert _reads_as_bytes(obj) == converted
+
+
+SECRET_B64 = "U0VDUkVULUtFWS1CWVRFUw=="
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"type": "Buffer", "data": "@@"}, "the top level"),
+        ({"noise": {"private": {"type": "Buffer", "data": SECRET_B64}}}, "['noise']['private']"),
+        ({"k": {"type": "Buffer", "data": SECRET_B64, "x": 1}}, "['k']"),
+        ({"k": {"type": "Buffer", "data": "QR=="}}, "['k']"),  # non-canonical base64
+        ({"k": [{"type": "Buffer", "data": [1, 2, 300]}]}, "['k'][0]"),
+        ({"k": {"type": "Buffer", "data": (1, 2)}}, "['k']"),
+        ({"k": {"buffer": True, "value": SECRET_B64}}, "['k']"),
+        ({"k": {"buffer": True, "data": [7], "value": 5}}, "['k']"),
+        ({"U0VDUkVULUtFWS1CWVRFUw+/": {"type": "Buffer", "data": ""}}, "[...]"),
+    ],
+)
+def test_dicts_the_decoder_would_read_as_bytes_are_refused(value: Any, where: str) -> None:
+    with pytest.raises(InvalidInputError, match="shaped like a BufferJSON Buffer") as info:
+        encode_value(value, what="creds of session 's'")
+    message = str(info.value)
+    assert f"at {where}" in message
+    assert "use bytes" in message
+    assert "U0VDUkVU" not in message  # no part of the data
+    assert not isinstance(info.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"type": "Buffer"},
+        {"type": "Buffer", "data": 5},
+        {"type": "Buffer", "data": None, "value": "AA=="},
+        {"type": "Buffer", "data": b"\x00"},
+        {"type": "buffer", "data": "AA=="},
+        {"buffer": 1, "value": "AA=="},
+        {"buffer": False, "value": [1]},
+        {"data": "AA==", "value": [1]},
+    ],
+)
+def test_near_misses_of_the_buffer_shape_are_accepted_and_read_back_equal(value: Any) -> None:
+    assert decode_value(encode_value(value, what="v"), what="v") == value
+
+
+def test_memoryviews_must_read_back_as_the_bytes_they_equal() -> None:
+    strided = memoryview(b"abcd")[::2]
+    assert decode_value(encode_value([strided], what="v"), what="v") == [b"ac"] == [strided]
+    for view in (memoryview(array.array("i", [1])), memoryview(b"ab").cast("c")):
+        assert view != bytes(view)
+        with pytest.raises(InvalidTypeError, match="memoryview of format"):
+            encode_value({"k": view}, what="v")

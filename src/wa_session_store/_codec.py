@@ -4,6 +4,14 @@ Values are stored as UTF-8 JSON in the BufferJSON dialect of Baileys: bytes
 become ``{"type": "Buffer", "data": "<base64>"}``. The legacy form with a list
 of ints as ``data`` is read too. Encoding runs in the C JSON encoder; only
 bytes-like objects reach Python code, through ``default``.
+
+One rule decides what is accepted: a value must read back equal (tuples come
+back as lists, bytes-like objects as ``bytes``). After encoding, one walk of
+the value (:func:`_tree_problem`) refuses the rest of what the decoder would
+reinterpret: dicts the Buffer hook would turn into bytes
+(:func:`_reads_as_bytes`, the hook's own test on the writer's side), dict keys
+that are not str, and nesting deeper than :data:`MAX_NESTING`, which the
+decoder may not manage from a deeper call stack than the writer's.
 """
 
 from __future__ import annotations
@@ -32,6 +40,11 @@ DEFAULT_MAX_VALUE_SIZE: Final = 64 * 1024 * 1024
 #: write (a key batch, an imported session) may carry, on every backend: below
 #: PostgreSQL's 1 GB limit of a value and of a message, and SQLite's 1e9 bytes.
 MAX_WRITE_SIZE: Final = 512 * 1024 * 1024
+#: The deepest nesting of lists and dicts a value may have. The decoder
+#: recurses once per level, on whatever stack the reader has; at most 100
+#: levels (as Ruby's JSON parser allows) leave room for any reader, while
+#: WhatsApp documents nest fewer than 10.
+MAX_NESTING: Final = 100
 
 # C0 and C1 control characters, DEL, and lone surrogates (which UTF-8 cannot carry).
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -132,9 +145,16 @@ else:  # pragma: no cover - Python 3.10
 
 
 def _default(obj: object) -> Any:
-    if isinstance(obj, (bytes, bytearray, memoryview)):
+    if isinstance(obj, (bytes, bytearray)):
         return {"type": "Buffer", "data": _b2a(obj, newline=False).decode("ascii")}
-    raise TypeError(type(obj).__name__)
+    if isinstance(obj, memoryview):
+        # Only a flat view of unsigned bytes equals the bytes it reads back as
+        # (a view of ints or signed chars does not); a strided one is copied.
+        if obj.format != "B" or obj.ndim != 1:
+            raise TypeError(f"{obj.ndim}-dimensional memoryview of format {obj.format!r}")
+        data = obj if obj.c_contiguous else obj.tobytes()
+        return {"type": "Buffer", "data": _b2a(data, newline=False).decode("ascii")}
+    raise TypeError(f"{type(obj).__name__} object")
 
 
 def _make_encoder(ascii_only: bool = False) -> Callable[[object], str]:
@@ -164,26 +184,75 @@ _encode_text = _make_encoder()
 _encode_ascii = _make_encoder(ascii_only=True)
 
 
-def _non_str_key(value: object) -> type | None:
-    """The type of the first dict key anywhere in ``value`` that is not a str, or None.
+def _reads_as_bytes(obj: Mapping[Any, Any]) -> bool:
+    """Whether the decoder's Buffer hook turns this dict, once encoded, into bytes.
 
-    JSON object keys are strings: the encoder would turn ``None``, ``1``,
-    ``1.5`` or ``True`` into ``"null"``, ``"1"``, ``"1.5"`` or ``"true"``, so
-    ``{None: a, "null": b}`` would come back with one entry, and ``{1: a}``
-    with a different key.
+    The writer's side of :func:`_buffer_hook`: marked ``"type": "Buffer"`` or
+    ``"buffer": true``, with a str or a list (a tuple is written as one) in
+    ``data``, or else in ``value``. Such a dict would come back as bytes (or
+    not at all, its base64 being invalid), and its other keys would be lost.
     """
-    stack = [value]
-    pop, push = stack.pop, stack.extend
-    while stack:
-        item = pop()
-        if isinstance(item, dict):
-            for key in item:
-                if not isinstance(key, str):
-                    return type(key)
-            push(v for v in item.values() if isinstance(v, (dict, list, tuple)))
-        elif isinstance(item, (list, tuple)):
-            push(v for v in item if isinstance(v, (dict, list, tuple)))
+    marker = obj.get("type")
+    if not (isinstance(marker, str) and marker == "Buffer") and obj.get("buffer") is not True:
+        return False
+    data = obj["data"] if "data" in obj else obj.get("value")
+    return isinstance(data, (str, list, tuple))
+
+
+def _tree_problem(value: object) -> tuple[str, object] | None:
+    """What in ``value`` would not read back equal, and the container holding it; or None.
+
+    One walk, level by level: ``("key", dict)`` for a dict key that is not a
+    str (JSON keys are strings: ``{1: a}`` would come back as ``{"1": a}``,
+    ``{None: a, "null": b}`` with one entry), ``("buffer", dict)`` for a dict
+    the decoder reads as bytes, ``("depth", container)`` for nesting deeper
+    than :data:`MAX_NESTING`.
+    """
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_NESTING:
+            return "depth", level[0]
+        below: list[object] = []
+        push = below.extend
+        for item in level:
+            if isinstance(item, dict):
+                for key in item:
+                    if not isinstance(key, str):
+                        return "key", item
+                if ("type" in item or "buffer" in item) and _reads_as_bytes(item):
+                    return "buffer", item
+                push(v for v in item.values() if isinstance(v, (dict, list, tuple)))
+            elif isinstance(item, (list, tuple)):
+                push(v for v in item if isinstance(v, (dict, list, tuple)))
+        level = below
     return None
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+def _path_to(value: object, target: object) -> str:
+    """Where ``target`` (a container inside ``value``) is, e.g. ``['noiseKey']['private']``.
+
+    Only for messages: a dict key that does not look like a field name (it
+    might be key material, such as a base64 id) is shown as ``[...]``.
+    """
+    stack: list[tuple[object, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if item is target:
+            return path or "the top level"
+        if len(path) > 400:
+            continue
+        if isinstance(item, dict):
+            for key, child in item.items():
+                shown = repr(key) if isinstance(key, str) and _NAME.fullmatch(key) else "..."
+                stack.append((child, f"{path}[{shown}]"))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return "a nested value"  # pragma: no cover - target comes from value
 
 
 _encode_str = json.encoder.encode_basestring
@@ -223,12 +292,16 @@ def encode_value(
     lone surrogates are stored losslessly, as JSON escapes (as Baileys does).
 
     Raises:
-        InvalidTypeError: a type JSON cannot hold (set, arbitrary object, ...),
-            or a dict key that is not a str.
-        InvalidInputError: NaN or infinity, an int of more digits than
-            ``sys.get_int_max_str_digits()``, a circular reference or nesting
-            deeper than the interpreter's recursion limit, or an encoded size
-            over ``max_size`` bytes.
+        InvalidTypeError: a type JSON cannot hold (set, arbitrary object, a
+            memoryview that is not a flat view of unsigned bytes, ...), or a
+            dict key that is not a str.
+        InvalidInputError: a dict the decoder would read as bytes (shaped
+            like a Buffer: ``{"type": "Buffer", "data": <str or list>}`` or
+            ``{"buffer": True, "value": ...}``, extra keys or not), NaN or
+            infinity, an int of more digits than
+            ``sys.get_int_max_str_digits()``, nesting deeper than
+            :data:`MAX_NESTING` (100) levels or a circular reference, or an
+            encoded size over ``max_size`` bytes.
     """
     text = _flat_buffers(value)
     if text is None:
@@ -252,13 +325,14 @@ def _encode_tree(value: object, what: str | Callable[[], str]) -> str:
         text = _encode_text(value)
     except TypeError as exc:
         raise InvalidTypeError(
-            f"{_named(what)} holds a {exc.args[0] if exc.args else 'value'} object; allowed are "
-            "dict (str keys), list, tuple, str, int, float, bool, None and bytes-like objects"
+            f"{_named(what)} holds a {exc.args[0] if exc.args else 'value'}; allowed are dict "
+            "(str keys), list, tuple, str, int, float, bool, None, bytes, bytearray and "
+            "memoryview (flat, of unsigned bytes)"
         ) from None
     except RecursionError:
         raise InvalidInputError(
-            f"{_named(what)} is nested too deeply, or refers to itself; values must be trees "
-            f"nested well below Python's recursion limit ({sys.getrecursionlimit()})"
+            f"{_named(what)} is nested too deeply, or holds itself; values must be trees "
+            f"of lists and dicts at most {MAX_NESTING} levels deep"
         ) from None
     except ValueError as exc:
         if "digits" in str(exc):  # Python's int-to-str limit (sys.get_int_max_str_digits)
@@ -270,21 +344,43 @@ def _encode_tree(value: object, what: str | Callable[[], str]) -> str:
         raise InvalidInputError(
             f"{_named(what)} holds NaN or infinity, which JSON cannot represent; use finite numbers"
         ) from None
-    key_type = _non_str_key(value)
-    if key_type is not None:
-        raise InvalidTypeError(
-            f"{_named(what)} holds a dict key of type {key_type.__name__}; JSON keys are "
+    problem = _tree_problem(value)
+    if problem is not None:
+        raise _refusal(_named(what), value, *problem)
+    return text
+
+
+def _refusal(name: str, value: object, kind: str, where: object) -> InvalidInputError:
+    """The error for a problem :func:`_tree_problem` found; never quotes a value."""
+    if kind == "depth":
+        return InvalidInputError(
+            f"{name} is nested too deeply: at most {MAX_NESTING} levels of lists and dicts "
+            "are allowed, so that every reader can decode it"
+        )
+    path = _path_to(value, where)
+    if kind == "key":
+        assert isinstance(where, dict)
+        key_type = next(type(k) for k in where if not isinstance(k, str))
+        return InvalidTypeError(
+            f"{name} holds a dict key of type {key_type.__name__} at {path}; JSON keys are "
             "strings, so it would come back as a different key (or merge with another): "
             "use str keys"
         )
-    return text
+    return InvalidInputError(
+        f"{name} holds a dict at {path} shaped like a BufferJSON Buffer "
+        '({"type": "Buffer", "data": <str or list>} or {"buffer": true, "value": ...}), '
+        "which would be read back as bytes, not as that dict; use bytes, bytearray or "
+        "memoryview for binary data, and other keys for a dict"
+    )
 
 
 def _buffer_hook(obj: dict[str, Any]) -> Any:
     # The forms Baileys' BufferJSON.reviver accepts: {"type": "Buffer", "data": ...}
     # (base64 or a list of ints, extra keys allowed) and {"buffer": true, "value": ...}.
     # Called for every object of every document: "in" before indexing, no
-    # method calls for the objects that are not Buffers.
+    # method calls for the objects that are not Buffers. The writer refuses
+    # what this turns into bytes by the same test (_reads_as_bytes); a
+    # property test in tests/test_codec.py holds the two together.
     if ("type" in obj and obj["type"] == "Buffer") or ("buffer" in obj and obj["buffer"] is True):
         data = obj["data"] if "data" in obj else obj.get("value")
         if isinstance(data, str):
