@@ -16,6 +16,7 @@ from .backends.postgres import PostgresStore
 from .backends.sqlite import SQLiteStore
 from .crypto import AESGCMCipher, Cipher
 from .errors import (
+    CredsConflictError,
     DecodeError,
     DecryptionError,
     InvalidInputError,
@@ -56,6 +57,7 @@ __all__ = [
     "Cipher",
     "CopyProgress",
     "CopyReport",
+    "CredsConflictError",
     "CredsPage",
     "DecodeError",
     "DecryptionError",

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 
 __all__ = [
+    "CredsConflictError",
     "DecodeError",
     "DecryptionError",
     "InvalidInputError",
@@ -137,6 +138,49 @@ class StoreConfigurationError(StoreOperationError):
     """
 
     __module__ = "wa_session_store"
+
+
+class CredsConflictError(StoreOperationError):
+    """A creds save did not land: the store holds creds of a version it may not replace.
+
+    Creds versions are taken from the clock of the process that saves, and a
+    save only replaces an older version, so that a late retry never replaces
+    a newer save. A save meets a version it may not replace when another
+    process saved the session with a clock running ahead (or saved it at the
+    same moment). Nothing was written; retrying the same call cannot help,
+    hence a :class:`StoreOperationError`. The store now knows the stored
+    version, so its next save of the session is versioned above it and lands:
+    load the creds (or keep the process's own, newer document) and save again.
+    A save overtaken by a later save of the same store is not a conflict.
+
+    Attributes:
+        session_id: the session.
+        version: the version of the save that did not land.
+        stored_version: the version the store holds, or None if the session's
+            creds were deleted meanwhile.
+    """
+
+    __module__ = "wa_session_store"
+
+    def __init__(self, session_id: str, version: int, stored_version: int | None) -> None:
+        self.session_id = session_id
+        self.version = version
+        self.stored_version = stored_version
+        if stored_version is None:
+            held = "its creds were deleted while it was being saved"
+        elif stored_version == version:
+            held = "the store holds other creds of the same version"
+        else:
+            ahead = (stored_version - version) / 1e9
+            held = (
+                f"the store holds creds versioned {ahead:,.3f} s after this save, written by "
+                "another process (or one whose clock runs ahead)"
+            )
+        super().__init__(
+            f"save_creds for session {session_id!r} did not land: {held}; nothing was "
+            "written. The next save is versioned above the stored creds: save again to "
+            "replace them (load_creds first to see them)"
+        )
 
 
 class StoreUnavailableError(SessionStoreError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ._codec import (
@@ -53,19 +53,54 @@ class VersionClock:
     overwrite a newer save, and a new process, which observes the stored
     version when it loads the creds, writes above it even if its clock is
     behind.
+
+    Clocks of different hosts differ, so a stored version may be ahead of a
+    save called after it: such a save does not land, and says so
+    (:class:`~wa_session_store.CredsConflictError`). To tell that from a save
+    overtaken by a later save of the same store (which is stored, then
+    replaced, as it should be), the clock remembers the versions it issued
+    for a session while any save of that session is in flight
+    (:meth:`saving`, :meth:`overtaken`).
+
+    Args:
+        now: the wall clock in nanoseconds (default ``time.time_ns``).
     """
 
-    __slots__ = ("_last",)
+    __slots__ = ("_in_flight", "_issued", "_last", "now")
 
-    def __init__(self) -> None:
+    def __init__(self, now: Callable[[], int] = time.time_ns) -> None:
         self._last = 0
+        self.now = now
+        self._in_flight: dict[str, int] = {}
+        self._issued: dict[str, set[int]] = {}
 
     def next(self) -> int:
-        self._last = max(self._last + 1, time.time_ns())
+        self._last = max(self._last + 1, self.now())
         return self._last
 
     def observe(self, version: int) -> None:
         self._last = max(self._last, version)
+
+    @contextlib.contextmanager
+    def saving(self, session_id: str) -> Iterator[int]:
+        """A version for one save of ``session_id``, remembered while the save is in flight."""
+        version = self.next()
+        self._in_flight[session_id] = self._in_flight.get(session_id, 0) + 1
+        self._issued.setdefault(session_id, set()).add(version)
+        try:
+            yield version
+        finally:
+            left = self._in_flight[session_id] - 1
+            if left:
+                self._in_flight[session_id] = left
+            else:
+                # The last save in flight: no save of the session is left to ask.
+                del self._in_flight[session_id], self._issued[session_id]
+
+    def overtaken(self, session_id: str, version: int, stored: int) -> bool:
+        """Whether ``stored`` was issued by this clock for a save of ``session_id``
+        called after the one of ``version`` (which is in flight)."""
+        return stored > version and stored in self._issued.get(session_id, ())
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ from ._codec import (
 )
 from .crypto import Cipher
 from .errors import (
+    CredsConflictError,
     InvalidInputError,
     InvalidTypeError,
     SessionExistsError,
@@ -359,27 +360,53 @@ class BaseStore(StoreCalls):
         checked in the same statement; otherwise :class:`LeaseLostError`.
 
         Each save carries a version taken when it is called; a save retried
-        late never replaces one that was called after it.
+        late never replaces one that was called after it. A save that does not
+        land says so: when the store holds creds of a version it may not
+        replace, written by another process (whose clock may run ahead), it
+        raises :class:`CredsConflictError`, and this store's next save of the
+        session is versioned above them. A save overtaken by a later save of
+        this store returns normally (it was stored, then replaced). Deciding
+        that costs a second round trip, only when the write was refused.
 
         Raises:
             InvalidInputError: an invalid session id, creds that are not a
-                mapping or hold values JSON cannot hold, or a document over
-                ``max_value_size``. Nothing is written then.
+                mapping or hold values that would not read back equal, or a
+                document over ``max_value_size``. Nothing is written then.
+            CredsConflictError: the store holds creds this save may not replace.
+            LeaseLostError: with ``fence``, the lease is no longer the newest.
             StoreUnavailableError, StoreOperationError: as for every call.
         """
         sid = check_session_id(session_id)
         blob = self._rows.creds_value(sid, creds)
         fencing = self._fence(sid, fence)
-        version = self._clock.next()
-        if fencing is None:
-            await self._call("save_creds", sid, partial(self._write_creds, sid, blob, version))
-        else:
-            writes, token = fencing
-            await self._call(
-                "save_creds",
-                sid,
-                partial(writes._write_creds_fenced, sid, blob, version, token),
-            )
+        with self._clock.saving(sid) as version:
+            if fencing is None:
+                write = partial(self._write_creds, sid, blob, version)
+            else:
+                writes, token = fencing
+                write = partial(writes._write_creds_fenced, sid, blob, version, token)
+            if not await self._call("save_creds", sid, write):
+                await self._unwritten_creds(sid, blob, version)
+
+    async def _unwritten_creds(self, session_id: str, blob: bytes, version: int) -> None:
+        """Decide a creds write the version check refused: return if it is stored
+        after all, else raise :class:`CredsConflictError`.
+
+        Refused means the store held a version at least ``version``: this
+        call's own (an earlier attempt landed and its answer was lost), a
+        later save of this store's, or another process's. One read tells
+        them apart; a version that changed again since is judged as it is now.
+        """
+        row = await self._call("load_creds", session_id, partial(self._read_creds, session_id))
+        if row is None:
+            raise CredsConflictError(session_id, version, None)
+        stored_blob, stored = row
+        if stored == version and bytes(stored_blob) == blob:
+            return
+        self._clock.observe(stored)
+        if self._clock.overtaken(session_id, version, stored):
+            return
+        raise CredsConflictError(session_id, version, stored)
 
     async def get_keys(
         self, session_id: str, category: str, ids: Iterable[str | int]
