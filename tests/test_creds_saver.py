@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 import pytest
 
-from wa_session_store import MemoryStore, close_all, use_auth_state
+from wa_session_store import CredsConflictError, MemoryStore, close_all, use_auth_state
 from wa_session_store.backends.lease import Lease
 from wa_session_store.creds_saver import CredsSaver
 
@@ -196,3 +197,59 @@ async def test_a_failed_backup_save_is_logged_once(caplog: pytest.LogCaptureFixt
     store.down = False
     await s.stop_backups()
     await s.aclose()
+
+
+# -- a save another process's fast clock refused ------------------------------------
+
+
+def _hosts() -> tuple[MemoryStore, MemoryStore]:
+    """Two processes on one database; the first one's wall clock runs 60 s ahead."""
+    fast, store = MemoryStore(), MemoryStore()
+    store._sessions = fast._sessions
+    fast._clock.now = lambda: time.time_ns() + 60 * 10**9
+    return fast, store
+
+
+async def test_a_save_refused_for_another_host_s_fast_clock_is_made_again_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fast, store = _hosts()
+    async with fast, store:
+        auth = await use_auth_state(store, "bot", throttle=60, backup_interval=None)
+        await fast.save_creds("bot", {"by": "fast"})  # after this auth state loaded
+        # Urgent: a barrier waits for it, which must not wait a throttle period.
+        await auth.save_creds({"by": "auth", "nextPreKeyId": 2})
+        assert not auth.pending
+        assert await fast.load_creds("bot") == {"by": "auth", "nextPreKeyId": 2}
+        await fast.save_creds("bot", {"by": "fast", "n": 2})
+        auth.creds_updated({"by": "auth", "n": 3})  # throttled: the trailing save
+        await auth.flush()
+        assert await fast.load_creds("bot") == {"by": "auth", "n": 3}
+        await auth.aclose()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "did not land" in warnings[0].getMessage()
+
+
+async def test_a_save_a_fast_clock_keeps_refusing_stays_pending_and_says_so() -> None:
+    fast, store = _hosts()
+    real_write = store._write_creds
+    racing = True
+
+    async def raced_by_the_fast_host(sid: str, blob: bytes, version: int, timeout: float) -> bool:
+        # The fast host saves just before each of this host's writes arrives.
+        if racing:
+            await fast.save_creds(sid, {"by": "fast", "at": time.monotonic()})
+        return await real_write(sid, blob, version, timeout)
+
+    store._write_creds = raced_by_the_fast_host  # type: ignore[method-assign]
+    async with fast, store:
+        auth = await use_auth_state(store, "bot", throttle=60, backup_interval=None)
+        with pytest.raises(CredsConflictError):
+            await auth.save_creds({"by": "auth"})
+        assert auth.pending
+        racing = False
+        await auth.flush()
+        assert not auth.pending
+        assert await fast.load_creds("bot") == {"by": "auth"}
+        await auth.aclose()

@@ -26,11 +26,17 @@ When to save is decided here, and only here:
 Every save is one :meth:`AuthStateStore.save_creds` call, whose retries are
 the store's :class:`~wa_session_store.RetryPolicy`: the only retry of one
 save. Lease fencing goes through :func:`~wa_session_store.leases.fenced`.
+One exception: a save refused with :class:`~wa_session_store.CredsConflictError`
+(another process saved with a clock running ahead) is made once more at once,
+as it would have landed without the skew; the store versions it above the
+stored creds. If that fails too, the error surfaces and the change stays
+pending, like any failed save.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -38,12 +44,14 @@ from typing import Any
 
 from .backends.lease import Lease, fenced
 from .backup import BackupScheduler
-from .errors import InvalidInputError, InvalidTypeError, StoreClosedError
+from .errors import CredsConflictError, InvalidInputError, InvalidTypeError, StoreClosedError
 from .metrics import metrics_of
 from .store import AuthStateStore
 from .throttle import Throttler
 
 __all__ = ["CredsSaver", "UrgentPredicate", "as_creds", "check_urgent", "prekey_counters_changed"]
+
+logger = logging.getLogger("wa_session_store")
 
 UrgentPredicate = Callable[[Mapping[str, Any] | None, Mapping[str, Any]], bool]
 """``urgent(previous, current) -> bool``: True saves at once, bypassing the throttle."""
@@ -275,7 +283,20 @@ class CredsSaver:
         creds, generation = self.creds, self._generation
         if creds is None or not self._owed():
             return
-        await fenced(self._lease, partial(self._store.save_creds, self.session_id, creds))
+        save = partial(fenced, self._lease, partial(self._store.save_creds, self.session_id, creds))
+        try:
+            await save()
+        except CredsConflictError as exc:
+            # Another process saved with a clock running ahead. This document
+            # is the newest this one has, and the store now versions a save
+            # above the stored creds: saved at once, an urgent change (and
+            # the barrier waiting for it) is not held back a throttle period.
+            logger.warning(
+                "%s. Saving this process's creds again, above them",
+                exc,
+                extra={"session_id": self.session_id, "op": "save_creds"},
+            )
+            await save()
         self._saved_generation = max(self._saved_generation, generation)
         self._last_saved = time.time()
         metrics = metrics_of(self._store)
