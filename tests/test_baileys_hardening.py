@@ -23,6 +23,8 @@ from wa_session_store.interop.baileys import export_baileys_folder, import_baile
 from wa_session_store.store import BaseStore
 
 CREDS = {"registrationId": 7, "noiseKey": {"private": {"type": "Buffer", "data": "AAAA"}}}
+# The same document as a store takes it: Buffers as bytes (a Buffer-shaped dict is refused).
+STORED_CREDS = {"registrationId": 7, "noiseKey": {"private": bytes(3)}}
 
 
 def _folder(root: Path, keys: int = 3) -> Path:
@@ -148,7 +150,9 @@ async def test_a_file_swapped_for_a_link_after_the_listing_is_refused(tmp_path: 
 async def test_an_export_cancelled_as_the_folder_appears_leaves_nothing(
     store: BaseStore, tmp_path: Path
 ) -> None:
-    await store.import_session("bot", CREDS, {"pre-key": {str(n): {"n": n} for n in range(300)}})
+    await store.import_session(
+        "bot", STORED_CREDS, {"pre-key": {str(n): {"n": n} for n in range(300)}}
+    )
     target = tmp_path / "out" / "auth"
     task = asyncio.ensure_future(export_baileys_folder(store, "bot", target))
     while not target.exists() and not task.done():  # noqa: ASYNC110  # a file system has no event
@@ -160,7 +164,7 @@ async def test_an_export_cancelled_as_the_folder_appears_leaves_nothing(
 
 
 async def test_an_exported_folder_is_private(store: BaseStore, tmp_path: Path) -> None:
-    await store.import_session("bot", CREDS, {"pre-key": {"1": {"n": 1}}})
+    await store.import_session("bot", STORED_CREDS, {"pre-key": {"1": {"n": 1}}})
     old = os.umask(0o022)
     try:
         await export_baileys_folder(store, "bot", tmp_path / "out")
