@@ -33,6 +33,8 @@ from wa_session_store import (
 )
 from wa_session_store.store import BaseStore
 
+from .support.values import read_back
+
 ALLOWED = re.compile(r"must|allowed|expected|limit|use |flatten|needs|not a ", re.I)
 
 
@@ -282,18 +284,8 @@ async def test_fuzzed_batches_land_whole_or_not_at_all(seeded: BaseStore, batch:
             expected[str(key_id) if isinstance(key_id, int) else key_id] = value
         for key_id, value in expected.items():
             stored = got[key_id]
-            assert stored == _normalised(value)
+            assert stored == read_back(value)
     await seeded.clear_keys("fuzz")
-
-
-def _normalised(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, dict):
-        return {k: _normalised(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalised(v) for v in value]
-    return value
 
 
 async def test_a_value_that_would_not_read_back_never_replaces_good_creds(store: BaseStore) -> None:

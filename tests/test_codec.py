@@ -30,6 +30,8 @@ from wa_session_store._codec import (
 )
 from wa_session_store.errors import DecodeError
 
+from .support.values import read_back
+
 text = st.text(st.characters(exclude_categories=("Cs",)))
 leaves = (
     st.none()
@@ -220,17 +222,6 @@ def test_key_pair_fast_path_leaves_other_shapes_to_the_encoder() -> None:
 # -- accept only what reads back equal ------------------------------------------
 
 
-def _normalised(value: Any) -> Any:
-    """What an accepted value reads back as: tuples as lists, bytes-like objects as bytes."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, dict):
-        return {k: _normalised(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_normalised(v) for v in value]
-    return value
-
-
 def _raw_round_trip(value: Any) -> Any:
     """The value as the decoder reads the encoder's text, with no check in between."""
     try:
@@ -272,7 +263,7 @@ near_buffers = st.recursive(
 @given(near_buffers)
 @settings(max_examples=1500, deadline=None)
 def test_what_is_accepted_reads_back_equal_and_only_that_is_refused(value: Any) -> None:
-    expected = _normalised(value)
+    expected = read_back(value)
     try:
         blob = encode_value(value, what="v")
     except InvalidInputError:
