@@ -14,28 +14,6 @@ from wa_session_store.testing import CREDS
 
 from .conftest import StoreFactory
 
-
-async def test_a_fenced_save_behind_the_last_owner_s_fast_clock_says_so_then_lands(
-    pg_dsn: str, pg_schema: str
-) -> None:
-    async with (
-        PostgresStore(pg_dsn, schema=pg_schema) as old_owner,
-        PostgresStore(pg_dsn, schema=pg_schema) as new_owner,
-    ):
-        old_owner._clock.now = lambda: time.time_ns() + 60 * 10**9
-        lease = await old_owner.acquire_lease("s1", owner="old")
-        await old_owner.save_creds("s1", {"by": "old"}, fence=lease)
-        await lease.release()
-        # The new owner holds the newest lease but did not load the creds.
-        lease = await new_owner.acquire_lease("s1", owner="new")
-        with pytest.raises(CredsConflictError, match="did not land"):
-            await new_owner.save_creds("s1", {"by": "new"}, fence=lease)
-        assert await old_owner.load_creds("s1") == {"by": "old"}
-        await new_owner.save_creds("s1", {"by": "new"}, fence=lease)
-        assert await old_owner.load_creds("s1") == {"by": "new"}
-        await lease.release()
-
-
 # -- creds saves that do not land say so ------------------------------------------
 
 SKEW_NS = 60 * 10**9
@@ -140,3 +118,24 @@ async def test_a_late_write_never_replaces_a_newer_save_and_says_so_when_it_cann
                     await older
             assert await other.load_creds("s1") == {"n": 2}
             await other.delete_session("s1")
+
+
+async def test_a_fenced_save_behind_the_last_owner_s_fast_clock_says_so_then_lands(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    async with (
+        PostgresStore(pg_dsn, schema=pg_schema) as old_owner,
+        PostgresStore(pg_dsn, schema=pg_schema) as new_owner,
+    ):
+        old_owner._clock.now = lambda: time.time_ns() + 60 * 10**9
+        lease = await old_owner.acquire_lease("s1", owner="old")
+        await old_owner.save_creds("s1", {"by": "old"}, fence=lease)
+        await lease.release()
+        # The new owner holds the newest lease but did not load the creds.
+        lease = await new_owner.acquire_lease("s1", owner="new")
+        with pytest.raises(CredsConflictError, match="did not land"):
+            await new_owner.save_creds("s1", {"by": "new"}, fence=lease)
+        assert await old_owner.load_creds("s1") == {"by": "old"}
+        await new_owner.save_creds("s1", {"by": "new"}, fence=lease)
+        assert await old_owner.load_creds("s1") == {"by": "new"}
+        await lease.release()
