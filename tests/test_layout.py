@@ -9,7 +9,7 @@ import inspect
 from collections.abc import Callable
 from pathlib import Path
 
-from wa_session_store.auth_state import AuthState, AuthStateOptions, SessionOptions, use_auth_state
+from wa_session_store.auth.state import AuthState, AuthStateOptions, SessionOptions, use_auth_state
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "wa_session_store"
 
@@ -66,7 +66,7 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycles() -> None:
     graph = _imports()
-    assert "wa_session_store.store" in graph["wa_session_store.backends.postgres"]
+    assert "wa_session_store.store.base" in graph["wa_session_store.backends.postgres"]
     assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
 
 
