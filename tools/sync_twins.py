@@ -55,6 +55,7 @@ FUNCTIONS: dict[str, tuple[str, str, str]] = {
 }
 #: The modules whose top-level classes and coroutine functions may be sources.
 MODULES = (
+    "store/contract.py",
     "store/base.py",
     "auth/keys.py",
     "auth/state.py",
