@@ -55,9 +55,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from contextvars import ContextVar
 from functools import partial
-from types import MappingProxyType, TracebackType
 from typing import Any, Final, Literal
 
 from ..backends.lease import Lease, fenced
@@ -78,6 +76,7 @@ from ..store.codec import (
 )
 from .key_cache import Cache, Entry, Key, freeze, grouped
 from .key_log import Write, WriteLog
+from .transactions import TRANSACTIONS, KeyTransaction, open_transaction
 
 __all__ = [
     "DEFAULT_KEY_CACHE_BYTES",
@@ -108,11 +107,6 @@ DEFAULT_PRELOAD: Final = (
 #: 5,000 Signal session records).
 DEFAULT_KEY_CACHE_BYTES: Final = 8 * 1024 * 1024
 
-# The open transactions of the running task, by the AuthKeys they belong to.
-_TRANSACTIONS: ContextVar[Mapping[int, KeyTransaction]] = ContextVar(
-    "wa_session_store_key_transactions", default=MappingProxyType({})
-)
-
 
 def check_key_options(key_writes: object, key_cache_bytes: object) -> None:
     """Refuse a ``key_writes`` or ``key_cache_bytes`` that :class:`AuthKeys` would refuse.
@@ -136,126 +130,6 @@ def check_key_options(key_writes: object, key_cache_bytes: object) -> None:
             f"key_cache_bytes must be an int >= 0 (bytes; 0 disables the cache), "
             f"not {shown(key_cache_bytes)}"
         )
-
-
-class KeyTransaction:
-    """A unit of work on the keys: ``async with auth.keys.transaction():``.
-
-    Writes made inside the block (by this task and the tasks it starts) are
-    held by the transaction and seen by its reads; when the outermost block
-    ends they are written in one batch (in barrier mode: logged as one write,
-    which is then flushed). A nested block joins the outer one. An exception
-    discards the writes of the block it leaves, the cache untouched by them.
-    Once a block has ended it takes no more writes: a task it started that
-    writes afterwards writes to the enclosing open transaction, if any, or
-    on its own.
-    """
-
-    __slots__ = ("_held", "_keys", "_token", "ended", "key", "parent", "writes")
-
-    def __init__(
-        self, keys: AuthKeys, parent: KeyTransaction | None, key: str | None = None
-    ) -> None:
-        self._keys = keys
-        self.parent = parent
-        self.key = key
-        self.writes: dict[Key, Entry] = {}
-        self.ended = False
-        self._token: Any = None
-        self._held: asyncio.Lock | None = None
-
-    def __repr__(self) -> str:
-        state = "ended" if self.ended else f"writes={len(self.writes)}"
-        return f"<KeyTransaction of {self._keys!r} {state}>"
-
-    def lookup(self, key: Key) -> Entry | None:
-        txn: KeyTransaction | None = self
-        while txn is not None:
-            entry = txn.writes.get(key)
-            if entry is not None:
-                return entry
-            txn = txn.parent
-        return None
-
-    async def commit(self) -> None:
-        """End the block: hand its writes to the enclosing open transaction, or
-        store them (outermost). A second call does nothing."""
-        if self.ended:
-            return
-        self.ended = True
-        writes, self.writes = self.writes, {}
-        parent = _open(self.parent)
-        if parent is not None:
-            parent.writes.update(writes)
-            return
-        await self._keys._apply(writes, barrier=True)
-
-    def discard(self) -> None:
-        """End the block without storing its writes."""
-        self.ended = True
-        self.writes.clear()
-
-    def _holds(self, key: str) -> bool:
-        """Whether this block or an open one enclosing it holds ``key``'s lock."""
-        txn = _open(self.parent)
-        while txn is not None:
-            if txn.key == key and txn._held is not None:
-                return True
-            txn = _open(txn.parent)
-        return False
-
-    async def __aenter__(self) -> KeyTransaction:
-        if self.key is not None and not self._holds(self.key):
-            locks = self._keys._key_locks
-            lock, users = locks.get(self.key, (asyncio.Lock(), 0))
-            locks[self.key] = (lock, users + 1)
-            try:
-                await lock.acquire()
-            except BaseException:
-                self._forget_lock(lock)
-                raise
-            self._held = lock
-        current = _TRANSACTIONS.get()
-        self._token = _TRANSACTIONS.set(MappingProxyType({**current, id(self._keys): self}))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        _TRANSACTIONS.reset(self._token)
-        try:
-            if exc_type is None:
-                await self.commit()
-            else:
-                self.discard()
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        lock, self._held = self._held, None
-        if lock is not None:
-            lock.release()
-            self._forget_lock(lock)
-
-    def _forget_lock(self, lock: asyncio.Lock) -> None:
-        """One user less of the key's lock; the last one removes it."""
-        assert self.key is not None
-        locks = self._keys._key_locks
-        _, users = locks[self.key]
-        if users > 1:
-            locks[self.key] = (lock, users - 1)
-        else:
-            del locks[self.key]
-
-
-def _open(txn: KeyTransaction | None) -> KeyTransaction | None:
-    """``txn`` or its nearest enclosing transaction that has not ended."""
-    while txn is not None and txn.ended:
-        txn = txn.parent
-    return txn
 
 
 class AuthKeys:
@@ -472,7 +346,7 @@ class AuthKeys:
     # -- reads ----------------------------------------------------------------
 
     def _current(self) -> KeyTransaction | None:
-        return _open(_TRANSACTIONS.get().get(id(self)))
+        return open_transaction(TRANSACTIONS.get().get(id(self)))
 
     def _known(self, key: Key, txn: KeyTransaction | None) -> Entry | None:
         if txn is not None:
@@ -486,7 +360,7 @@ class AuthKeys:
     ) -> dict[str, Any]:
         cat = check_category(category)
         wanted = check_key_ids(ids)
-        txn = _open(txn)
+        txn = open_transaction(txn)
         found: dict[str, Any] = {}
         missing: list[str] = []
         for key_id in wanted:
@@ -535,7 +409,7 @@ class AuthKeys:
 
     async def _set(self, data: Mapping[str, Mapping[Any, Any]], txn: KeyTransaction | None) -> None:
         batch = self._freeze_batch(data)
-        txn = _open(txn)
+        txn = open_transaction(txn)
         if txn is not None:
             txn.writes.update(batch)
             return

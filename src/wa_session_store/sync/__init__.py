@@ -67,15 +67,14 @@ from ..errors import (
     describe_error,
 )
 from ..store.base import (
-    AuthStateStore,
     BaseStore,
     CredsPage,
-    Fence,
     ReencryptProgress,
     SessionExport,
     SessionInfo,
     StoreHealth,
 )
+from ..store.contract import AuthStateStore, Fence
 from .loop import (
     THREAD_NAME,
     BlockingCallInLoopError,
