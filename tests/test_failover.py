@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from wa_session_store import (
     AuthKeys,
+    CredsConflictError,
     PostgresStore,
     RetryPolicy,
     StoreUnavailableError,
@@ -327,7 +328,8 @@ async def test_a_retried_commit_of_unknown_outcome_never_overwrites_a_newer_writ
     proxy: Proxy, pg_dsn: str, pg_schema: str
 ) -> None:
     """The statement reaches the server and commits; its answer is lost; it is retried
-    after a newer save landed: the newer one stays."""
+    after a newer save landed: the newer one stays, and the late caller is told its
+    save does not stand."""
     slow = RetryPolicy(attempts=5, timeout=10.0, backoff=1.0)
     async with (
         PostgresStore(proxy.dsn(pg_dsn), schema=pg_schema, retry=slow) as late,
@@ -342,7 +344,10 @@ async def test_a_retried_commit_of_unknown_outcome_never_overwrites_a_newer_writ
         proxy.cut()  # ...and the answer never comes: the outcome is unknown to the client
         proxy.delay(0)
         await other.save_creds("s", {"v": "newer"})  # called later: a higher version
-        await first  # its retry (same version) changes nothing, and says stored: it was
+        # Its retry (same version) changes nothing. From here, "landed, then replaced
+        # by another process" and "never landed" look alike: it says it did not stand.
+        with pytest.raises(CredsConflictError, match="nothing it wrote stands"):
+            await first
         assert await other.load_creds("s") == {"v": "newer"}
         assert await late.load_creds("s") == {"v": "newer"}
 

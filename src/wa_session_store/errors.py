@@ -147,7 +147,9 @@ class CredsConflictError(StoreOperationError):
     save only replaces an older version, so that a late retry never replaces
     a newer save. A save meets a version it may not replace when another
     process saved the session with a clock running ahead (or saved it at the
-    same moment). Nothing was written; retrying the same call cannot help,
+    same moment). Nothing the save wrote stands (when a retried attempt met
+    the other save, the attempt whose answer was lost may have landed and been
+    replaced at once); retrying the same call cannot help,
     hence a :class:`StoreOperationError`. The store now knows the stored
     version, so its next save of the session is versioned above it and lands:
     load the creds (or keep the process's own, newer document) and save again.
@@ -177,8 +179,9 @@ class CredsConflictError(StoreOperationError):
                 "another process (or one whose clock runs ahead)"
             )
         super().__init__(
-            f"save_creds for session {session_id!r} did not land: {held}; nothing was "
-            "written. The next save is versioned above the stored creds: save again to "
+            f"save_creds for session {session_id!r} did not land: {held}; nothing it "
+            "wrote stands (an attempt whose answer was lost may have landed and been "
+            "replaced). The next save is versioned above the stored creds: save again to "
             "replace them (load_creds first to see them)"
         )
 
