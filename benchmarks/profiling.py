@@ -35,7 +35,7 @@ GROUPS: list[tuple[str, Callable[[str, str], bool]]] = [
     ("idle: waiting in epoll (network, server)", lambda f, n: "poll" in n and "select" in n),
     ("codec: json, base64 (C and Python)", lambda f, n: "/json/" in f or "json" in n),
     ("codec: json, base64 (C and Python)", lambda f, n: "base64" in f or "binascii" in n),
-    ("codec: wa_session_store._codec", lambda f, n: f.endswith("_codec.py")),
+    ("codec: wa_session_store.store.codec", lambda f, n: f.endswith("_codec.py")),
     (
         "wa_session_store: store.py, rows.py, crypto.py",
         lambda f, n: f.endswith(("store.py", "rows.py", "crypto.py")),
@@ -232,7 +232,7 @@ async def _transient_bytes(fn: Callable[[], Awaitable[object]]) -> int:
 async def micro_costs() -> list[str]:
     """Per-call costs without a profiler, and what the suggested changes would save."""
     from wa_session_store import MemoryStore, RetryPolicy
-    from wa_session_store._codec import decode_value, encode_value
+    from wa_session_store.store.codec import decode_value, encode_value
 
     rng = random.Random(5)
     policy = RetryPolicy()

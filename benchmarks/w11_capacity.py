@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 from wa_session_store import PostgresStore, close_all, restore_all
-from wa_session_store._codec import DEFAULT_MAX_VALUE_SIZE, encode_creds, encode_key_batch
+from wa_session_store.store.codec import DEFAULT_MAX_VALUE_SIZE, encode_creds, encode_key_batch
 
 from ._env import Config, Net, make_creds, make_prekeys, make_session_record, scratch_schema
 from ._harness import Row, Stat, Timer, ratios

@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 
 from wa_session_store import PostgresStore
-from wa_session_store._codec import DEFAULT_MAX_VALUE_SIZE, encode_key_batch
+from wa_session_store.store.codec import DEFAULT_MAX_VALUE_SIZE, encode_key_batch
 
 from ._env import Config, Net, make_prekeys, scratch_schema
 from ._harness import Row, Stat, Timer, interleaved, ratios

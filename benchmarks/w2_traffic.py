@@ -38,8 +38,8 @@ from prometheus_client import CollectorRegistry
 from psycopg import sql
 
 from wa_session_store import MemoryStore, PostgresStore, use_auth_state
-from wa_session_store._codec import DEFAULT_MAX_VALUE_SIZE, decode_value, encode_key_batch
 from wa_session_store.metrics import Metrics, OpenTelemetryMetrics, PrometheusMetrics
+from wa_session_store.store.codec import DEFAULT_MAX_VALUE_SIZE, decode_value, encode_key_batch
 
 from ._env import Config, Net, make_creds, make_prekeys, make_session_record, scratch_schema
 from ._harness import Row, Stat, Timer, interleaved, percentile, ratios

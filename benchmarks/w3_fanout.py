@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from wa_session_store import PostgresStore
-from wa_session_store._codec import decode_value
+from wa_session_store.store.codec import decode_value
 
 from ._env import Config, Net, make_session_record, scratch_schema
 from ._harness import Row, Stat, Timer, interleaved, ratios

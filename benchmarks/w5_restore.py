@@ -32,13 +32,13 @@ import psycopg
 from psycopg import sql
 
 from wa_session_store import PostgresStore, close_all, restore_all
-from wa_session_store._codec import (
+from wa_session_store.store.codec import (
     DEFAULT_MAX_VALUE_SIZE,
     decode_value,
     encode_creds,
     encode_key_batch,
 )
-from wa_session_store.rows import collector_paused
+from wa_session_store.store.rows import collector_paused
 
 from ._env import Config, Net, make_creds, make_prekeys, scratch_schema
 from ._harness import Row, Stat, Timer, ratios

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from wa_session_store import SQLiteStore
-from wa_session_store._codec import DEFAULT_MAX_VALUE_SIZE, decode_value, encode_key_batch
+from wa_session_store.store.codec import DEFAULT_MAX_VALUE_SIZE, decode_value, encode_key_batch
 
 from . import w2_traffic
 from ._env import Config, make_prekeys, make_session_record

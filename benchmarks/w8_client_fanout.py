@@ -29,7 +29,7 @@ from tests.fanout import device_jids, fan_out, make_bundles, open_sessions, wire
 
 from wa_session_store import AuthKeys, PostgresStore, SQLiteStore
 from wa_session_store.integrations.pyaileys import PyaileysAuthState, use_pyaileys_auth_state
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from ._env import Config, Net, scratch_schema
 from ._harness import Row, Stat, Timer, interleaved, ratios

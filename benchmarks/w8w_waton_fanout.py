@@ -34,7 +34,7 @@ from waton.protocol.signal_repo import SignalRepository
 from waton.utils.auth import AuthCreds, init_auth_creds
 
 from wa_session_store.integrations.waton import WatonAuthState, use_waton_auth_state
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from ._env import Config, Net, scratch_schema
 from ._harness import Row

@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from wa_session_store import AuthKeys, PostgresStore, SQLiteStore  # noqa: E402
-from wa_session_store.store import BaseStore  # noqa: E402
+from wa_session_store.store.base import BaseStore  # noqa: E402
 
 
 def text(records: dict[str, Any]) -> dict[str, str]:

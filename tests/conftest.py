@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from wa_session_store import MemoryStore, PostgresStore, SQLiteStore
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from .pgbouncer import pgbouncer_dsn  # noqa: F401  # PgBouncer in transaction mode
 from .proxy import proxy  # noqa: F401  # the fault-injection fixture

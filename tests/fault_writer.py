@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from wa_session_store import PostgresStore, RetryPolicy, SQLiteStore
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 SESSION = "crash"
 BATCH_SIZE = 2000

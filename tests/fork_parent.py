@@ -33,13 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from wa_session_store import _sync_loop, open_store  # noqa: E402
+from wa_session_store import open_store  # noqa: E402
 from wa_session_store.sync import (  # noqa: E402
     SyncAuthState,
     SyncStore,
     open_sync_store,
     use_sync_auth_state,
 )
+from wa_session_store.sync import loop as _sync_loop  # noqa: E402
 
 #: How long a child may take before it counts as hung.
 CHILD_BOUND = 30.0

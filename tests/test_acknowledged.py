@@ -16,7 +16,7 @@ from wa_session_store import (
     close_all,
     use_auth_state,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from .support.faulty import Faulty
 

@@ -30,7 +30,7 @@ from wa_session_store import (
     restore_all,
     use_auth_state,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from .proxy import Proxy
 from .support.creds import CREDS

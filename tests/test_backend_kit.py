@@ -41,7 +41,7 @@ from wa_session_store import (
     open_store,
 )
 from wa_session_store.cli import main
-from wa_session_store.primitives import StorePrimitives
+from wa_session_store.store.primitives import StorePrimitives
 from wa_session_store.testing import CREDS
 
 #: ``install(name, entry_points, module_source="")``: see the ``install`` fixture.

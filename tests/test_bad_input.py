@@ -31,7 +31,7 @@ from wa_session_store import (
     restore_all,
     use_auth_state,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from .support.values import read_back
 

@@ -36,7 +36,7 @@ from wa_session_store.interop import (
     import_baileys_folder,
     parse_baileys_file_name,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "baileys-folders.md"
 

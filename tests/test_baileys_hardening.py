@@ -20,7 +20,7 @@ import pytest
 
 from wa_session_store import InvalidInputError, MemoryStore
 from wa_session_store.interop.baileys import export_baileys_folder, import_baileys_folder
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 CREDS = {"registrationId": 7, "noiseKey": {"private": {"type": "Buffer", "data": "AAAA"}}}
 # The same document as a store takes it: Buffers as bytes (a Buffer-shaped dict is refused).

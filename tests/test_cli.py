@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from wa_session_store import AESGCMCipher, SQLiteStore
-from wa_session_store.crypto import sealed_key_id
+from wa_session_store.store.crypto import sealed_key_id
 
 SECRET = b"CLI-SECRET-BYTES-0123456789abcde"
 COMMANDS = [

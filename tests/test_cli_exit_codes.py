@@ -373,7 +373,7 @@ def test_an_old_schema_says_which_command_upgrades_it(tmp_path: Path) -> None:
 def test_the_library_phrases_the_cli_rewords_still_exist() -> None:
     """Each phrase the CLI translates is still in the library's messages: a
     rewording in the library would otherwise reach operators untranslated."""
-    from wa_session_store._cli_exit import FOR_THE_COMMAND_LINE
+    from wa_session_store.cli.exit_codes import FOR_THE_COMMAND_LINE
 
     source = "\n".join(
         path.read_text()
@@ -389,7 +389,7 @@ def test_the_library_phrases_the_cli_rewords_still_exist() -> None:
 
 
 def test_the_table_is_in_help_and_docs(tmp_path: Path) -> None:
-    from wa_session_store._cli_exit import ExitStatus
+    from wa_session_store.cli.exit_codes import ExitStatus
 
     assert [int(s) for s in ExitStatus] == [
         OK,

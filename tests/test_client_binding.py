@@ -28,7 +28,7 @@ from wa_session_store.integrations.client_binding import (
     ClientParts,
     use_client_auth_state,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 
 @dataclass

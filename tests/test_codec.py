@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wa_session_store import InvalidInputError, InvalidTypeError
-from wa_session_store._codec import (
+from wa_session_store.errors import DecodeError
+from wa_session_store.store.codec import (
     MAX_NESTING,
     _buffer_hook,
     _encode_text,
@@ -28,7 +29,6 @@ from wa_session_store._codec import (
     encode_key_batch,
     encode_value,
 )
-from wa_session_store.errors import DecodeError
 
 from .support.values import read_back
 

@@ -32,9 +32,9 @@ from wa_session_store import (
     SQLiteStore,
     copy_sessions,
 )
-from wa_session_store.crypto import sealed_key_id
-from wa_session_store.store import BaseStore
-from wa_session_store.transfer import describe_difference, exactly_equal
+from wa_session_store.store.base import BaseStore
+from wa_session_store.store.crypto import sealed_key_id
+from wa_session_store.store.transfer import describe_difference, exactly_equal
 
 from .proxy import Proxy
 

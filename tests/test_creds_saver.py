@@ -17,8 +17,8 @@ from typing import Any, cast
 import pytest
 
 from wa_session_store import CredsConflictError, MemoryStore, close_all, use_auth_state
+from wa_session_store.auth.creds_saver import CredsSaver
 from wa_session_store.backends.lease import Lease
-from wa_session_store.creds_saver import CredsSaver
 
 from .support.clock import on_virtual_clock
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from wa_session_store import CredsConflictError, PostgresStore, StoreOperationError
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 from wa_session_store.testing import CREDS
 
 from .conftest import StoreFactory

@@ -13,8 +13,8 @@ from wa_session_store import (
     InvalidInputError,
     InvalidTypeError,
 )
-from wa_session_store.crypto import MAGIC, sealed_key_id
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
+from wa_session_store.store.crypto import MAGIC, sealed_key_id
 
 from .conftest import StoreFactory
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from wa_session_store import InvalidInputError, SQLiteStore, demo, open_store
-from wa_session_store._open import redact_url
-from wa_session_store.cli import main
-from wa_session_store.demo import PREKEY_COUNT, SESSION_ID, DemoReport, run_demo
+from wa_session_store import InvalidInputError, SQLiteStore, open_store
+from wa_session_store.backends.open import redact_url
+from wa_session_store.cli import demo, main
+from wa_session_store.cli.demo import PREKEY_COUNT, SESSION_ID, DemoReport, run_demo
 
 SMALL: dict[str, Any] = {"updates": 1000, "key_writes": 100, "throttle": 0.2, "duration": 0.6}
 

@@ -59,9 +59,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 import wa_session_store
-import wa_session_store.restore
+import wa_session_store.auth.restore
 from wa_session_store import close_all
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 from wa_session_store.sync import SyncStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +189,7 @@ STAND_INS: dict[str, Any] = {
 @pytest.fixture
 def sigterm_after_shutdown_handler(monkeypatch: pytest.MonkeyPatch) -> None:
     """install_shutdown_handler() as it is, then a real SIGTERM a moment later."""
-    real = wa_session_store.restore.install_shutdown_handler
+    real = wa_session_store.auth.restore.install_shutdown_handler
 
     def install_then_terminate(*args: Any, **kwargs: Any) -> asyncio.Event:
         stopped = real(*args, **kwargs)
@@ -197,7 +197,7 @@ def sigterm_after_shutdown_handler(monkeypatch: pytest.MonkeyPatch) -> None:
         asyncio.get_running_loop().call_later(SIGTERM_AFTER, signal.raise_signal, signal.SIGTERM)
         return stopped
 
-    for module in (wa_session_store, wa_session_store.restore):
+    for module in (wa_session_store, wa_session_store.auth.restore):
         monkeypatch.setattr(module, "install_shutdown_handler", install_then_terminate)
 
 

@@ -36,7 +36,7 @@ from wa_session_store import (
     use_auth_state,
 )
 from wa_session_store.metrics import OpenTelemetryMetrics, PrometheusMetrics
-from wa_session_store.redaction import redact_text, redact_url
+from wa_session_store.store.redaction import redact_text, redact_url
 
 from .pg_pair import PgPair, pg_pair  # noqa: F401  # the session's pair
 from .proxy import Proxy

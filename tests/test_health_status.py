@@ -22,7 +22,7 @@ from wa_session_store import (
     use_auth_state,
 )
 from wa_session_store.cli import collect_status
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from .conftest import DSN, StoreFactory
 from .pgbouncer import running_pgbouncer

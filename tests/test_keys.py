@@ -34,7 +34,7 @@ from wa_session_store import (
     install_shutdown_handler,
     use_auth_state,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from .proxy import Proxy
 

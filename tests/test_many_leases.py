@@ -16,7 +16,7 @@ from wa_session_store import (
     SessionWorker,
     StoreUnavailableError,
 )
-from wa_session_store.leases import LeaseRenewer
+from wa_session_store.backends.lease_workers import LeaseRenewer
 
 from .conftest import DSN
 from .proxy import Proxy

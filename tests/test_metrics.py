@@ -212,7 +212,8 @@ def test_the_exporters_cost_nothing_until_named() -> None:
 import sys
 import wa_session_store, wa_session_store.metrics as metrics
 loaded = lambda: sorted(m for m in sys.modules if m.startswith(
-    ("prometheus_client", "opentelemetry", "wa_session_store.metrics_")))
+    ("prometheus_client", "opentelemetry", "wa_session_store.metrics.prometheus",
+     "wa_session_store.metrics.opentelemetry")))
 print(loaded())
 metrics.PrometheusMetrics, metrics.OpenTelemetryMetrics
 print(loaded())
@@ -223,6 +224,6 @@ print(metrics.PrometheusMetrics.__module__, metrics.metrics_of(object()))
     ).stdout.splitlines()
     assert out == [
         "[]",
-        "['wa_session_store.metrics_opentelemetry', 'wa_session_store.metrics_prometheus']",
+        "['wa_session_store.metrics.opentelemetry', 'wa_session_store.metrics.prometheus']",
         "wa_session_store.metrics None",
     ]

@@ -28,8 +28,8 @@ from wa_session_store import (
     StoreUnavailableError,
     use_auth_state,
 )
-from wa_session_store.instrumentation import HOOKS
 from wa_session_store.metrics import Metrics, OpenTelemetryMetrics, PrometheusMetrics
+from wa_session_store.metrics.instrumentation import HOOKS
 
 from .conftest import DSN, StoreFactory
 from .proxy import Proxy

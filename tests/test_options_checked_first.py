@@ -22,9 +22,9 @@ from wa_session_store import (
     restore_all,
     use_auth_state,
 )
-from wa_session_store.auth_state import SessionOptions
+from wa_session_store.auth.state import SessionOptions
 from wa_session_store.metrics import open_auth_states
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 from wa_session_store.sync import SyncStore, restore_all_sync, use_sync_auth_state
 
 from .conftest import DSN

@@ -52,7 +52,7 @@ from wa_session_store.integrations.pyaileys import (
     creds_to_document,
     use_pyaileys_auth_state,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 proto: Any = importlib.import_module("pyaileys.proto.WAProto_pb2")
 curve = DefaultCurve25519Provider()

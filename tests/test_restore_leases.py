@@ -19,11 +19,11 @@ from wa_session_store import (
     PostgresStore,
     RestoreResult,
     close_all,
-    maintenance,
     restore_all,
     sync,
 )
-from wa_session_store.rows import RowCodec
+from wa_session_store.store import maintenance
+from wa_session_store.store.rows import RowCodec
 from wa_session_store.sync import SyncAuthState, SyncStore, open_sync_store
 
 from .conftest import DSN
@@ -150,7 +150,7 @@ async def test_sessions_held_by_another_live_owner_are_reported_not_opened(
 
 
 def _open() -> list[object]:
-    from wa_session_store.auth_state import _open_states
+    from wa_session_store.auth.state import _open_states
 
     return list(_open_states)
 

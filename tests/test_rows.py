@@ -8,10 +8,15 @@ import os
 import pytest
 
 from wa_session_store import AESGCMCipher, DecodeError, DecryptionError, InvalidInputError
-from wa_session_store.crypto import sealed_key_id
-from wa_session_store.maintenance import DECODE_SLICE, creds_pages, health_timeout, reencrypt_rows
-from wa_session_store.rows import RowCodec, category_query, check_page_limit, page_end
-from wa_session_store.store_types import CredsPage, CredsRow, ReencryptProgress, RowKey
+from wa_session_store.store.crypto import sealed_key_id
+from wa_session_store.store.maintenance import (
+    DECODE_SLICE,
+    creds_pages,
+    health_timeout,
+    reencrypt_rows,
+)
+from wa_session_store.store.records import CredsPage, CredsRow, ReencryptProgress, RowKey
+from wa_session_store.store.rows import RowCodec, category_query, check_page_limit, page_end
 
 K1, K2 = os.urandom(32), os.urandom(32)
 CREDS = {"registrationId": 7, "noiseKey": {"private": b"\x01" * 32}}

@@ -49,8 +49,8 @@ from wa_session_store import (
     restore_all,
     sync,
 )
-from wa_session_store.auth_state import AuthState
-from wa_session_store.store import BaseStore
+from wa_session_store.auth.state import AuthState
+from wa_session_store.store.base import BaseStore
 from wa_session_store.sync import (
     THREAD_NAME,
     BlockingCallInLoopError,
@@ -634,7 +634,7 @@ def test_a_sync_session_worker_runs_each_session_in_a_thread(
 
 # -- the generated methods ----------------------------------------------------------
 #
-# The thin blocking methods of wa_session_store/sync.py are generated from the
+# The thin blocking methods of wa_session_store/sync/__init__.py are generated from the
 # coroutines they mirror by tools/sync_twins.py (psycopg-style); CI runs its
 # --check in the lint step, and this test runs it too, so a stale twin fails
 # the suite. Neither skips: without ruff, the tool exits with status 2.

@@ -1,4 +1,4 @@
-"""Tests of wa_session_store.throttle: Throttler and BackupScheduler.
+"""Tests of wa_session_store.auth.throttle: Throttler and BackupScheduler.
 
 Every coroutine test here runs on a virtual clock (tests/support/clock.py):
 the loop's clock jumps to the next timer whenever it would sleep, so a timer
@@ -19,8 +19,8 @@ from functools import partial
 
 import pytest
 
+from wa_session_store.auth.throttle import BackupScheduler, Throttler, jittered_delay
 from wa_session_store.errors import InvalidInputError, InvalidTypeError, StoreClosedError
-from wa_session_store.throttle import BackupScheduler, Throttler, jittered_delay
 
 from .support.clock import virtual_clock_tests
 

@@ -43,7 +43,7 @@ from wa_session_store.integrations.waton import (
     metadata_category,
     use_waton_auth_state,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from .barrier_child import open_store
 from .proxy import Proxy

@@ -25,7 +25,7 @@ from wa_session_store.integrations.waton import (
     creds_to_document,
     use_waton_auth_state,
 )
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 PHONE_JID = "15550001111:7@s.whatsapp.net"
 

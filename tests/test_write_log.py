@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from wa_session_store import AuthKeys, MemoryStore, SQLiteStore, StoreUnavailableError
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 from .support.faulty import Faulty
 

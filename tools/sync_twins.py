@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""Generate the thin blocking methods of ``src/wa_session_store/sync.py``.
+"""Generate the thin blocking methods of the sync facade, ``src/wa_session_store/sync/``.
 
 The sync facade's twins are produced from the coroutines they mirror, as
 psycopg produces its sync pool with ``tools/async_to_sync.py``: this script
 rewrites every region between a ``# -- generated from X`` marker and the next
-``# -- end of generated code`` line of sync.py, from the signatures and
+``# -- end of generated code`` line of each module of sync/ (one module per
+facade class), from the signatures and
 docstring summaries of ``X`` (a class or a coroutine function of the async
 core), then formats the file with ruff.
 
 Usage::
 
-    python tools/sync_twins.py --write   # regenerate sync.py in place
-    python tools/sync_twins.py --check   # exit 1 if sync.py is stale (CI, nox -s lint)
+    python tools/sync_twins.py --write   # regenerate the sync/ modules in place
+    python tools/sync_twins.py --check   # exit 1 if one is stale (CI, nox -s lint)
 
 ``--check`` never skips: ruff is a lint dependency (``pip install -e '.[lint]'``)
 and, without it, both modes exit with status 2 saying so. The script reads
@@ -33,12 +34,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "wa_session_store"
-SYNC_PY = PACKAGE / "sync.py"
+#: The facade: any module of it may hold generated regions.
+SYNC_DIR = PACKAGE / "sync"
 COMMAND = "python tools/sync_twins.py --write"
 
 #: source (class or coroutine function): (where its calls go, its public path for docstrings)
 SOURCES: dict[str, tuple[str, str]] = {
-    "BaseStore": ("self._store", "wa_session_store.store.BaseStore"),
+    "BaseStore": ("self._store", "wa_session_store.store.base.BaseStore"),
     # PostgresStore's lease methods are its lease capability's (backends/postgres_leases.py).
     "PostgresLeases": ("self._postgres_store()", "wa_session_store.PostgresStore"),
     "AuthKeys": ("self._keys", "wa_session_store.AuthKeys"),
@@ -52,7 +54,14 @@ FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "restore_all": ("SyncStore", "SyncRestoreResult", "_sync_restore_all"),
 }
 #: The modules whose top-level classes and coroutine functions may be sources.
-MODULES = ("store.py", "keys.py", "auth_state.py", "restore.py", "backends/postgres_leases.py")
+MODULES = (
+    "store/contract.py",
+    "store/base.py",
+    "auth/keys.py",
+    "auth/state.py",
+    "auth/restore.py",
+    "backends/postgres_leases.py",
+)
 #: Twins whose name differs from their coroutine's.
 RENAMES = {
     "aclose": "close",
@@ -112,8 +121,8 @@ def _twin(node: ast.AsyncFunctionDef, *, indent: str, pointer: str, body: str) -
     return f"{indent}{signature}\n{doc}\n{inner}{body}\n"
 
 
-def generate(text: str) -> str:
-    """``text`` (sync.py) with every generated region produced again, ruff-formatted.
+def generate(text: str, path: Path) -> str:
+    """``text`` (the sync module at ``path``), every generated region produced again, formatted.
 
     Raises:
         ToolError: a marker names an unknown source, lacks its end line, or ruff is missing.
@@ -125,11 +134,11 @@ def generate(text: str) -> str:
     for marker in MARKER.finditer(text):
         indent, source = marker["indent"], marker["source"]
         if source not in SOURCES or source not in nodes:
-            raise ToolError(f"sync.py: unknown source {source!r} in {marker[0].strip()!r}")
+            raise ToolError(f"{path.name}: unknown source {source!r} in {marker[0].strip()!r}")
         try:
             end = text.index(END, marker.end())
         except ValueError:
-            raise ToolError(f"sync.py: {marker[0].strip()!r} has no {END!r} line") from None
+            raise ToolError(f"{path.name}: {marker[0].strip()!r} has no {END!r} line") from None
         end = text.rindex("\n", 0, end) + 1
         target, path = SOURCES[source]
         out.append(text[position : marker.end() + 1])
@@ -174,18 +183,18 @@ def generate(text: str) -> str:
         out.append("\n".join(twins))
         position = end
     out.append(text[position:])
-    return ruff_format("".join(out))
+    return ruff_format("".join(out), path)
 
 
-def ruff_format(text: str) -> str:
-    """``text`` formatted as ``ruff format`` would format sync.py (the project's settings)."""
+def ruff_format(text: str, path: Path) -> str:
+    """``text`` formatted as ``ruff format`` would format ``path`` (the project's settings)."""
     if importlib.util.find_spec("ruff") is None:
         raise ToolError(
             f"ruff is not installed for {sys.executable}: pip install -e '.[lint]' "
             "(the generated code is ruff-formatted, so it cannot be checked without it)"
         )
     done = subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(SYNC_PY), "-"],
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(path), "-"],
         input=text,
         capture_output=True,
         text=True,
@@ -200,24 +209,30 @@ def ruff_format(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--write", action="store_true", help="regenerate sync.py in place")
-    mode.add_argument("--check", action="store_true", help="exit 1 if sync.py is stale")
+    mode.add_argument("--write", action="store_true", help="regenerate the sync modules in place")
+    mode.add_argument("--check", action="store_true", help="exit 1 if a sync module is stale")
     args = parser.parse_args(argv)
-    text = SYNC_PY.read_text()
-    try:
-        generated = generate(text)
-    except ToolError as exc:
-        print(f"sync_twins: {exc}", file=sys.stderr)
-        return 2
-    if args.write:
-        if generated != text:
-            SYNC_PY.write_text(generated)
-            print(f"sync_twins: rewrote {SYNC_PY.relative_to(ROOT)}")
-        return 0
-    if generated != text:
-        print(f"sync_twins: {SYNC_PY.relative_to(ROOT)} is stale: run `{COMMAND}`", file=sys.stderr)
-        return 1
-    return 0
+    stale = 0
+    for path in sorted(SYNC_DIR.glob("*.py")):
+        text = path.read_text()
+        if not MARKER.search(text):
+            continue
+        try:
+            generated = generate(text, path)
+        except ToolError as exc:
+            print(f"sync_twins: {exc}", file=sys.stderr)
+            return 2
+        if generated == text:
+            continue
+        if args.write:
+            path.write_text(generated)
+            print(f"sync_twins: rewrote {path.relative_to(ROOT)}")
+        else:
+            print(
+                f"sync_twins: {path.relative_to(ROOT)} is stale: run `{COMMAND}`", file=sys.stderr
+            )
+            stale = 1
+    return stale
 
 
 if __name__ == "__main__":

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from ._open import open_store
 from ._version import __version__
-from .auth_state import (
+from .auth.keys import KeyTransaction, KeyWrites
+from .auth.restore import RestoreResult, close_all, install_shutdown_handler, restore_all
+from .auth.state import (
     AuthKeys,
     AuthState,
     AuthStateOptions,
     prekey_counters_changed,
     use_auth_state,
 )
+from .auth.throttle import BackupScheduler, Throttler
+from .backends.lease import Lease, LeaseInfo
+from .backends.lease_workers import LeaseRenewer, SessionWorker
 from .backends.memory import MemoryStore
+from .backends.open import open_store
 from .backends.postgres import PostgresStore
 from .backends.sqlite import SQLiteStore
-from .crypto import AESGCMCipher, Cipher
 from .errors import (
     CredsConflictError,
     DecodeError,
@@ -31,11 +35,7 @@ from .errors import (
     StoreOperationError,
     StoreUnavailableError,
 )
-from .keys import KeyTransaction, KeyWrites
-from .leases import Lease, LeaseInfo, LeaseRenewer, SessionWorker
-from .restore import RestoreResult, close_all, install_shutdown_handler, restore_all
-from .retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
-from .store import (
+from .store.base import (
     AuthStateStore,
     CredsPage,
     ReencryptProgress,
@@ -43,8 +43,9 @@ from .store import (
     SessionInfo,
     StoreHealth,
 )
-from .throttle import BackupScheduler, Throttler
-from .transfer import CopyProgress, CopyReport, SessionCopy, copy_sessions
+from .store.crypto import AESGCMCipher, Cipher
+from .store.retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
+from .store.transfer import CopyProgress, CopyReport, SessionCopy, copy_sessions
 
 __all__ = [
     "AESGCMCipher",

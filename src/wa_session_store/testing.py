@@ -10,7 +10,7 @@ checked against cannot drift from what the project checks itself.
 Subclass it in a test module and give it a ``make_store`` fixture: a
 factory of stores of your backend that all use **one database** (the same
 file, schema or server), passing its keyword arguments (the options of
-:class:`~wa_session_store.store.BaseStore`, such as ``max_value_size``) to
+:class:`~wa_session_store.store.base.BaseStore`, such as ``max_value_size``) to
 the store's constructor. The kit opens and closes the stores itself::
 
     import pytest
@@ -32,7 +32,7 @@ is ``make_store()``, opened for the test and closed after it.
 
 The tests are coroutines marked ``asyncio``: they run under pytest-asyncio in
 its strict or auto mode, on a loop per test. Some reach below the public
-methods, into the primitives of :class:`~wa_session_store.store.BaseStore`
+methods, into the primitives of :class:`~wa_session_store.store.base.BaseStore`
 (``_write_creds``, ``_replace_session``) and its version clock, because the
 rules they check (a late write never replaces a newer one) cannot be seen
 from above: the kit is for stores built on ``BaseStore`` (see the guide,
@@ -52,7 +52,6 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from ._codec import KeyRow
 from .errors import (
     InvalidInputError,
     InvalidTypeError,
@@ -60,7 +59,8 @@ from .errors import (
     SessionExistsError,
     StoreClosedError,
 )
-from .store import AuthStateStore, BaseStore
+from .store.base import AuthStateStore, BaseStore
+from .store.codec import KeyRow
 
 __all__ = ["CREDS", "HOSTILE_IDS", "StoreContract", "StoreFactory"]
 
@@ -119,7 +119,7 @@ class StoreContract:
 
     Needs a ``make_store`` fixture (see the module's documentation): a
     factory of unopened stores of one database, which accepts the keyword
-    arguments of :class:`~wa_session_store.store.BaseStore`. Without it,
+    arguments of :class:`~wa_session_store.store.base.BaseStore`. Without it,
     pytest reports ``fixture 'make_store' not found`` for every test.
     """
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from wa_session_store import open_store
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 from wa_session_store.testing import StoreContract
 
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from wa_session_store import StoreUnavailableError
-from wa_session_store.store import BaseStore
+from wa_session_store.store.base import BaseStore
 
 
 class Faulty:

@@ -30,7 +30,6 @@ from typing import Any, Protocol, TypeVar
 
 from typing_extensions import Self
 
-from .._codec import _check_name
 from ..errors import (
     InvalidInputError,
     LeaseLostError,
@@ -39,9 +38,10 @@ from ..errors import (
     describe_error,
     shown,
 )
-from ..instrumentation import Metrics
-from ..retry import finite
-from ..store_types import CredsPage
+from ..metrics.instrumentation import Metrics
+from ..store.codec import _check_name
+from ..store.records import CredsPage
+from ..store.retry import finite
 
 __all__ = [
     "Lease",

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..errors import InvalidInputError, SessionStoreError, describe_error, shown
-from ..retry import finite, within
+from ..store.retry import finite, within
 from .lease import Lease, _cancel_and_wait, check_lease_args
 from .postgres_leases import PostgresLeases
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from typing_extensions import Unpack
 
-from .._codec import KeyRow
-from ..store import BaseStore, StoreOptions
-from ..store_types import CredsRow, RowKey, SessionInfo
+from ..store.base import BaseStore, StoreOptions
+from ..store.codec import KeyRow
+from ..store.records import CredsRow, RowKey, SessionInfo
 
 __all__ = ["MemoryStore"]
 
@@ -31,7 +31,7 @@ class MemoryStore(BaseStore):
     so a test on MemoryStore refuses the same inputs and returns fresh copies.
     The data survives ``close()`` and a later ``open()`` of the same instance.
 
-    Accepts the keyword arguments of :class:`~wa_session_store.store.BaseStore`
+    Accepts the keyword arguments of :class:`~wa_session_store.store.base.BaseStore`
     (``retry``, ``max_value_size``, ``on_retry``, ``on_giveup``).
     """
 

@@ -38,7 +38,6 @@ import psycopg_pool
 from psycopg import sql
 from typing_extensions import Unpack
 
-from .._codec import KeyRow
 from ..errors import (
     InvalidInputError,
     InvalidTypeError,
@@ -47,10 +46,11 @@ from ..errors import (
     StoreConfigurationError,
     shown,
 )
-from ..retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
-from ..rows import split_session_rows
-from ..store import BaseStore, StoreOptions
-from ..store_types import CredsRow, RowKey, SessionInfo
+from ..store.base import BaseStore, StoreOptions
+from ..store.codec import KeyRow
+from ..store.records import CredsRow, RowKey, SessionInfo
+from ..store.retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
+from ..store.rows import split_session_rows
 from .postgres_connections import closed_by_server, parse_conninfo, scrub, shutdown
 from .postgres_errors import connect_failure, is_transient, needs_new_connection
 from .postgres_leases import PostgresLeases

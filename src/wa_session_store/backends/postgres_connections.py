@@ -17,7 +17,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..errors import InvalidInputError, InvalidTypeError
-from ..redaction import SECRET_PARAMS
+from ..store.redaction import SECRET_PARAMS
 
 __all__ = ["closed_by_server", "parse_conninfo", "scrub", "shutdown"]
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from psycopg import sql
 
-from .._codec import KeyRow, check_session_id
 from ..errors import (
     InvalidInputError,
     InvalidTypeError,
@@ -26,10 +25,11 @@ from ..errors import (
     LeaseUnavailableError,
     shown,
 )
-from ..instrumentation import Metrics
-from ..maintenance import creds_pages
-from ..rows import RowCodec, check_page, page_end
-from ..store_types import CredsRow
+from ..metrics.instrumentation import Metrics
+from ..store.codec import KeyRow, check_session_id
+from ..store.maintenance import creds_pages
+from ..store.records import CredsRow
+from ..store.rows import RowCodec, check_page, page_end
 from .lease import Lease, LeasedCredsPage, LeaseInfo, check_lease_args
 from .postgres_schema import Schema
 
@@ -172,7 +172,7 @@ class PostgresLeases:
     ) -> LeasedCredsPage:
         """Lease up to ``limit`` sessions whose id sorts after ``after``, then read their creds.
 
-        The leased form of :meth:`~wa_session_store.store.BaseStore.load_creds_page`,
+        The leased form of :meth:`~wa_session_store.store.base.BaseStore.load_creds_page`,
         for bringing many sessions back under leases (``restore_all(...,
         owner=...)``): one statement grants every session of the page that
         has creds to ``owner``, as :meth:`acquire_lease` would (``wait=0``: a
@@ -190,7 +190,7 @@ class PostgresLeases:
             ttl: lease seconds (default 30.0).
 
         Returns:
-            The :class:`~wa_session_store.leases.LeasedCredsPage`. Its
+            The :class:`~wa_session_store.backends.lease.LeasedCredsPage`. Its
             ``leases`` include sessions granted whose document did not decode
             (in ``failed``) or was deleted before the read: release the leases
             of the sessions you do not run.

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .._codec import KeyRow
 from ..errors import InvalidInputError, InvalidTypeError, SchemaVersionError, shown
+from ..store.codec import KeyRow
 
 __all__ = ["MAX_IDENTIFIER_BYTES", "SCHEMA_VERSION", "Schema", "check_schema_name"]
 

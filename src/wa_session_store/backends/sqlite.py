@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
-from .._codec import KeyRow
 from ..errors import InvalidInputError, shown
-from ..retry import AttemptTimeoutError, within
-from ..rows import split_session_rows
-from ..store import BaseStore, StoreOptions
-from ..store_types import CredsRow, RowKey, SessionInfo
+from ..store.base import BaseStore, StoreOptions
+from ..store.codec import KeyRow
+from ..store.records import CredsRow, RowKey, SessionInfo
+from ..store.retry import AttemptTimeoutError, within
+from ..store.rows import split_session_rows
 from .sqlite_connection import SCHEMA_VERSION, connect, is_transient, write_transaction
 
 __all__ = ["SQLiteStore"]

@@ -40,9 +40,9 @@ from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from typing_extensions import Self, Unpack
 
-from ..auth_state import AuthKeys, AuthState, AuthStateOptions, SessionOptions, load_auth_state
+from ..auth.state import AuthKeys, AuthState, AuthStateOptions, SessionOptions, load_auth_state
 from ..errors import InvalidInputError, InvalidTypeError, describe_error
-from ..store import AuthStateStore
+from ..store.base import AuthStateStore
 
 __all__ = [
     "ClientAuthState",

@@ -51,9 +51,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "pip install 'wa-session-store[waton]'"
     ) from exc
 
-from ..auth_state import AuthStateOptions
+from ..auth.state import AuthStateOptions
 from ..errors import DecodeError, InvalidInputError, InvalidTypeError
-from ..store import AuthStateStore
+from ..store.base import AuthStateStore
 from .client_binding import ClientAuthState, ClientBinding, ClientParts
 from .waton_creds import FIELD_NAMES, creds_from_document, creds_to_document
 

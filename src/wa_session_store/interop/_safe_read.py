@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from .._codec import decode_value
 from ..errors import DecodeError, InvalidInputError
+from ..store.codec import decode_value
 
 
 def _check_size(folder: Path, name: str, size: int, limit: int) -> None:

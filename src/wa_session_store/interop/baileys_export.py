@@ -21,9 +21,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from .._codec import check_session_id, encode_value
 from ..errors import DecodeError, InvalidInputError
-from ..store import AuthStateStore
+from ..store.base import AuthStateStore
+from ..store.codec import check_session_id, encode_value
 from ._safe_write import (
     _check_written,
     _fsync_folder,

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from .._codec import check_key_id
 from ..errors import InvalidInputError
+from ..store.codec import check_key_id
 
 __all__ = [
     "BAILEYS_CATEGORIES",

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._codec import DEFAULT_MAX_VALUE_SIZE, check_category, check_key_id, check_session_id
 from ..errors import InvalidInputError
-from ..store import AuthStateStore
+from ..store.base import AuthStateStore
+from ..store.codec import DEFAULT_MAX_VALUE_SIZE, check_category, check_key_id, check_session_id
 from ._safe_read import _check_size, _decode_file, _read_regular
 from .baileys_format import (
     _MANIFEST_FORMAT,

@@ -1,0 +1,2 @@
+"""The auth state a client holds: creds saving (throttle, backup), the key store
+(write log, cache, transactions), restore."""

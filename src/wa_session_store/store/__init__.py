@@ -1,0 +1,2 @@
+"""The store contract and the machinery every backend shares: calls, retries,
+rows, codec, encryption."""
