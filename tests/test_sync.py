@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import inspect
 import logging
 import subprocess
@@ -634,7 +635,7 @@ def test_a_sync_session_worker_runs_each_session_in_a_thread(
 
 # -- the generated methods ----------------------------------------------------------
 #
-# The thin blocking methods of wa_session_store/sync/__init__.py are generated from the
+# The thin blocking methods of wa_session_store/sync/ are generated from the
 # coroutines they mirror by tools/sync_twins.py (psycopg-style); CI runs its
 # --check in the lint step, and this test runs it too, so a stale twin fails
 # the suite. Neither skips: without ruff, the tool exits with status 2.
@@ -647,6 +648,20 @@ def test_generated_methods_are_current() -> None:
         [sys.executable, str(SYNC_TWINS), "--check"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_region_of_an_unknown_source_names_its_module() -> None:
+    """Any module of sync/ may hold regions; a bad one is reported with its
+    module's name, even after a good region of the same module."""
+    spec = importlib.util.spec_from_file_location("sync_twins", SYNC_TWINS)
+    assert spec is not None
+    assert spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    keys = SYNC_TWINS.parents[1] / "src" / "wa_session_store" / "sync" / "keys.py"
+    text = keys.read_text() + "\n# -- generated from Nowhere\n# -- end of generated code\n"
+    with pytest.raises(tool.ToolError, match=r"keys\.py: unknown source 'Nowhere'"):
+        tool.generate(text, keys)
 
 
 if __name__ == "__main__":  # the former entry point: `python -m tests.test_sync --write`

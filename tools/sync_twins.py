@@ -140,7 +140,7 @@ def generate(text: str, path: Path) -> str:
         except ValueError:
             raise ToolError(f"{path.name}: {marker[0].strip()!r} has no {END!r} line") from None
         end = text.rindex("\n", 0, end) + 1
-        target, path = SOURCES[source]
+        target, public = SOURCES[source]
         out.append(text[position : marker.end() + 1])
         node = nodes[source]
         twins: list[str] = []
@@ -150,7 +150,7 @@ def generate(text: str, path: Path) -> str:
                 _twin(
                     node,
                     indent=indent,
-                    pointer=f"Blocking twin of :func:`~{path}` (the same arguments and errors, "
+                    pointer=f"Blocking twin of :func:`~{public}` (the same arguments and errors, "
                     "``store`` a SyncStore). The auth states run on the store's loop "
                     "thread and are closed, saving what is pending, by their close() or "
                     "the store's.",
@@ -174,7 +174,7 @@ def generate(text: str, path: Path) -> str:
                     _twin(
                         method,
                         indent=indent,
-                        pointer=f"Blocking twin of :meth:`~{path}.{method.name}`: the same "
+                        pointer=f"Blocking twin of :meth:`~{public}.{method.name}`: the same "
                         "arguments, result and errors.",
                         body=f"return self._run({name!r}, lambda: "
                         f"{on}.{method.name}({_call_arguments(method.args)}))",
