@@ -9,6 +9,8 @@ from ..errors import InvalidInputError, LeaseLostError
 from ..store.base import BaseStore
 from .base import CREDS, ContractBase
 
+__all__ = ["FencingContract"]
+
 
 class _Fence:
     """A lease's session and token, for a store that has no leases."""
@@ -16,9 +18,6 @@ class _Fence:
     def __init__(self, session_id: str, token: int) -> None:
         self.session_id = session_id
         self.token = token
-
-
-__all__ = ["FencingContract"]
 
 
 class FencingContract(ContractBase):
