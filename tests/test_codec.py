@@ -21,14 +21,12 @@ from wa_session_store.store.codec import (
     _encode_text,
     _flat_buffers,
     _reads_as_bytes,
-    check_category,
-    check_key_id,
-    check_session_id,
     decode_value,
     encode_creds,
     encode_key_batch,
     encode_value,
 )
+from wa_session_store.store.ids import check_category, check_key_id, check_session_id
 
 from .support.values import read_back
 

@@ -37,7 +37,7 @@ from wa_session_store import (
 )
 from wa_session_store.backends.open import redact_text, redact_url
 from wa_session_store.store.base import BaseStore
-from wa_session_store.store.codec import MAX_KEY_ID_BYTES, MAX_SESSION_ID_LENGTH
+from wa_session_store.store.ids import MAX_KEY_ID_BYTES, MAX_SESSION_ID_LENGTH
 
 from .conftest import StoreFactory
 from .proxy import Proxy

@@ -53,10 +53,13 @@ FUNCTIONS: dict[str, tuple[str, str, str]] = {
     "use_auth_state": ("SyncStore", "SyncAuthState", "_sync_auth_state"),
     "restore_all": ("SyncStore", "SyncRestoreResult", "_sync_restore_all"),
 }
-#: The modules whose top-level classes and coroutine functions may be sources.
+#: The modules whose top-level classes and coroutine functions may be sources
+#: (or the bases of a source class, whose methods it inherits).
 MODULES = (
     "store/contract.py",
     "store/base.py",
+    "store/sessions.py",
+    "store/maintenance.py",
     "auth/keys.py",
     "auth/state.py",
     "auth/restore.py",
@@ -83,6 +86,23 @@ def _source_nodes() -> dict[str, ast.ClassDef | ast.AsyncFunctionDef]:
             if isinstance(node, (ast.ClassDef, ast.AsyncFunctionDef)):
                 nodes[node.name] = node
     return nodes
+
+
+def _methods(
+    node: ast.ClassDef, nodes: dict[str, ast.ClassDef | ast.AsyncFunctionDef]
+) -> list[ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The methods of class ``node``, then those it inherits from its bases in
+    ``nodes`` (depth first, in the order of its bases), each name once: an
+    override hides what it overrides."""
+    methods = {
+        m.name: m for m in node.body if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
+    for base in node.bases:
+        inherited = nodes.get(base.id) if isinstance(base, ast.Name) else None
+        if isinstance(inherited, ast.ClassDef):
+            for method in _methods(inherited, nodes):
+                methods.setdefault(method.name, method)
+    return list(methods.values())
 
 
 def _call_arguments(args: ast.arguments) -> str:
@@ -161,7 +181,7 @@ def generate(text: str, path: Path) -> str:
         else:
             facade = text[: marker.start()].rsplit("\nclass ", 1)[1]
             written = set(re.findall(r"^    def (\w+)\(", facade, re.MULTILINE))
-            for method in node.body:
+            for method in _methods(node, nodes):
                 if not isinstance(method, ast.AsyncFunctionDef) or method.name.startswith("_"):
                     continue
                 name = RENAMES.get(method.name, method.name)

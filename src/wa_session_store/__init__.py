@@ -43,9 +43,11 @@ from .store.base import (
     SessionInfo,
     StoreHealth,
 )
+from .store.copy_report import CopyProgress, CopyReport, SessionCopy
 from .store.crypto import AESGCMCipher, Cipher
-from .store.retry import AttemptTimeoutError, RetryDetails, RetryHook, RetryPolicy
-from .store.transfer import CopyProgress, CopyReport, SessionCopy, copy_sessions
+from .store.retry import AttemptTimeoutError, RetryPolicy
+from .store.retry_report import RetryDetails, RetryHook
+from .store.transfer import copy_sessions
 
 __all__ = [
     "AESGCMCipher",

@@ -67,13 +67,8 @@ from ..errors import (
     shown,
 )
 from ..store.base import AuthStateStore
-from ..store.codec import (
-    DEFAULT_MAX_VALUE_SIZE,
-    check_category,
-    check_key_ids,
-    given_twice,
-    key_batch_entries,
-)
+from ..store.codec import DEFAULT_MAX_VALUE_SIZE, given_twice, key_batch_entries
+from ..store.ids import check_category, check_key_ids
 from .key_cache import Cache, Entry, Key, freeze, grouped
 from .key_log import Write, WriteLog
 from .transactions import TRANSACTIONS, KeyTransaction, open_transaction

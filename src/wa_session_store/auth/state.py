@@ -38,7 +38,7 @@ from ..errors import (
 )
 from ..metrics import open_auth_states
 from ..store.base import AuthStateStore
-from ..store.codec import check_category
+from ..store.ids import check_category
 from ..store.retry import within
 from .creds_saver import CredsSaver, UrgentPredicate, check_urgent, prekey_counters_changed
 from .keys import (

@@ -39,7 +39,7 @@ from ..errors import (
     shown,
 )
 from ..metrics.instrumentation import Metrics
-from ..store.codec import _check_name
+from ..store.ids import check_name
 from ..store.records import CredsPage
 from ..store.retry import finite
 
@@ -63,7 +63,7 @@ MAX_TTL = 86_400.0
 
 def check_lease_args(owner: object, ttl: object, wait: object = 0.0) -> tuple[str, float]:
     """Validate ``owner`` (1 to 255 characters), ``ttl`` and ``wait`` seconds."""
-    owner = _check_name("owner", owner, 255)
+    owner = check_name("owner", owner, 255)
     if (
         isinstance(ttl, bool)
         or not isinstance(ttl, (int, float))

@@ -26,7 +26,8 @@ from ..errors import (
     shown,
 )
 from ..metrics.instrumentation import Metrics
-from ..store.codec import KeyRow, check_session_id
+from ..store.codec import KeyRow
+from ..store.ids import check_session_id
 from ..store.maintenance import creds_pages
 from ..store.records import CredsRow
 from ..store.rows import RowCodec, check_page, page_end

@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 from ..backends.open import DEFAULT_URL, redact_text
 from ..errors import InvalidInputError
-from ..store.codec import check_session_id
+from ..store.ids import check_session_id
 from .common import _INTERRUPT, _say
 from .common import KEYS_ENV as KEYS_ENV
 from .common import SOURCE_KEYS_ENV as SOURCE_KEYS_ENV

@@ -28,7 +28,7 @@ from .common import (
 from .exit_codes import ExitStatus, UnavailableError, UsageError, for_operator, print_json
 
 if TYPE_CHECKING:
-    from ..store.transfer import CopyReport
+    from ..store.copy_report import CopyReport
 
 
 async def _check(args: argparse.Namespace) -> int:
@@ -119,7 +119,8 @@ async def _reencrypt(args: argparse.Namespace) -> int:
 
 async def _copy(args: argparse.Namespace) -> int:
     """Copy sessions from --from to --to, verifying each; resumable. 1 unless all are there."""
-    from ..store.transfer import CopyProgress, copy_sessions
+    from ..store.copy_report import CopyProgress
+    from ..store.transfer import copy_sessions
 
     if args.source == args.target:
         raise UsageError("--from and --to name the same store")

@@ -23,7 +23,8 @@ from typing import Any, Final
 
 from ..errors import DecodeError, InvalidInputError
 from ..store.base import AuthStateStore
-from ..store.codec import check_session_id, encode_value
+from ..store.codec import encode_value
+from ..store.ids import check_session_id
 from ._safe_write import (
     _check_written,
     _fsync_folder,

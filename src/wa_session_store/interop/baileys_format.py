@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from ..errors import InvalidInputError
-from ..store.codec import check_key_id
+from ..store.ids import check_key_id
 
 __all__ = [
     "BAILEYS_CATEGORIES",

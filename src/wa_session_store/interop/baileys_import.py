@@ -19,7 +19,8 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..store.base import AuthStateStore
-from ..store.codec import DEFAULT_MAX_VALUE_SIZE, check_category, check_key_id, check_session_id
+from ..store.codec import DEFAULT_MAX_VALUE_SIZE
+from ..store.ids import check_category, check_key_id, check_session_id
 from ._safe_read import _check_size, _decode_file, _read_regular
 from .baileys_format import (
     _MANIFEST_FORMAT,

@@ -1,61 +1,55 @@
-"""The store contract and the machinery every backend shares.
+"""The one implementation of the store contract: :class:`BaseStore`, which
+every backend subclasses.
 
-:class:`AuthStateStore` is what the rest of the library (and any client
-integration) programs against. :class:`BaseStore` implements it once, in
-three layers, each in its own module: a call is turned into encoded, sealed
-rows (and rows back into values) by the I/O-free
-:class:`~wa_session_store.store.rows.RowCodec`; it is sent by the one retried,
-instrumented call of this module (:meth:`BaseStore._run`); and a backend only
+:class:`AuthStateStore` (:mod:`~wa_session_store.store.contract`) is what the
+rest of the library (and any client integration) programs against.
+:class:`BaseStore` implements it once, in three layers, each in its own
+module: a call is turned into encoded, sealed rows (and rows back into
+values) by the I/O-free :class:`~wa_session_store.store.rows.RowCodec`; it
+is sent by the one retried, instrumented call of
+:class:`~wa_session_store.store.calls.StoreCalls`; and a backend only
 supplies single attempts of a few primitive operations on those rows
-(:class:`~wa_session_store.store.primitives.StorePrimitives`). Maintenance over many
-rows (scans in pages, reencryption, health reports) is in
-:mod:`~wa_session_store.store.maintenance`, the value types in
-:mod:`~wa_session_store.store.records`. So every backend refuses the same
-inputs with the same errors, and a fix to the codec or the retry rules
-reaches all of them.
+(:class:`~wa_session_store.store.primitives.StorePrimitives`). So every
+backend refuses the same inputs with the same errors, and a fix to the codec
+or the retry rules reaches all of them.
 
-Its length is the public contract: the protocol and ``BaseStore``'s public
-methods, whose docstrings are the API reference and what
-``tools/sync_twins.py`` generates the blocking twins from; the logic beneath
-them lives in the modules named above.
+Here are its options and the calls on a session's creds and keys: the creds
+versions that keep a late save from replacing a newer one, and where a
+fenced write goes. The calls on whole sessions are mixed in from
+:class:`~wa_session_store.store.sessions.SessionCalls`, the maintenance calls
+(health, schema version, reencryption) from
+:class:`~wa_session_store.store.maintenance.MaintenanceCalls`; the value
+types are in :mod:`~wa_session_store.store.records`. The public methods'
+docstrings, inherited ones included, are the API reference and what
+``tools/sync_twins.py`` generates the blocking twins from.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from functools import partial
 from typing import Any
 
-from ..errors import (
-    CredsConflictError,
-    InvalidInputError,
-    InvalidTypeError,
-    SessionExistsError,
-)
+from ..errors import CredsConflictError, InvalidInputError, InvalidTypeError
 from ..metrics.instrumentation import Metrics
-from .calls import StoreCalls
-from .codec import (
-    DEFAULT_MAX_VALUE_SIZE,
-    MAX_WRITE_SIZE,
-    check_category,
-    check_key_ids,
-    check_session_id,
-)
+from .codec import DEFAULT_MAX_VALUE_SIZE, MAX_WRITE_SIZE
 from .contract import AuthStateStore, Fence, FencedWrites
 from .crypto import Cipher
-from .maintenance import creds_pages, health_report, health_timeout, reencrypt_rows
+from .ids import check_category, check_key_ids, check_session_id
+from .maintenance import MaintenanceCalls, creds_pages
 from .records import (
     CredsPage,
     CredsRow,
     ReencryptProgress,
-    RowKey,
     SessionExport,
     SessionInfo,
     StoreHealth,
     StoreOptions,
 )
-from .retry import RetryHook, RetryPolicy
+from .retry import RetryPolicy
+from .retry_report import RetryHook
 from .rows import RowCodec, category_query, check_page, check_page_limit, page_end
+from .sessions import SessionCalls
 
 __all__ = [
     "AuthStateStore",
@@ -68,10 +62,8 @@ __all__ = [
     "StoreOptions",
 ]
 
-Row = tuple[RowKey, bytes]
 
-
-class BaseStore(StoreCalls):
+class BaseStore(SessionCalls, MaintenanceCalls):
     """The shared implementation of :class:`AuthStateStore`.
 
     Subclasses implement the ``_``-prefixed primitives; each is one attempt
@@ -423,140 +415,3 @@ class BaseStore(StoreCalls):
             return await self._call("clear_keys", sid, partial(self._clear_keys, sid))
         writes, token = fencing
         return await self._call("clear_keys", sid, partial(writes._clear_keys_fenced, sid, token))
-
-    async def list_sessions(self) -> list[SessionInfo]:
-        """Return every stored session (with creds or keys), ordered by id."""
-        return await self._call("list_sessions", None, self._list_sessions)
-
-    async def delete_session(self, session_id: str) -> bool:
-        """Delete the session's creds and every key, atomically.
-
-        Returns:
-            True if anything was stored for it.
-        """
-        sid = check_session_id(session_id)
-        return await self._call("delete_session", sid, partial(self._delete_session, sid))
-
-    async def import_session(
-        self,
-        session_id: str,
-        creds: Mapping[str, Any] | None,
-        keys: Mapping[str, Mapping[Any, Any]],
-        *,
-        overwrite: bool = False,
-    ) -> None:
-        """Write a whole session — creds and every key — in one transaction.
-
-        For imports and migrations between stores. Everything is validated
-        and encoded first; then, in one transaction, the session is checked
-        for, anything stored for it is removed (with ``overwrite``), and the
-        creds and keys are written. ``None`` values in ``keys`` are skipped.
-
-        Raises:
-            SessionExistsError: the session holds creds or keys and
-                ``overwrite`` is False (nothing is written).
-            InvalidInputError: anything invalid (nothing is written).
-        """
-        sid = check_session_id(session_id)
-        blob = None if creds is None else self._rows.creds_value(sid, creds)
-        encoded = self._rows.key_rows(
-            sid, keys, max_write=self.MAX_WRITE_SIZE, extra=len(blob or b"")
-        )
-        rows = [row for row in encoded if row[2] is not None]
-        version = self._clock.next()
-        written = await self._call(
-            "import_session",
-            sid,
-            partial(self._replace_session, sid, blob, version, rows, overwrite),
-        )
-        if not written:
-            raise SessionExistsError(
-                f"session {sid!r} is already stored; pass overwrite=True to replace it"
-            )
-
-    async def export_session(self, session_id: str) -> SessionExport | None:
-        """Read a whole session — creds and every key — in one snapshot.
-
-        Returns:
-            The :class:`SessionExport`, or None if nothing is stored for it.
-        """
-        sid = check_session_id(session_id)
-        found = await self._call("export_session", sid, partial(self._read_session, sid))
-        return None if found is None else self._rows.session(sid, found)
-
-    #: Seconds :meth:`health` waits for the database at most, by default.
-    HEALTH_TIMEOUT = 5.0
-
-    async def health(self, *, timeout: float | None = None) -> StoreHealth:
-        """Check the store in one attempt, without raising: for a ``/healthz``.
-
-        Measures one statement's round trip and reads the schema version (and,
-        on PostgreSQL, the server that answered, its version, whether it
-        accepts writes, found without writing, and the pool's usage). Never
-        retries and never raises for an unreachable or closed store: ``ok``
-        is False and ``error`` says why. ``ok`` is False too for a server
-        that refuses writes (a standby, a read-only primary): ``role`` says
-        which (see :class:`StoreHealth`).
-
-        Args:
-            timeout: seconds to wait at most (default None: the smaller of
-                ``HEALTH_TIMEOUT``, 5.0, and the retry policy's timeout).
-
-        Raises:
-            InvalidInputError: a bad ``timeout``.
-        """
-        seconds = health_timeout(timeout, min(self.HEALTH_TIMEOUT, self.retry.timeout))
-        report = await health_report(
-            self.kind, self._pool_usage(), self._is_open, partial(self._health, seconds)
-        )
-        if self._is_open:
-            self._up = report.ok  # the store_up gauge of the metrics
-        return report
-
-    def _pool_usage(self) -> dict[str, int] | None:
-        """Pooled connections (size, available, waiting, min, max), for stores with a pool."""
-        return None
-
-    async def schema_version(self) -> int | None:
-        """The schema version in the database (None for stores without a schema)."""
-        return await self._call("schema_version", None, self._schema_version)
-
-    async def reencrypt(
-        self,
-        *,
-        batch_size: int = 500,
-        progress: Callable[[ReencryptProgress], None] | None = None,
-    ) -> ReencryptProgress:
-        """Rewrite every row not sealed with the cipher's active key.
-
-        Rows sealed with an older key of the cipher (and, with
-        ``allow_plaintext``, unsealed rows) are read, checked, and sealed
-        again with the active key, ``batch_size`` rows per transaction.
-        Resumable: rows already under the active key are skipped, so an
-        interrupted run just starts again. A row changed by a writer meanwhile
-        is left as that writer sealed it (with the active key). Afterwards the
-        old key can be removed from the cipher.
-
-        Args:
-            batch_size: rows per batch (default 500).
-            progress: called after each batch with the counts so far.
-
-        Returns:
-            The final counts.
-
-        Raises:
-            InvalidInputError: no cipher, or a bad ``batch_size``.
-            DecryptionError: a row that does not open (nothing of it is rewritten).
-        """
-
-        def scan(
-            table: str, after: RowKey | None, limit: int
-        ) -> Awaitable[list[tuple[RowKey, bytes]]]:
-            return self._call("reencrypt", None, partial(self._scan, table, after, limit))
-
-        def rewrite(table: str, changes: list[tuple[RowKey, bytes, bytes]]) -> Awaitable[int]:
-            return self._call("reencrypt", None, partial(self._rewrite, table, changes))
-
-        return await reencrypt_rows(
-            self._rows, scan, rewrite, batch_size=batch_size, progress=progress
-        )

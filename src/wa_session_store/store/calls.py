@@ -26,7 +26,8 @@ from ..errors import (
 )
 from ..metrics.instrumentation import Metrics, open_stores
 from .primitives import StorePrimitives
-from .retry import RetryDetails, RetryHook, RetryPolicy
+from .retry import RetryPolicy
+from .retry_report import RetryDetails, RetryHook
 
 __all__ = ["StoreCalls"]
 

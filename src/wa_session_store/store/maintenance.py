@@ -1,9 +1,11 @@
 """Maintenance of a whole store: scans in pages, reencryption, health reports.
 
-These work over many rows or sessions at a time, on top of the single
-calls of :class:`~wa_session_store.store.base.BaseStore`, which hands them its
-retried reads and writes as plain callables: nothing here knows a backend, so
-each runs (and is tested) against any function that returns rows.
+The functions work over many rows or sessions at a time, on top of the
+single calls of :class:`~wa_session_store.store.base.BaseStore`, which hands
+them its retried reads and writes as plain callables: nothing here knows a
+backend, so each runs (and is tested) against any function that returns
+rows. :class:`MaintenanceCalls` is the part of ``BaseStore`` that does so:
+its ``health()``, ``schema_version()`` and ``reencrypt()``.
 """
 
 from __future__ import annotations
@@ -12,14 +14,22 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import InvalidInputError, describe_error, shown
+from .calls import StoreCalls
 from .crypto import Cipher
 from .records import CredsPage, CredsRow, ReencryptProgress, RowKey, StoreHealth
 from .rows import RowCodec
 
-__all__ = ["creds_pages", "health_report", "health_timeout", "reencrypt_rows"]
+__all__ = [
+    "MaintenanceCalls",
+    "creds_pages",
+    "health_report",
+    "health_timeout",
+    "reencrypt_rows",
+]
 
 #: ``scan(table, after, limit)``: up to ``limit`` rows of ``table`` after ``after``.
 Scan = Callable[[str, "RowKey | None", int], Awaitable[list[tuple[RowKey, bytes]]]]
@@ -151,3 +161,89 @@ async def health_report(
     if facts.get("schema_version") != expected:
         error = f"schema version {facts.get('schema_version')}, expected {expected}"
     return StoreHealth(ok=error is None, error=error, **facts)
+
+
+class MaintenanceCalls(StoreCalls):
+    """The maintenance calls of :class:`~wa_session_store.store.base.BaseStore`:
+    health, schema version, reencryption. Mixed into it, which supplies the
+    row codec."""
+
+    if TYPE_CHECKING:  # supplied by BaseStore
+        _rows: RowCodec
+
+    #: Seconds :meth:`health` waits for the database at most, by default.
+    HEALTH_TIMEOUT = 5.0
+
+    async def health(self, *, timeout: float | None = None) -> StoreHealth:
+        """Check the store in one attempt, without raising: for a ``/healthz``.
+
+        Measures one statement's round trip and reads the schema version (and,
+        on PostgreSQL, the server that answered, its version, whether it
+        accepts writes, found without writing, and the pool's usage). Never
+        retries and never raises for an unreachable or closed store: ``ok``
+        is False and ``error`` says why. ``ok`` is False too for a server
+        that refuses writes (a standby, a read-only primary): ``role`` says
+        which (see :class:`StoreHealth`).
+
+        Args:
+            timeout: seconds to wait at most (default None: the smaller of
+                ``HEALTH_TIMEOUT``, 5.0, and the retry policy's timeout).
+
+        Raises:
+            InvalidInputError: a bad ``timeout``.
+        """
+        seconds = health_timeout(timeout, min(self.HEALTH_TIMEOUT, self.retry.timeout))
+        report = await health_report(
+            self.kind, self._pool_usage(), self._is_open, partial(self._health, seconds)
+        )
+        if self._is_open:
+            self._up = report.ok  # the store_up gauge of the metrics
+        return report
+
+    def _pool_usage(self) -> dict[str, int] | None:
+        """Pooled connections (size, available, waiting, min, max), for stores with a pool."""
+        return None
+
+    async def schema_version(self) -> int | None:
+        """The schema version in the database (None for stores without a schema)."""
+        return await self._call("schema_version", None, self._schema_version)
+
+    async def reencrypt(
+        self,
+        *,
+        batch_size: int = 500,
+        progress: Callable[[ReencryptProgress], None] | None = None,
+    ) -> ReencryptProgress:
+        """Rewrite every row not sealed with the cipher's active key.
+
+        Rows sealed with an older key of the cipher (and, with
+        ``allow_plaintext``, unsealed rows) are read, checked, and sealed
+        again with the active key, ``batch_size`` rows per transaction.
+        Resumable: rows already under the active key are skipped, so an
+        interrupted run just starts again. A row changed by a writer meanwhile
+        is left as that writer sealed it (with the active key). Afterwards the
+        old key can be removed from the cipher.
+
+        Args:
+            batch_size: rows per batch (default 500).
+            progress: called after each batch with the counts so far.
+
+        Returns:
+            The final counts.
+
+        Raises:
+            InvalidInputError: no cipher, or a bad ``batch_size``.
+            DecryptionError: a row that does not open (nothing of it is rewritten).
+        """
+
+        def scan(
+            table: str, after: RowKey | None, limit: int
+        ) -> Awaitable[list[tuple[RowKey, bytes]]]:
+            return self._call("reencrypt", None, partial(self._scan, table, after, limit))
+
+        def rewrite(table: str, changes: list[tuple[RowKey, bytes, bytes]]) -> Awaitable[int]:
+            return self._call("reencrypt", None, partial(self._rewrite, table, changes))
+
+        return await reencrypt_rows(
+            self._rows, scan, rewrite, batch_size=batch_size, progress=progress
+        )

@@ -12,7 +12,8 @@ from typing import Any, TypedDict
 from ..errors import SessionStoreError
 from ..metrics.instrumentation import Metrics
 from .crypto import Cipher
-from .retry import RetryHook, RetryPolicy
+from .retry import RetryPolicy
+from .retry_report import RetryHook
 
 __all__ = [
     "CredsPage",

@@ -3,19 +3,20 @@
 The defaults are the values that fixed the production incident this library
 was written after: 3 attempts, 10 s for each, waits of 2 s, 4 s, ... between
 them. Only errors that a backend classifies as transient are retried; every
-other error fails at once.
+other error fails at once. What a call logs and which hooks it calls on the
+way is :mod:`~wa_session_store.store.retry_report`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import NoReturn, Protocol, TypeVar
+from functools import partial
+from typing import TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -28,12 +29,11 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from ..errors import InvalidInputError, StoreUnavailableError, describe_error, shown
-from ..metrics.instrumentation import hook_failed
+from ..errors import InvalidInputError, shown
+from .retry_report import CallReport, RetryHook
 
-__all__ = ["AttemptTimeoutError", "RetryDetails", "RetryHook", "RetryPolicy", "within"]
+__all__ = ["AttemptTimeoutError", "RetryPolicy", "within"]
 
-logger = logging.getLogger("wa_session_store")
 T = TypeVar("T")
 
 
@@ -109,45 +109,10 @@ def cancellations() -> int:
     return int(cancelling()) if cancelling is not None else 0
 
 
-@dataclass(frozen=True, slots=True)
-class RetryDetails:
-    """What an ``on_retry`` / ``on_giveup`` hook receives.
-
-    Attributes:
-        operation: the store method, e.g. ``"save_creds"``.
-        session_id: the session concerned, or ``None`` for store-wide calls.
-        attempt: the number of the attempt that just failed (1-based).
-        attempts: the most attempts the policy allows.
-        elapsed: seconds since the call started.
-        wait: seconds until the next attempt (0.0 when giving up).
-        cause: the exception that failed the attempt.
-    """
-
-    operation: str
-    session_id: str | None
-    attempt: int
-    attempts: int
-    elapsed: float
-    wait: float
-    cause: BaseException
-
-
-class RetryHook(Protocol):
-    """A callable receiving :class:`RetryDetails`; exceptions it raises are logged and ignored."""
-
-    def __call__(self, details: RetryDetails, /) -> None: ...
-
-
-_PAST = {
-    "open": "opened",
-    "load_creds": "loaded",
-    "save_creds": "saved",
-    "get_keys": "keys read",
-    "set_keys": "keys written",
-    "clear_keys": "keys cleared",
-    "delete_session": "deleted",
-    "list_sessions": "sessions listed",
-}
+def retried(exc: BaseException, is_transient: Callable[[BaseException], bool]) -> bool:
+    """Whether a policy retries an attempt that failed with ``exc``: a timeout of
+    the attempt, or an error the backend's ``is_transient`` calls transient."""
+    return isinstance(exc, AttemptTimeoutError) or is_transient(exc)
 
 
 @dataclass(frozen=True)
@@ -278,19 +243,19 @@ class RetryPolicy:
             Exception: a non-transient error, as ``attempt`` raised it.
         """
         started = time.monotonic()
-        run = _Run(self, operation, session_id, started, is_transient, on_retry, on_giveup)
+        report = CallReport(self.attempts, operation, session_id, started, on_retry, on_giveup)
         # The first attempt runs bare: nearly every call succeeds at once, and
         # tenacity's machinery would cost tens of microseconds on each one.
         try:
             result = await attempt(self._attempt_timeout(started))
         except Exception as exc:
-            if not run.transient(exc):
+            if not retried(exc, is_transient):
                 raise
             failure = exc
         else:
-            run.succeeded(1)
+            report.succeeded(1)
             return result
-        return await self._retry(run, attempt, failure)
+        return await self._retry(report, attempt, failure, is_transient)
 
     def _attempt_timeout(self, started: float) -> float:
         if self.deadline is None:
@@ -298,31 +263,36 @@ class RetryPolicy:
         return max(0.001, min(self.timeout, self.deadline - (time.monotonic() - started)))
 
     async def _retry(
-        self, run: _Run, attempt: Callable[[float], Awaitable[T]], failure: Exception
+        self,
+        report: CallReport,
+        attempt: Callable[[float], Awaitable[T]],
+        failure: Exception,
+        is_transient: Callable[[BaseException], bool],
     ) -> T:
         """Attempts 2 and later, on tenacity, after the first one failed with ``failure``."""
+        transient = partial(retried, is_transient=is_transient)
         wait = self.wait_before(1) + random.uniform(0, self.jitter)
-        elapsed = time.monotonic() - run.started
+        elapsed = time.monotonic() - report.started
         if self.attempts == 1 or (self.deadline is not None and elapsed + wait >= self.deadline):
-            run.give_up(1, failure)
-        run.retrying(1, failure, wait)
+            report.give_up(1, failure)
+        report.retrying(1, failure, wait)
         await asyncio.sleep(wait)
 
         def before_sleep(state: RetryCallState) -> None:
             assert state.outcome is not None
             cause = state.outcome.exception()
             assert cause is not None
-            run.retrying(state.attempt_number + 1, cause, state.upcoming_sleep)
+            report.retrying(state.attempt_number + 1, cause, state.upcoming_sleep)
 
         stop: stop_base = stop_after_attempt(self.attempts - 1)
         if self.deadline is not None:
-            stop = stop | stop_before_delay(self.deadline - (time.monotonic() - run.started))
+            stop = stop | stop_before_delay(self.deadline - (time.monotonic() - report.started))
         retrying = AsyncRetrying(
             stop=stop,
             # Tenacity counts from 1 again: its attempt n is the policy's n + 1.
             wait=wait_incrementing(2 * self.backoff, self.backoff, self.max_backoff)
             + wait_random(0, self.jitter),
-            retry=retry_if_exception(run.transient),
+            retry=retry_if_exception(transient),
             before_sleep=before_sleep,
             reraise=True,
         )
@@ -331,125 +301,10 @@ class RetryPolicy:
             async for try_ in retrying:
                 with try_:
                     number = try_.retry_state.attempt_number + 1
-                    result = await attempt(self._attempt_timeout(run.started))
+                    result = await attempt(self._attempt_timeout(report.started))
         except Exception as exc:
-            if not run.transient(exc):
+            if not transient(exc):
                 raise
-            run.give_up(number, exc)
-        run.succeeded(number)
+            report.give_up(number, exc)
+        report.succeeded(number)
         return result
-
-
-class _Run:
-    """One call under a policy: classification, logging and hooks of its attempts."""
-
-    __slots__ = (
-        "_is_transient",
-        "on_giveup",
-        "on_retry",
-        "operation",
-        "policy",
-        "session_id",
-        "started",
-    )
-
-    def __init__(
-        self,
-        policy: RetryPolicy,
-        operation: str,
-        session_id: str | None,
-        started: float,
-        is_transient: Callable[[BaseException], bool],
-        on_retry: RetryHook | None,
-        on_giveup: RetryHook | None,
-    ) -> None:
-        self.policy = policy
-        self.operation = operation
-        self.session_id = session_id
-        self.started = started
-        self._is_transient = is_transient
-        self.on_retry = on_retry
-        self.on_giveup = on_giveup
-
-    def transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, AttemptTimeoutError) or self._is_transient(exc)
-
-    @property
-    def target(self) -> str:
-        return self.session_id if self.session_id is not None else "the store"
-
-    def fields(self, attempt: int, elapsed: float) -> dict[str, object]:
-        return {
-            "session_id": self.session_id,
-            "op": self.operation,
-            "attempt": attempt,
-            "attempts": self.policy.attempts,
-            "elapsed": elapsed,
-        }
-
-    def succeeded(self, attempt: int) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s %s (attempt %d)",
-                f"session {self.session_id}" if self.session_id is not None else "store",
-                _PAST.get(self.operation, "done"),
-                attempt,
-                extra=self.fields(attempt, time.monotonic() - self.started),
-            )
-
-    def retrying(self, attempt: int, cause: BaseException, wait: float) -> None:
-        elapsed = time.monotonic() - self.started
-        logger.warning(
-            "attempt %d/%d failed for %s: %s: %s; retrying in %.1fs",
-            attempt,
-            self.policy.attempts,
-            self.target,
-            self.operation,
-            describe_error(cause),
-            wait,
-            extra=self.fields(attempt, elapsed),
-        )
-        _call_hook(
-            self.on_retry,
-            RetryDetails(
-                self.operation,
-                self.session_id,
-                attempt,
-                self.policy.attempts,
-                elapsed,
-                wait,
-                cause,
-            ),
-        )
-
-    def give_up(self, attempt: int, cause: BaseException) -> NoReturn:
-        elapsed = time.monotonic() - self.started
-        logger.error(
-            "giving up on %s after %d attempts: %s: %s",
-            self.target,
-            attempt,
-            self.operation,
-            describe_error(cause),
-            extra=self.fields(attempt, elapsed),
-        )
-        _call_hook(
-            self.on_giveup,
-            RetryDetails(
-                self.operation, self.session_id, attempt, self.policy.attempts, elapsed, 0.0, cause
-            ),
-        )
-        raise StoreUnavailableError(
-            self.operation, self.session_id, attempt, elapsed, cause
-        ) from cause
-
-
-def _call_hook(hook: RetryHook | None, details: RetryDetails) -> None:
-    if hook is None:
-        return
-    try:
-        hook(details)
-    except Exception as exc:
-        # Rate-limited, and without the traceback, which would print the
-        # store's error chained to the hook's.
-        name = getattr(hook, "__qualname__", type(hook).__qualname__)
-        hook_failed(("retry hook", name), f"retry hook {name}()", exc)

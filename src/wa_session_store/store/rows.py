@@ -25,13 +25,12 @@ from .codec import (
     DEFAULT_MAX_VALUE_SIZE,
     MAX_WRITE_SIZE,
     KeyRow,
-    check_category,
-    check_key_id,
     decode_value,
     encode_creds,
     encode_key_batch,
 )
 from .crypto import MAGIC, Cipher, associated_data, sealed_key_id
+from .ids import check_category, check_key_id
 from .records import CredsPage, CredsRow, RowKey, SessionExport
 
 __all__ = [
