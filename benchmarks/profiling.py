@@ -35,12 +35,18 @@ GROUPS: list[tuple[str, Callable[[str, str], bool]]] = [
     ("idle: waiting in epoll (network, server)", lambda f, n: "poll" in n and "select" in n),
     ("codec: json, base64 (C and Python)", lambda f, n: "/json/" in f or "json" in n),
     ("codec: json, base64 (C and Python)", lambda f, n: "base64" in f or "binascii" in n),
-    ("codec: wa_session_store.store.codec", lambda f, n: f.endswith("_codec.py")),
     (
-        "wa_session_store: store.py, rows.py, crypto.py",
-        lambda f, n: f.endswith(("store.py", "rows.py", "crypto.py")),
+        "codec: wa_session_store.store.codec, .ids",
+        lambda f, n: f.endswith(("store/codec.py", "store/ids.py")),
     ),
-    ("wa_session_store: retry.py", lambda f, n: f.endswith("retry.py")),
+    (
+        "wa_session_store: store/base.py, sessions.py, rows.py, crypto.py",
+        lambda f, n: f.endswith(("store/base.py", "store/sessions.py", "rows.py", "crypto.py")),
+    ),
+    (
+        "wa_session_store: retry.py, retry_report.py",
+        lambda f, n: f.endswith(("retry.py", "retry_report.py")),
+    ),
     ("wa_session_store: backends", lambda f, n: "/backends/" in f),
     ("tenacity", lambda f, n: "/tenacity/" in f),
     ("psycopg_pool", lambda f, n: "/psycopg_pool/" in f),
@@ -53,11 +59,11 @@ GROUPS: list[tuple[str, Callable[[str, str], bool]]] = [
 ]
 
 STEPS = [
-    ("store.py", "set_keys"),
-    ("store.py", "get_keys"),
-    ("_codec.py", "encode_key_batch"),
-    ("_codec.py", "decode_value"),
-    ("_codec.py", "check_key_ids"),
+    ("store/base.py", "set_keys"),
+    ("store/base.py", "get_keys"),
+    ("store/codec.py", "encode_key_batch"),
+    ("store/codec.py", "decode_value"),
+    ("store/ids.py", "check_key_ids"),
     ("rows.py", "key"),
     ("crypto.py", "associated_data"),
     ("retry.py", "call"),
