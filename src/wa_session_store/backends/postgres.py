@@ -44,7 +44,7 @@ from ..store.records import CredsRow, RowKey, SessionInfo
 from ..store.retry import within
 from ..store.rows import split_session_rows
 from .postgres_attempts import PostgresAttempts
-from .postgres_connections import connection_settings, parse_conninfo, scrub
+from .postgres_connections import connection_settings, parse_conninfo, scrub, target
 from .postgres_errors import connect_failure
 from .postgres_leases import PostgresLeases
 from .postgres_migrations import prepare_schema, schema_version
@@ -199,20 +199,7 @@ class PostgresStore(PostgresLeases, PostgresAttempts, BaseStore):
         p = self._params
         if not p and not self._owns_pool:
             return "postgresql (shared pool)"
-        return f"postgresql {self._target()} tables {self.schema.describe()}"
-
-    def _target(self) -> str:
-        """``user@host:port[,host:port...]/dbname`` of the conninfo (never its password)."""
-        p = self._params
-        hosts = str(p.get("host") or p.get("hostaddr") or "").split(",")
-        ports = str(p.get("port") or "").split(",")
-        if len(ports) == 1:  # libpq: one port serves every host
-            ports *= len(hosts)
-        servers = ",".join(
-            f"{host}:{port}" if port else host  # no port: libpq's default
-            for host, port in zip(hosts, ports + [""] * len(hosts), strict=False)
-        )
-        return f"{p.get('user', '')}@{servers}/{p.get('dbname', '')}"
+        return f"postgresql {target(self._params)} tables {self.schema.describe()}"
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -261,7 +248,7 @@ class PostgresStore(PostgresLeases, PostgresAttempts, BaseStore):
         await conn.close()
 
     def _where(self) -> str:
-        return f" ({self._target()})" if self._params else ""
+        return f" ({target(self._params)})" if self._params else ""
 
     async def _prepare_schema(self, timeout: float) -> None:
         await self._on_connection(

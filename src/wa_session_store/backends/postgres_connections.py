@@ -22,7 +22,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..errors import InvalidInputError, InvalidTypeError
 from ..store.redaction import SECRET_PARAMS
 
-__all__ = ["closed_by_server", "connection_settings", "parse_conninfo", "scrub", "shutdown"]
+__all__ = [
+    "closed_by_server",
+    "connection_settings",
+    "parse_conninfo",
+    "scrub",
+    "shutdown",
+    "target",
+]
 
 
 def scrub(text: str, params: dict[str, Any]) -> str:
@@ -59,6 +66,19 @@ def parse_conninfo(conninfo: object) -> dict[str, Any]:
             "postgresql://user:password@host:5432/dbname or 'host=... dbname=...'"
         ) from None
     return params
+
+
+def target(params: dict[str, Any]) -> str:
+    """``user@host:port[,host:port...]/dbname`` of a parsed conninfo (never its password)."""
+    hosts = str(params.get("host") or params.get("hostaddr") or "").split(",")
+    ports = str(params.get("port") or "").split(",")
+    if len(ports) == 1:  # libpq: one port serves every host
+        ports *= len(hosts)
+    servers = ",".join(
+        f"{host}:{port}" if port else host  # no port: libpq's default
+        for host, port in zip(hosts, ports + [""] * len(hosts), strict=False)
+    )
+    return f"{params.get('user', '')}@{servers}/{params.get('dbname', '')}"
 
 
 def connection_settings(
