@@ -21,7 +21,7 @@ from wa_session_store import (
     StoreOperationError,
     open_store,
 )
-from wa_session_store.backends.postgres_schema import SCHEMA_VERSION
+from wa_session_store.backends.postgres_migrations import SCHEMA_VERSION
 
 pytestmark = pytest.mark.postgres
 

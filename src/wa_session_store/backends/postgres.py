@@ -7,31 +7,23 @@ health-check query precedes a call. Broken connections are found by failing
 (and retrying on a fresh connection) or, for connections the server already
 closed, by a local look at the socket that costs no round trip.
 
-Timeouts are enforced by a timer that shuts the connection's socket down when
-the attempt runs out: the pending await fails at once, even when the network
-silently drops packets, instead of waiting for a query cancellation that
-itself needs the network.
-
-It is one backend's primitives, one method each; the statements are in
-``postgres_schema.py``, connections in ``postgres_connections.py``, what
-errors mean in ``postgres_errors.py``, leases in ``postgres_leases.py``.
-What is left, under 600 lines, is the pool's set-up (the options checked in
-``__init__``), the one connection path every primitive runs through
-(checkout, the timeout timer, the clean-up of timed-out attempts, which share
-the pool's and the store's state) and the short primitives on it.
+This module is the store itself: its options (checked in ``__init__``), its
+pool, opening and closing, and one short method per primitive, each sending
+a statement. The statements are in ``postgres_schema.py`` and the schema's
+versions in ``postgres_migrations.py``; every statement runs through the
+connection path of ``postgres_attempts.py`` (the checkout, the timeout
+timer, the clean-up of timed-out attempts, failover, health). Connections
+below the SQL are in ``postgres_connections.py``, what errors mean in
+``postgres_errors.py``, leases in ``postgres_leases.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
-import os
 import re
-import time
-from collections.abc import Callable, Coroutine
 from datetime import datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -49,21 +41,21 @@ from ..errors import (
 from ..store.base import BaseStore, StoreOptions
 from ..store.codec import KeyRow
 from ..store.records import CredsRow, RowKey, SessionInfo
-from ..store.retry import AttemptTimeoutError, cancel_swallowed, cancellations, within
+from ..store.retry import within
 from ..store.rows import split_session_rows
-from .postgres_connections import closed_by_server, parse_conninfo, scrub, shutdown
-from .postgres_errors import connect_failure, is_transient, needs_new_connection
+from .postgres_attempts import PostgresAttempts
+from .postgres_connections import connection_settings, parse_conninfo, scrub, target
+from .postgres_errors import connect_failure
 from .postgres_leases import PostgresLeases
-from .postgres_schema import SCHEMA_VERSION, Schema
+from .postgres_migrations import prepare_schema, schema_version
+from .postgres_schema import Schema
 
 __all__ = ["PostgresStore"]
-
-T = TypeVar("T")
 
 _APPLICATION_NAME = re.compile(r"[\x20-\x7e]{0,63}")
 
 
-class PostgresStore(PostgresLeases, BaseStore):
+class PostgresStore(PostgresLeases, PostgresAttempts, BaseStore):
     """Stores auth states in PostgreSQL.
 
     Args:
@@ -175,25 +167,12 @@ class PostgresStore(PostgresLeases, BaseStore):
         self._owns_pool = pool is None
         if pool is None:
             timeout = self.retry.timeout
-            kwargs: dict[str, Any] = {
-                "autocommit": True,
-                "prepare_threshold": prepare_threshold,
-                "application_name": application_name,
-                "connect_timeout": max(2, math.ceil(timeout)),
-                "keepalives": 1,
-                "keepalives_idle": 30,
-                "keepalives_interval": 5,
-                "keepalives_count": 3,
-                # Unacknowledged data for longer than an attempt may last: the
-                # kernel drops the connection, so even a stray await ends.
-                "tcp_user_timeout": int(timeout * 1000),
-            }
-            if _host_count(self._params) > 1 and not (
-                self._params.get("target_session_attrs") or os.environ.get("PGTARGETSESSIONATTRS")
-            ):
-                # libpq's default ("any") would keep a standby or a demoted
-                # primary that is listed first: every write would fail there.
-                kwargs["target_session_attrs"] = "read-write"
+            kwargs = connection_settings(
+                self._params,
+                timeout=timeout,
+                prepare_threshold=prepare_threshold,
+                application_name=application_name,
+            )
             # A closed pool cannot be opened again: a store reopened after
             # close() builds a new one from this.
             self._new_pool = partial(
@@ -214,28 +193,13 @@ class PostgresStore(PostgresLeases, BaseStore):
             )
             pool = self._new_pool()
         self.pool = pool
-        # Backends whose attempt timed out with a statement possibly still in
-        # flight: ended before this store sends another statement.
-        self._stale_backends: set[int] = set()
+        self._stale_backends = set()  # see PostgresAttempts
 
     def _describe(self) -> str:
         p = self._params
         if not p and not self._owns_pool:
             return "postgresql (shared pool)"
-        return f"postgresql {self._target()} tables {self.schema.describe()}"
-
-    def _target(self) -> str:
-        """``user@host:port[,host:port...]/dbname`` of the conninfo (never its password)."""
-        p = self._params
-        hosts = str(p.get("host") or p.get("hostaddr") or "").split(",")
-        ports = str(p.get("port") or "").split(",")
-        if len(ports) == 1:  # libpq: one port serves every host
-            ports *= len(hosts)
-        servers = ",".join(
-            f"{host}:{port}" if port else host  # no port: libpq's default
-            for host, port in zip(hosts, ports + [""] * len(hosts), strict=False)
-        )
-        return f"{p.get('user', '')}@{servers}/{p.get('dbname', '')}"
+        return f"postgresql {target(self._params)} tables {self.schema.describe()}"
 
     # -- life cycle ----------------------------------------------------------------
 
@@ -284,161 +248,16 @@ class PostgresStore(PostgresLeases, BaseStore):
         await conn.close()
 
     def _where(self) -> str:
-        return f" ({self._target()})" if self._params else ""
+        return f" ({target(self._params)})" if self._params else ""
 
     async def _prepare_schema(self, timeout: float) -> None:
-        await self._on_connection(timeout, partial(self.schema.prepare, migrate=self.migrate))
+        await self._on_connection(
+            timeout, partial(prepare_schema, schema=self.schema, migrate=self.migrate)
+        )
 
     async def _close(self) -> None:
         if self._owns_pool:
             await self.pool.close()
-
-    # -- connections ---------------------------------------------------------------
-
-    async def _on_connection(
-        self, timeout: float, work: Callable[[psycopg.AsyncConnection[Any]], Coroutine[Any, Any, T]]
-    ) -> T:
-        """Run ``work`` on a pooled autocommit connection within ``timeout`` seconds.
-
-        When the time runs out, a timer shuts the socket down and the attempt
-        fails at once with :class:`AttemptTimeoutError`. The backend that
-        served it is remembered: its statement may still reach the server
-        later (a network that held the packets), so before the next statement
-        of this store that backend is terminated, and a late statement can
-        never overwrite a newer acknowledged write.
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        conn = await self._checkout(deadline)
-        pid = conn.info.backend_pid
-        # A shared pool's connections may not be in autocommit; without it every
-        # statement would cost a BEGIN and a COMMIT. Switching is local when idle.
-        switched = not conn.autocommit
-        fired = False
-
-        def expire() -> None:
-            nonlocal fired
-            fired = True
-            shutdown(conn)
-
-        timer = loop.call_later(max(0.0, deadline - loop.time()), expire)
-        failover = False
-        try:
-            if switched:
-                await conn.set_autocommit(True)
-            if self._stale_backends:
-                await self._end_stale_backends(conn, deadline - loop.time())
-            # The work runs as a task of its own: a cancellation of this call must
-            # not reach psycopg, which answers one with a cancel request over the
-            # network and waits for it (seconds, on a dead network).
-            task = loop.create_task(work(conn))
-            try:
-                return await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if not task.done():
-                    expire()
-                    await asyncio.wait({task}, timeout=1.0)  # fails at once: its socket is shut
-                if task.done() and not task.cancelled():
-                    task.exception()  # retrieved: the caller gets the cancellation
-                raise
-        except Exception as exc:
-            if fired:
-                raise AttemptTimeoutError(timeout) from exc
-            failover = needs_new_connection(exc)
-            raise
-        finally:
-            timer.cancel()
-            if fired:
-                self._stale_backends.add(pid)
-            if fired or failover:
-                await conn.close()
-            elif switched and not conn.closed:
-                await conn.set_autocommit(False)
-            await self.pool.putconn(conn)
-            if failover:
-                await self._replace_idle_connections()
-
-    async def _replace_idle_connections(self) -> None:
-        """Replace the pool's idle connections: their server refuses writes or is going away.
-
-        They were opened to the server whose connection just failed with a
-        ``RECONNECT`` verdict (a standby, a demoted primary, a server
-        shutting down); a retry on one of them would fail the same way and
-        spend an attempt and a backoff. Closing them is local; the pool opens
-        new ones in the background, through the DSN's hosts again. A shared
-        pool is drained too: its connections go to the same server.
-        """
-        await self.pool.drain()  # psycopg-pool 3.3 (the minimum pyproject asks for)
-
-    async def _end_stale_backends(
-        self, conn: psycopg.AsyncConnection[Any], remaining: float
-    ) -> None:
-        """Terminate the backends of timed-out attempts, waiting until they are gone.
-
-        One extra round trip, only after a timeout. Only backends of this role
-        and application name are touched. Until every one is gone (PostgreSQL
-        14+ reports it), the attempt fails as transient and writes nothing.
-        """
-        pids = sorted(self._stale_backends)
-        wait_ms = max(1, int(min(2.0, remaining / 2) * 1000))
-        statement = (
-            self.schema.end_backends
-            if conn.info.server_version >= 140000
-            else self.schema.end_backends_nowait
-        )
-        cur = await conn.execute(statement, {"pids": pids, "wait_ms": wait_ms})
-        row = await cur.fetchone()
-        if row and row[0]:
-            raise psycopg.OperationalError(
-                f"{row[0]} backend(s) of timed-out attempts have not ended yet"
-            )
-        self._stale_backends.difference_update(pids)
-
-    async def _query(
-        self,
-        timeout: float,
-        statement: sql.Composed,
-        params: Any = None,
-        *,
-        fetch: str = "none",
-        binary: bool = False,
-    ) -> Any:
-        """One statement, one round trip: its rows ("all"), first row ("one") or rowcount."""
-
-        async def run(conn: psycopg.AsyncConnection[Any]) -> Any:
-            cur = await conn.execute(statement, params, binary=binary)
-            if fetch == "all":
-                return await cur.fetchall()
-            if fetch == "one":
-                return await cur.fetchone()
-            return cur.rowcount
-
-        return await self._on_connection(timeout, run)
-
-    async def _checkout(self, deadline: float) -> psycopg.AsyncConnection[Any]:
-        loop = asyncio.get_running_loop()
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AttemptTimeoutError(deadline - loop.time())
-            before = cancellations()
-            conn: psycopg.AsyncConnection[Any] = await self.pool.getconn(timeout=remaining)
-            if cancel_swallowed(before):
-                # psycopg-pool waits with asyncio.wait_for, which before Python
-                # 3.12 drops a cancellation that arrives with the connection: the
-                # caller (a lease keep-alive told to stop, say) would go on
-                # running. Hand the connection back and be cancelled after all.
-                await self.pool.putconn(conn)
-                raise asyncio.CancelledError
-            if not closed_by_server(conn):
-                return conn
-            # The server closed it while idle (restart, pg_terminate_backend):
-            # drop it without spending an attempt on it.
-            await conn.close()
-            await self.pool.putconn(conn)
-
-    def _is_transient(self, exc: BaseException) -> bool:
-        return is_transient(exc)
 
     # -- primitives ------------------------------------------------------------------
 
@@ -529,58 +348,7 @@ class PostgresStore(PostgresLeases, BaseStore):
         return bool(row and row[0])
 
     async def _schema_version(self, timeout: float) -> int | None:
-        return await self._on_connection(timeout, self.schema.version)
-
-    async def _health(self, timeout: float) -> dict[str, Any]:
-        """Whether the server answers and accepts writes, found without writing.
-
-        ``pg_is_in_recovery()`` says a standby (``role`` "replica");
-        ``transaction_read_only`` a session that refuses writes on a server
-        that is not one (``default_transaction_read_only``, set for the
-        server, database or role, as a demoted primary or a full disk on a
-        managed service has it: ``role`` "read-only"). Either sets
-        ``refuses_writes``, and the connection is closed and the pool's idle
-        ones replaced, as a refused write would.
-        """
-
-        async def probe(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
-            started = time.perf_counter()
-            cur = await conn.execute(
-                "SELECT current_setting('server_version'), pg_is_in_recovery(),"
-                " current_setting('transaction_read_only') = 'on'"
-            )
-            row = await cur.fetchone()
-            elapsed = (time.perf_counter() - started) * 1000
-            assert row is not None
-            server = f"{conn.info.host}:{conn.info.port}"
-            role = "replica" if row[1] else "read-only" if row[2] else "primary"
-            facts = {
-                "round_trip_ms": elapsed,
-                "schema_version": await self.schema.version(conn),
-                "expected_schema_version": SCHEMA_VERSION,
-                "server_version": f"PostgreSQL {row[0]}",
-                "role": role,
-                "server": server,
-            }
-            if role != "primary":
-                why = "a standby in recovery" if row[1] else "its sessions are read-only"
-                facts["refuses_writes"] = f"the server at {server} refuses writes: {why}"
-            return facts
-
-        facts = await self._on_connection(timeout, probe)
-        if "refuses_writes" in facts:
-            await self._replace_idle_connections()
-        return facts
-
-    def _pool_usage(self) -> dict[str, int] | None:
-        stats = self.pool.get_stats()
-        return {
-            "size": int(stats.get("pool_size", 0)),
-            "available": int(stats.get("pool_available", 0)),
-            "waiting": int(stats.get("requests_waiting", 0)),
-            "min": self.pool.min_size,
-            "max": self.pool.max_size,
-        }
+        return await self._on_connection(timeout, partial(schema_version, schema=self.schema))
 
     async def _replace_session(
         self,
@@ -646,9 +414,3 @@ class PostgresStore(PostgresLeases, BaseStore):
             query = self.schema.rewrite_keys
             params = (sids, categories, key_ids, list(olds), list(news))
         return int(await self._query(timeout, query, params))
-
-
-def _host_count(params: dict[str, Any]) -> int:
-    """How many servers a conninfo lists (``host`` or ``hostaddr``, comma-separated)."""
-    hosts = params.get("host") or params.get("hostaddr") or ""
-    return len(str(hosts).split(",")) if hosts else 1

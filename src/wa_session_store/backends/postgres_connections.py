@@ -1,13 +1,16 @@
 """What the PostgreSQL backend knows of connections below the SQL: conninfo
-parsing and socket-level checks. (Which connect failures no retry can fix is
-in ``postgres_errors.py``, with every other classification.)
+parsing, the settings of the connections its own pool opens, and
+socket-level checks. (Which connect failures no retry can fix is in
+``postgres_errors.py``, with every other classification.)
 
 No statement is sent here; :class:`~wa_session_store.PostgresStore` uses these
-when it opens its pool, classifies a failed attempt, or checks out a connection.
+when it builds and opens its pool, classifies a failed attempt, or checks out
+a connection.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import socket
@@ -19,7 +22,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..errors import InvalidInputError, InvalidTypeError
 from ..store.redaction import SECRET_PARAMS
 
-__all__ = ["closed_by_server", "parse_conninfo", "scrub", "shutdown"]
+__all__ = [
+    "closed_by_server",
+    "connection_settings",
+    "parse_conninfo",
+    "scrub",
+    "shutdown",
+    "target",
+]
 
 
 def scrub(text: str, params: dict[str, Any]) -> str:
@@ -56,6 +66,58 @@ def parse_conninfo(conninfo: object) -> dict[str, Any]:
             "postgresql://user:password@host:5432/dbname or 'host=... dbname=...'"
         ) from None
     return params
+
+
+def target(params: dict[str, Any]) -> str:
+    """``user@host:port[,host:port...]/dbname`` of a parsed conninfo (never its password)."""
+    hosts = str(params.get("host") or params.get("hostaddr") or "").split(",")
+    ports = str(params.get("port") or "").split(",")
+    if len(ports) == 1:  # libpq: one port serves every host
+        ports *= len(hosts)
+    servers = ",".join(
+        f"{host}:{port}" if port else host  # no port: libpq's default
+        for host, port in zip(hosts, ports + [""] * len(hosts), strict=False)
+    )
+    return f"{params.get('user', '')}@{servers}/{params.get('dbname', '')}"
+
+
+def connection_settings(
+    params: dict[str, Any],
+    *,
+    timeout: float,
+    prepare_threshold: int | None,
+    application_name: str,
+) -> dict[str, Any]:
+    """The settings of every connection a store's own pool opens, for
+    attempts of ``timeout`` seconds to the servers ``params`` (a parsed
+    conninfo) lists: autocommit, and a dead peer noticed by the kernel too
+    (``connect_timeout``, TCP keepalives, ``tcp_user_timeout``)."""
+    settings: dict[str, Any] = {
+        "autocommit": True,
+        "prepare_threshold": prepare_threshold,
+        "application_name": application_name,
+        "connect_timeout": max(2, math.ceil(timeout)),
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        # Unacknowledged data for longer than an attempt may last: the
+        # kernel drops the connection, so even a stray await ends.
+        "tcp_user_timeout": int(timeout * 1000),
+    }
+    if _host_count(params) > 1 and not (
+        params.get("target_session_attrs") or os.environ.get("PGTARGETSESSIONATTRS")
+    ):
+        # libpq's default ("any") would keep a standby or a demoted
+        # primary that is listed first: every write would fail there.
+        settings["target_session_attrs"] = "read-write"
+    return settings
+
+
+def _host_count(params: dict[str, Any]) -> int:
+    """How many servers a conninfo lists (``host`` or ``hostaddr``, comma-separated)."""
+    hosts = params.get("host") or params.get("hostaddr") or ""
+    return len(str(hosts).split(",")) if hosts else 1
 
 
 def closed_by_server(conn: psycopg.AsyncConnection[Any]) -> bool:

@@ -1,9 +1,8 @@
-"""The PostgreSQL schema: table names, versioned migrations and the statements.
+"""The PostgreSQL schema: table names and the statements.
 
-Migrations are applied in one transaction under a transaction-scoped advisory
-lock (so ten processes starting at once migrate once, and PgBouncer in
-transaction mode is fine), and recorded in ``<prefix>schema_version``. A
-database whose schema is newer than this library is refused.
+Every statement a primitive sends is built here once, when the store is
+made, for its (schema, table prefix) pair. The tables themselves are created
+and upgraded by ``postgres_migrations.py``.
 """
 
 from __future__ import annotations
@@ -11,46 +10,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
-from ..errors import InvalidInputError, InvalidTypeError, SchemaVersionError, shown
+from ..errors import InvalidInputError, InvalidTypeError, shown
 from ..store.codec import KeyRow
 
-__all__ = ["MAX_IDENTIFIER_BYTES", "SCHEMA_VERSION", "Schema", "check_schema_name"]
-
-_MIGRATIONS: tuple[str, ...] = (
-    # 1: creds (one row per session, versioned) and keys (one row per key).
-    """
-    CREATE TABLE {creds} (
-        session_id text PRIMARY KEY,
-        value bytea NOT NULL,
-        version bigint NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now()
-    );
-    CREATE TABLE {keys} (
-        session_id text NOT NULL,
-        category text NOT NULL,
-        key_id text NOT NULL,
-        value bytea NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (session_id, category, key_id)
-    );
-    """,
-    # 2: leases. A row outlives its lease (and its session) so that fencing
-    # tokens keep increasing and are never reused.
-    """
-    CREATE TABLE {leases} (
-        session_id text PRIMARY KEY,
-        owner text NOT NULL,
-        token bigint NOT NULL,
-        expires_at timestamptz NOT NULL
-    );
-    """,
-)
-
-#: The schema version this library writes.
-SCHEMA_VERSION = len(_MIGRATIONS)
+__all__ = ["MAX_IDENTIFIER_BYTES", "Schema", "check_schema_name"]
 
 #: The most bytes of an identifier: PostgreSQL keeps the first NAMEDATALEN - 1
 #: (63) bytes of a longer name and drops the rest without an error, so two
@@ -248,7 +213,7 @@ class Schema:
 
         self._lease_statements(creds, leases)
 
-        # Ending the backends of timed-out attempts (see PostgresStore._on_connection):
+        # Ending the backends of timed-out attempts (see PostgresAttempts._on_connection):
         # only this role's, with this connection's application name; the count of
         # those that did not end in time comes back.
         stale = (
@@ -392,78 +357,3 @@ class Schema:
 
     def describe(self) -> str:
         return f"{self.schema + '.' if self.schema else ''}{self.prefix}*"
-
-    async def version(self, conn: psycopg.AsyncConnection[Any]) -> int:
-        """The schema version recorded in the database (0 when none is)."""
-        cur = await conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL",
-            (self.names["version"].as_string(conn),),
-        )
-        row = await cur.fetchone()
-        if not row or not row[0]:
-            return 0
-        cur = await conn.execute(
-            sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(self.names["version"])
-        )
-        row = await cur.fetchone()
-        return int(row[0]) if row else 0
-
-    async def prepare(self, conn: psycopg.AsyncConnection[Any], *, migrate: bool) -> int:
-        """Check the schema version and, with ``migrate``, bring it up to date.
-
-        Returns:
-            The version now in place.
-
-        Raises:
-            SchemaVersionError: the database is newer than this library, or
-                older while ``migrate`` is False.
-        """
-        current = await self.version(conn)
-        self._refuse_newer(current)
-        if current == SCHEMA_VERSION:
-            return current
-        if not migrate:
-            raise SchemaVersionError(
-                f"tables {self.describe()} are at schema version {current}, this library needs "
-                f"{SCHEMA_VERSION}: run the migrations as the owner role "
-                "(wa-session-store migrate, or open with migrate=True)"
-            )
-        async with conn.transaction():
-            # Transaction-scoped, so it is released by COMMIT even through PgBouncer.
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(%s))",
-                ("wa_session_store:" + self.describe(),),
-            )
-            if self.schema:
-                await conn.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
-                )
-            await conn.execute(
-                sql.SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (version integer PRIMARY KEY,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                ).format(self.names["version"])
-            )
-            # Read again under the lock: another process may have migrated meanwhile.
-            current = await self.version(conn)
-            self._refuse_newer(current)
-            for step in range(current + 1, SCHEMA_VERSION + 1):
-                await conn.execute(
-                    sql.SQL(_MIGRATIONS[step - 1]).format(
-                        creds=self.names["creds"],
-                        keys=self.names["keys"],
-                        leases=self.names["leases"],
-                    )
-                )
-                await conn.execute(
-                    sql.SQL("INSERT INTO {} (version) VALUES (%s)").format(self.names["version"]),
-                    (step,),
-                )
-        return SCHEMA_VERSION
-
-    def _refuse_newer(self, current: int) -> None:
-        if current > SCHEMA_VERSION:
-            raise SchemaVersionError(
-                f"tables {self.describe()} are at schema version {current}, newer than this "
-                f"library's {SCHEMA_VERSION}: upgrade wa_session_store"
-            )

@@ -18,10 +18,9 @@ writes) any other session the store holds. ``memory://`` is refused: a new
 process cannot see the memory of this one.
 
 The simulated bot (its creds, key writes and the storm's pacing) lives in
-``_demo_bot``; what stays here is one program read top to bottom (pair, storm,
-close, restore in a new process, verdict), with that process's entry point.
-That is why it runs a little over the package's 450 lines: splitting the
-program itself would make a reader follow one run across files.
+``demo_bot.py``, and the report with its verdict in ``demo_report.py``; what
+stays here is one program read top to bottom (pair, storm, close, restore in
+a new process, the report), with that process's entry point.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..auth.restore import close_all, restore_all
@@ -41,6 +39,7 @@ from ..auth.state import use_auth_state
 from ..backends.open import open_store, redact_url
 from ..errors import InvalidInputError, InvalidTypeError, SessionStoreError, describe_error
 from .demo_bot import PREKEY_COUNT, _Bot, _digest, _storm
+from .demo_report import DemoReport, plural, verdict_lines
 
 __all__ = ["PREKEY_COUNT", "SESSION_ID", "DemoReport", "run_demo"]
 
@@ -49,78 +48,6 @@ SESSION_ID = "demo-bot"
 
 _BACKUP_INTERVAL = 300.0  # the library's default backup interval
 _VERIFY_TIMEOUT = 120.0  # seconds the restoring process may take
-
-
-@dataclass(frozen=True)
-class DemoReport:
-    """The figures of one :func:`run_demo` run.
-
-    Attributes:
-        url: the store URL, password redacted.
-        session_id: the demo session (``"demo-bot"``).
-        replaced_previous: a previous demo session was deleted first.
-        prekeys_uploaded: pre-keys written in the single upload (812).
-        upload_ms: milliseconds the upload took (one ``keys.set`` call).
-        updates: ``creds_updated()`` calls made during the storm.
-        creds_writes: creds saves the throttle made for them, the save on
-            close included (``auth.throttler.runs``).
-        key_writes: ``keys.set`` calls made during the storm.
-        throttle: the throttle interval used, in seconds.
-        storm_seconds: how long the storm took.
-        pending_at_close: an update was still unsaved when the bot stopped.
-        close_ms: milliseconds the graceful close took.
-        restored_sessions: sessions the new process restored (the store may
-            hold others than the demo's).
-        failed_sessions: sessions the new process could not restore.
-        open_ms: milliseconds the new process took to open the store.
-        restore_ms: milliseconds ``restore_all`` took in the new process.
-        session_found: the demo session was among the restored ones.
-        creds_match: its creds equal the last creds the bot had.
-        keys_expected: keys the bot had when it stopped.
-        keys_ok: of those, keys found with their last value.
-        keys_missing: of those, keys not found.
-        keys_stale: of those, keys found with another value.
-        consumed: pre-keys the bot deleted as consumed.
-        consumed_gone: of those, pre-keys that are indeed gone.
-        stored_keys: keys the store holds for the session (all categories).
-    """
-
-    url: str
-    session_id: str
-    replaced_previous: bool
-    prekeys_uploaded: int
-    upload_ms: float
-    updates: int
-    creds_writes: int
-    key_writes: int
-    throttle: float
-    storm_seconds: float
-    pending_at_close: bool
-    close_ms: float
-    restored_sessions: int
-    failed_sessions: int
-    open_ms: float
-    restore_ms: float
-    session_found: bool
-    creds_match: bool
-    keys_expected: int
-    keys_ok: int
-    keys_missing: int
-    keys_stale: int
-    consumed: int
-    consumed_gone: int
-    stored_keys: int
-
-    @property
-    def nothing_lost(self) -> bool:
-        """The session came back as the bot left it: creds, keys, and no consumed pre-key."""
-        return (
-            self.session_found
-            and self.creds_match
-            and self.keys_ok == self.keys_expected
-            and self.consumed_gone == self.consumed
-            and self.stored_keys == self.keys_expected
-        )
 
 
 async def run_demo(
@@ -209,8 +136,8 @@ async def run_demo(
         if auth.creds is not bot.creds:  # pragma: no cover - a bug of the demo itself
             raise SessionStoreError("the auth state does not hold the bot's last creds")
     out(
-        f"storm: {_count(bot.updates, 'creds update')} -> {_count(creds_writes, 'creds write')} "
-        f"(throttle {float(throttle)!r} s), {_count(bot.key_writes, 'key write')} "
+        f"storm: {plural(bot.updates, 'creds update')} -> {plural(creds_writes, 'creds write')} "
+        f"(throttle {float(throttle)!r} s), {plural(bot.key_writes, 'key write')} "
         f"in {storm_seconds:.1f} s"
     )
     out(
@@ -260,7 +187,7 @@ async def run_demo(
         consumed_gone=int(found["consumed_gone"]),
         stored_keys=int(found["stored_keys"]),
     )
-    for line in _verdict_lines(report):
+    for line in verdict_lines(report):
         out(line)
     return report
 
@@ -358,38 +285,6 @@ async def _verify(expectation: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _verdict_lines(report: DemoReport) -> list[str]:
-    sessions = _count(report.restored_sessions, "session")
-    others = f" ({report.failed_sessions} could not be restored)" if report.failed_sessions else ""
-    if report.session_found:
-        redeploy = (
-            f"redeploy: a new process restored {sessions} in {report.restore_ms:.1f} ms "
-            f"without a QR code (store opened in {report.open_ms:.1f} ms){others}"
-        )
-    else:
-        redeploy = (
-            f"redeploy: a new process restored {sessions} in {report.restore_ms:.1f} ms, "
-            f"but not {report.session_id}: it would need a new QR code{others}"
-        )
-    keys = f"{report.keys_ok:,}/{report.keys_expected:,} keys as last written"
-    consumed = f"{report.consumed_gone:,}/{report.consumed:,} consumed pre-keys gone"
-    if report.nothing_lost:
-        return [redeploy, f"nothing lost: creds match the last update; {keys}; {consumed}"]
-    problems = []
-    if not report.creds_match:
-        problems.append("creds differ from the last update")
-    if report.keys_missing:
-        problems.append(f"{report.keys_missing:,} keys missing")
-    if report.keys_stale:
-        problems.append(f"{report.keys_stale:,} keys with an older value")
-    if report.consumed_gone != report.consumed:
-        problems.append(f"{report.consumed - report.consumed_gone:,} consumed pre-keys came back")
-    extra = report.stored_keys - report.keys_expected
-    if report.consumed_gone == report.consumed and extra:
-        problems.append(f"{report.stored_keys:,} keys stored, {report.keys_expected:,} expected")
-    return [redeploy, f"LOST: {'; '.join(problems)} ({keys}; {consumed})"]
-
-
 # -- helpers ----------------------------------------------------------------
 
 
@@ -435,10 +330,6 @@ def _check_arguments(
             "dicts): they are passed to the restoring process"
         ) from None
     return options
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def _ms_since(started: float) -> float:

@@ -23,26 +23,29 @@ parts:
 
 :class:`ClientAuthState` holds everything else, for every client: the key
 store it hands out, the creds saves (throttled, urgent when the pre-key
-counters move), the barrier wrapper and its lock, attach and detach, and the
-refusal of a client whose creds differ from the stored ones.
-:func:`use_client_auth_state` loads one.
+counters move), attach and detach, and the refusal of a client whose creds
+differ from the stored ones. :func:`use_client_auth_state` loads one.
+
+This module is the public path. :class:`ClientBinding` and
+:class:`ClientParts` are declared in ``client_interface.py``, and the hooks
+that attaching puts on a client (the creds listener, the barrier wrapper and
+its lock) in ``client_attachments.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from typing_extensions import Self, Unpack
 
 from ..auth.state import AuthKeys, AuthState, AuthStateOptions, SessionOptions, load_auth_state
 from ..errors import InvalidInputError, InvalidTypeError, describe_error
 from ..store.base import AuthStateStore
+from .client_attachments import ClientAttachments
+from .client_interface import ClientBinding, ClientParts
 
 __all__ = [
     "ClientAuthState",
@@ -54,102 +57,6 @@ __all__ = [
 logger = logging.getLogger("wa_session_store")
 
 CredsT = TypeVar("CredsT")
-
-_MISSING: Final[Any] = object()
-
-
-@dataclass(frozen=True, slots=True)
-class ClientParts:
-    """What :meth:`ClientAuthState.attach` needs of one client, as
-    :meth:`ClientBinding.parts` finds it.
-
-    Attributes:
-        anchor: what identifies the client: one attachment per anchor (its
-            event emitter, or the client itself). :meth:`ClientBinding.subscribe`
-            is called with it.
-        creds: the creds object the client holds, or the one it will load;
-            None when it has none yet (nothing to check). Any other object
-            than the auth state's creds is refused.
-        sender: the object whose :attr:`ClientBinding.send_method` every
-            outgoing frame passes through; None when this part of the client
-            offers none (its creds are saved, but no frame waits for the keys).
-    """
-
-    anchor: object
-    creds: object | None = None
-    sender: object | None = None
-
-
-class ClientBinding(ABC, Generic[CredsT]):
-    """The small interface a client must offer: subclass it, once per client.
-
-    Class attributes:
-        client_name: the client's name, for messages (``"pyaileys"``).
-        creds_type: the class of the client's creds object; a creds update
-            carrying another instance of it replaces the current creds.
-        send_method: the name of the awaitable method, on
-            :attr:`ClientParts.sender`, that every outgoing frame passes
-            through; None (the default) when the client has none. Then keys
-            are written through, and ``key_writes="barrier"`` is refused.
-        build_hint: how to build a client on the auth state, ending the
-            message that refuses a client on other creds.
-    """
-
-    client_name: ClassVar[str] = "client"
-    creds_type: ClassVar[type[Any]] = object
-    send_method: ClassVar[str | None] = None
-    build_hint: ClassVar[str] = "build the client on auth.creds"
-
-    # -- 1. the creds converter ------------------------------------------------
-
-    @abstractmethod
-    def new_creds(self) -> CredsT:
-        """Fresh creds for a new session, as the client makes them before pairing."""
-
-    @abstractmethod
-    def creds_to_document(
-        self, creds: CredsT, *, base: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """The document to store for ``creds``: JSON-able, bytes allowed, a snapshot.
-
-        ``base`` is the document the creds were loaded from (None for new
-        creds): carry over its fields the converter does not know, so that
-        nothing another client stored is dropped.
-
-        Raises:
-            InvalidTypeError: ``creds`` holds a value of a type it cannot hold.
-        """
-
-    @abstractmethod
-    def creds_from_document(self, doc: Mapping[str, Any]) -> CredsT:
-        """The client's creds for the stored document ``doc``.
-
-        Raises:
-            InvalidInputError, InvalidTypeError: not this client's creds (the
-                message names the field, never a value).
-        """
-
-    # -- 2. learning that creds changed ------------------------------------------
-
-    def subscribe(self, anchor: object, listener: Callable[..., None]) -> None:
-        """Register ``listener`` for the client's creds-changed event on ``anchor``.
-
-        The default does nothing: for a client that saves its creds by a
-        call, which the integration routes to :meth:`ClientAuthState.creds_updated`.
-        """
-
-    def unsubscribe(self, anchor: object, listener: Callable[..., None]) -> None:
-        """Undo :meth:`subscribe` (the default does nothing)."""
-
-    # -- 3. the send method -----------------------------------------------------
-
-    @abstractmethod
-    def parts(self, client: object) -> ClientParts:
-        """Find ``client``'s anchor, creds and sender (see :class:`ClientParts`).
-
-        Raises:
-            InvalidTypeError: ``client`` is not something this binding attaches to.
-        """
 
 
 class ClientAuthState(Generic[CredsT]):
@@ -180,7 +87,7 @@ class ClientAuthState(Generic[CredsT]):
         self._auth = auth
         self._base = base
         self._creds = creds
-        self._attachments: list[_Attachment] = []
+        self._attachments = ClientAttachments(binding, self.creds_updated, auth.barrier)
         self.binding = binding
         self.is_new = is_new
         self._setup(creds)
@@ -285,15 +192,7 @@ class ClientAuthState(Generic[CredsT]):
                 f"this client holds other creds than session {self.session_id!r}; "
                 f"{self.binding.build_hint}"
             )
-        attachment = self._attachment(parts.anchor)
-        if attachment is None:
-            self.binding.subscribe(parts.anchor, self.creds_updated)
-            attachment = _Attachment(parts.anchor)
-            self._attachments.append(attachment)
-        if parts.sender is not None and self.binding.send_method is not None:
-            if attachment.sender is None:
-                attachment.wrap(parts.sender, self.binding.send_method, self._auth.barrier)
-        elif self.keys.mode == "barrier":
+        if not self._attachments.attach(parts) and self.keys.mode == "barrier":
             logger.warning(
                 "%s is attached to a part of the %s client that sends no frames: no "
                 "outgoing frame waits for its key writes; attach the client itself",
@@ -302,27 +201,15 @@ class ClientAuthState(Generic[CredsT]):
                 extra={"session_id": self.session_id, "op": "attach"},
             )
         anchor = parts.anchor
-        return lambda: self._detach(anchor)
-
-    def _attachment(self, anchor: object) -> _Attachment | None:
-        return next((a for a in self._attachments if a.anchor is anchor), None)
-
-    def _detach(self, anchor: object) -> None:
-        attachment = self._attachment(anchor)
-        if attachment is None:
-            return
-        self._attachments.remove(attachment)
-        attachment.unwrap()
-        self.binding.unsubscribe(anchor, self.creds_updated)
+        return lambda: self._attachments.detach(anchor)
 
     def detach(self, client: object | None = None) -> None:
         """Stop saving on ``client``'s changes and restore its send method
         (default: every attached client)."""
         if client is None:
-            for attachment in list(self._attachments):
-                self._detach(attachment.anchor)
-            return
-        self._detach(self.binding.parts(client).anchor)
+            self._attachments.detach_all()
+        else:
+            self._attachments.detach(self.binding.parts(client).anchor)
 
     # -- saving ----------------------------------------------------------------------
 
@@ -417,48 +304,6 @@ class ClientAuthState(Generic[CredsT]):
                 logger.debug("closing %s after a failed load: %s", session_id, describe_error(exc))
             raise
         return result
-
-
-class _Attachment:
-    """One attached client: its anchor, and the send method wrapped on its sender."""
-
-    __slots__ = ("anchor", "name", "previous", "sender", "wrapper")
-
-    def __init__(self, anchor: object) -> None:
-        self.anchor = anchor
-        self.sender: object | None = None
-        self.name = ""
-        self.previous: object = _MISSING
-        self.wrapper: object = None
-
-    def wrap(self, sender: object, name: str, barrier: Callable[[], Awaitable[None]]) -> None:
-        """Make ``sender.<name>`` wait for ``barrier`` first, frames in order."""
-        send = getattr(sender, name, None)
-        if not callable(send):
-            raise InvalidTypeError(
-                f"{type(sender).__name__} has no send method {name!r} to put the barrier on"
-            )
-        # Held across the barrier, so frames leave in the order they were sent.
-        order = asyncio.Lock()
-
-        async def through_barrier(*args: Any, **kwargs: Any) -> Any:
-            async with order:
-                await barrier()
-                return await send(*args, **kwargs)
-
-        self.previous = vars(sender).get(name, _MISSING)
-        # The client calls self.<name>, so the instance attribute is what every frame meets.
-        setattr(sender, name, through_barrier)
-        self.sender, self.name, self.wrapper = sender, name, through_barrier
-
-    def unwrap(self) -> None:
-        """Put the send method back, unless someone wrapped it again since."""
-        if self.sender is None or vars(self.sender).get(self.name) is not self.wrapper:
-            return
-        if self.previous is _MISSING:
-            delattr(self.sender, self.name)
-        else:
-            setattr(self.sender, self.name, self.previous)
 
 
 def _options_for(binding: ClientBinding[Any], options: AuthStateOptions) -> SessionOptions:
