@@ -40,7 +40,6 @@ MAX_LINES = 450
 #: Modules still over MAX_LINES, with their count today: each may only shrink,
 #: and leaves this list once it fits (issue 23's splits not done yet).
 OVER_LIMIT: dict[str, int] = {
-    "auth/state.py": 611,
     "backends/postgres.py": 654,
     "backends/postgres_schema.py": 469,
     "cli/demo.py": 467,

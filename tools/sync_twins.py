@@ -58,6 +58,7 @@ MODULES = (
     "store/contract.py",
     "store/base.py",
     "auth/keys.py",
+    "auth/auth_state.py",
     "auth/state.py",
     "auth/restore.py",
     "backends/postgres_leases.py",

@@ -107,7 +107,7 @@ DEFAULT_KEY_CACHE_BYTES: Final = 8 * 1024 * 1024
 def check_key_options(key_writes: object, key_cache_bytes: object) -> None:
     """Refuse a ``key_writes`` or ``key_cache_bytes`` that :class:`AuthKeys` would refuse.
 
-    :class:`~wa_session_store.auth.state.SessionOptions` runs it before any I/O.
+    :class:`~wa_session_store.auth.options.SessionOptions` runs it before any I/O.
 
     Raises:
         InvalidInputError: ``key_writes`` is neither ``"write-through"`` nor
