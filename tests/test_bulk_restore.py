@@ -199,7 +199,7 @@ async def test_a_restore_cancelled_halfway_closes_what_it_opened(
 ) -> None:
     # A SIGTERM during start-up, say: the caller never gets the result, so the
     # states already opened (with their backup timers) must not be left running.
-    from wa_session_store.auth.state import _open_states
+    from wa_session_store.auth.auth_state import _open_states
 
     async with PostgresStore(DSN, schema=pg_schema) as seeder:
         await _seed(seeder, 40)

@@ -268,6 +268,30 @@ async def test_pending_writes_flush_on_their_own(
     assert (await store.get_keys(SID, "session", ["after"]))["after"] == b"1"
 
 
+async def test_the_flush_tunables_are_read_when_used(
+    store: BaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer reads FLUSH_DELAY and MAX_PENDING from AuthKeys each time,
+    so a change made after the auth state was built takes effect."""
+    auth = await use_auth_state(store, SID, key_writes="barrier", backup_interval=None)
+    monkeypatch.setattr(AuthKeys, "FLUSH_DELAY", 3600.0)
+    await auth.keys.set({"session": {"held": b"1"}})
+    await asyncio.sleep(0.3)  # six times the default delay
+    assert auth.keys.pending == 1
+    assert (await store.get_keys(SID, "session", ["held"]))["held"] is None
+    monkeypatch.setattr(AuthKeys, "MAX_PENDING", 2)
+    await auth.keys.set({"session": {"full": b"1"}})  # the size limit: a flush at once
+    for _ in range(1000):
+        if not auth.keys.pending:
+            break
+        await asyncio.sleep(0.01)
+    assert (await store.get_keys(SID, "session", ["held", "full"])) == {
+        "held": b"1",
+        "full": b"1",
+    }
+    await auth.aclose()
+
+
 async def test_the_sigterm_handler_stores_pending_key_writes(
     store: BaseStore, no_timer: None
 ) -> None:

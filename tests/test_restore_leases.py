@@ -150,7 +150,7 @@ async def test_sessions_held_by_another_live_owner_are_reported_not_opened(
 
 
 def _open() -> list[object]:
-    from wa_session_store.auth.state import _open_states
+    from wa_session_store.auth.auth_state import _open_states
 
     return list(_open_states)
 

@@ -61,6 +61,7 @@ MODULES = (
     "store/sessions.py",
     "store/maintenance.py",
     "auth/keys.py",
+    "auth/auth_state.py",
     "auth/state.py",
     "auth/restore.py",
     "backends/postgres_leases.py",

@@ -1,6 +1,7 @@
 """The key store's ordered write log: what "newest" means for a session's keys.
 
-:class:`~wa_session_store.auth.keys.AuthKeys` keeps one :class:`WriteLog`. Every
+Each :class:`~wa_session_store.auth.keys.AuthKeys` has one :class:`WriteLog`,
+which its writer (:class:`~wa_session_store.auth.key_writer.KeyWriter`) owns. Every
 accepted write (a ``set``, a delete, a ``clear``, a committed transaction)
 is appended with the next sequence number and stays in the log until the
 store has it. The log alone answers the questions that the cache, the

@@ -47,7 +47,12 @@ what "newest" means for all of it. Its invariants:
    empty (writes made while it runs are stored as they are made), or raises
    with :attr:`AuthKeys.pending` saying what was not stored.
 
-The cache's data structures are in ``key_cache.py``; the log's in ``key_log.py``.
+Where each part lives: the cache's data structures in ``key_cache.py``, the
+log's in ``key_log.py``; the write path, which owns the log, its flushes and
+their timer (invariants 1 and 4, and the drain of 5), is
+:class:`~wa_session_store.auth.key_writer.KeyWriter` in ``key_writer.py``;
+transactions (the rest of 5) are in ``transactions.py``. This module keeps
+the client's API, the reads and what a read may cache (invariants 2 and 3).
 """
 
 from __future__ import annotations
@@ -55,22 +60,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from functools import partial
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from ..backends.lease import Lease, fenced
-from ..errors import (
-    InvalidInputError,
-    InvalidTypeError,
-    LeaseLostError,
-    describe_error,
-    shown,
-)
+from ..backends.lease import Lease
+from ..errors import InvalidInputError, InvalidTypeError, shown
 from ..store.base import AuthStateStore
 from ..store.codec import DEFAULT_MAX_VALUE_SIZE, given_twice, key_batch_entries
 from ..store.ids import check_category, check_key_ids
-from .key_cache import Cache, Entry, Key, freeze, grouped
-from .key_log import Write, WriteLog
+from .key_cache import Cache, Entry, Key, freeze
+from .key_log import WriteLog
+from .key_writer import KeyWriter, KeyWrites
 from .transactions import TRANSACTIONS, KeyTransaction, open_transaction
 
 __all__ = [
@@ -83,9 +82,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("wa_session_store")
-
-KeyWrites = Literal["write-through", "barrier"]
-"""How :class:`AuthKeys` stores writes: at once, or at the next barrier."""
 
 #: The categories a client reads on every send: what ``preload=True`` loads.
 DEFAULT_PRELOAD: Final = (
@@ -106,7 +102,7 @@ DEFAULT_KEY_CACHE_BYTES: Final = 8 * 1024 * 1024
 def check_key_options(key_writes: object, key_cache_bytes: object) -> None:
     """Refuse a ``key_writes`` or ``key_cache_bytes`` that :class:`AuthKeys` would refuse.
 
-    :class:`~wa_session_store.auth.state.SessionOptions` runs it before any I/O.
+    :class:`~wa_session_store.auth.options.SessionOptions` runs it before any I/O.
 
     Raises:
         InvalidInputError: ``key_writes`` is neither ``"write-through"`` nor
@@ -161,18 +157,12 @@ class AuthKeys:
     __slots__ = (
         "__weakref__",
         "_cache",
-        "_closed",
-        "_closing",
-        "_flush_task",
         "_key_locks",
-        "_lease",
         "_log",
-        "_lost",
         "_max_size",
-        "_mode",
         "_session_id",
         "_store",
-        "_timer",
+        "_writer",
     )
 
     def __init__(
@@ -187,22 +177,19 @@ class AuthKeys:
         check_key_options(key_writes, cache_bytes)
         self._store = store
         self._session_id = session_id
-        self._lease = lease
-        self._mode: KeyWrites = key_writes
         self._max_size = int(getattr(store, "max_value_size", DEFAULT_MAX_VALUE_SIZE))
         self._cache = Cache(cache_bytes)
-        self._log = WriteLog()
+        # The write path: the write log, the flushes and their timer. It reads
+        # FLUSH_DELAY, MAX_PENDING and RETRY_DELAY from this class at each use.
+        self._writer = KeyWriter(type(self), store, session_id, lease, self._cache, key_writes)
+        # The writer's log, which reads consult (a reference on the hot path).
+        self._log: WriteLog = self._writer.log
         # Baileys' transaction(key): one block per key at a time.
         self._key_locks: dict[str, tuple[asyncio.Lock, int]] = {}
-        self._flush_task: asyncio.Task[_Round] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._closing = False
-        self._closed = False
-        self._lost = False
 
     def __repr__(self) -> str:
         return (
-            f"<AuthKeys session={self._session_id!r} {self._mode} "
+            f"<AuthKeys session={self._session_id!r} {self.mode} "
             f"pending={self.pending} cached={len(self._cache.entries)}>"
         )
 
@@ -211,7 +198,7 @@ class AuthKeys:
     @property
     def mode(self) -> KeyWrites:
         """``"write-through"`` or ``"barrier"``."""
-        return self._mode
+        return self._writer.mode
 
     @property
     def pending(self) -> int:
@@ -274,7 +261,7 @@ class AuthKeys:
             StoreUnavailableError, StoreOperationError: the batch failed after
                 the store's retries; it stays pending for the next barrier.
         """
-        await self._flush_through(self._log.seq)
+        await self._writer.flush()
 
     def transaction(self, key: str | None = None) -> KeyTransaction:
         """A unit of work: ``async with auth.keys.transaction(): ...`` (Baileys' name).
@@ -313,7 +300,7 @@ class AuthKeys:
         wanted = list(categories)
         loaded = 0
         after: tuple[str, str] | None = None
-        while not self._lost:
+        while not self._writer.lost:
             start = self._log.begin_read()
             try:
                 page = await self._store.load_categories(
@@ -385,7 +372,7 @@ class AuthKeys:
     def _fill(self, key: Key, entry: Entry, start: int) -> bool:
         """Cache what a read begun at ``start`` found, unless a newer write may
         exist (invariant 3); whether it was cached."""
-        if self._lost or not self._log.cacheable(key, start):
+        if self._writer.lost or not self._log.cacheable(key, start):
             return False
         self._cache.put(key, entry)
         return True
@@ -408,178 +395,18 @@ class AuthKeys:
         if txn is not None:
             txn.writes.update(batch)
             return
-        await self._apply(batch, barrier=False)
+        await self._writer.write(batch, barrier=False)
 
     async def _clear(self, txn: KeyTransaction | None) -> None:
-        self._check_lease()
+        self._writer.check_lease()
         while txn is not None:
             txn.writes.clear()
             txn = txn.parent
-        if self._mode == "write-through" or self._closing:
-            await self._wait_for(self._log.append(None, visible=False, retained=False))
-            return
-        # Barrier mode: seen at once, like any write; kept if it fails (a
-        # retried clear is harmless, a dropped one might have half-landed).
-        write = self._log.append(None, visible=True, retained=True)
-        self._cache.clear()
-        await self._flush_through(write.seq)
+        await self._writer.clear()
 
     async def _apply(self, batch: dict[Key, Entry], *, barrier: bool) -> None:
-        """Log ``batch`` as one write: stored before returning (write-through,
-        or closing), or pending for the next barrier (and, with ``barrier``,
-        flushed now)."""
-        if not batch:
-            return
-        self._check_lease()
-        if self._mode == "write-through" or self._closing:
-            await self._wait_for(self._log.append(batch, visible=False, retained=False))
-            return
-        write = self._log.append(batch, visible=True, retained=True)
-        for key, entry in batch.items():
-            self._cache.put(key, entry)
-        if barrier:
-            await self._flush_through(write.seq)
-        elif len(self._log.index) >= self.MAX_PENDING:
-            self._start_flush()
-        else:
-            self._arm(self.FLUSH_DELAY)
-
-    def _check_lease(self) -> None:
-        lease = self._lease
-        if lease is None or not (self._lost or lease.lost):
-            return
-        reason = lease.reason
-        raise LeaseLostError(
-            self._session_id,
-            lease.token,
-            getattr(reason, "holder", None),
-            getattr(reason, "holder_token", None),
-        )
-
-    # -- flushing ---------------------------------------------------------------
-
-    async def _wait_for(self, write: Write) -> None:
-        """Flush until ``write`` is stored (return) or dropped (raise its error).
-
-        A round that fails before reaching ``write`` (older writes kept for
-        the next barrier) drops it too: its caller is told, once.
-        """
-        while not write.done:
-            self._check_lease()
-            result = await asyncio.shield(self._start_flush())
-            if result.error is not None and not write.done and not self._lost:
-                self._log.failed([write], result.error)
-                self._forget_uncertain()
-        self._check_lease()
-        if write.error is not None:
-            raise write.error
-
-    async def _flush_through(self, seq: int) -> None:
-        """Flush until every write numbered up to ``seq`` is resolved.
-
-        A round that fails is reported, not repeated at once: it just spent
-        its whole retry budget.
-        """
-        while True:
-            self._check_lease()
-            if self._log.durable >= seq:
-                return
-            result = await asyncio.shield(self._start_flush())
-            if result.error is not None:
-                raise result.error
-
-    def _arm(self, delay: float) -> None:
-        if self._timer is not None or self._flush_task is not None:
-            return
-        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._log.entries and self._flush_task is None:
-            self._start_flush()
-
-    def _start_flush(self) -> asyncio.Task[_Round]:
-        task = self._flush_task
-        if task is None:
-            self._cancel_timer()
-            task = asyncio.get_running_loop().create_task(self._flush_round())
-            self._flush_task = task
-        return task
-
-    async def _flush_round(self) -> _Round:
-        """Store the log's next prefix in one round trip; the error, or None."""
-        result = _Round(None)
-        try:
-            prefix = self._log.take()
-            if prefix:
-                result = await self._store_round(prefix)
-            return result
-        finally:
-            self._flush_task = None
-            # What was written meanwhile, or what failed, goes at the next
-            # timer if no barrier comes first.
-            if self._log.entries and not self._lost and not self._closed:
-                self._arm(self.FLUSH_DELAY if result.error is None else self.RETRY_DELAY)
-
-    async def _store_round(self, prefix: list[Write]) -> _Round:
-        try:
-            await self._store_prefix(prefix)
-        except BaseException as exc:
-            if not self._lost:
-                self._log.failed(prefix, exc)
-                self._forget_uncertain()
-            if not isinstance(exc, Exception):
-                raise
-            if not isinstance(exc, LeaseLostError):
-                self._log_failure(prefix, exc)
-            return _Round(exc)
-        if not self._lost:
-            self._cache_stored(prefix)
-            self._log.stored(prefix)
-        return _Round(None)
-
-    async def _store_prefix(self, prefix: list[Write]) -> None:
-        """One fenced ``clear_keys`` (a prefix ending in a clear) or ``set_keys``."""
-        if prefix[-1].batch is None:
-            await fenced(self._lease, partial(self._store.clear_keys, self._session_id))
-            return
-        newest = WriteLog.merged(prefix)
-        data = grouped({key: write.batch[key] for key, write in newest.items() if write.batch})
-        await fenced(self._lease, partial(self._store.set_keys, self._session_id, data))
-
-    def _cache_stored(self, prefix: list[Write]) -> None:
-        """The cache after ``prefix`` landed: emptied by a clear; awaited writes
-        (not cached while in flight) cached unless a newer write exists."""
-        if prefix[-1].batch is None:
-            self._cache.clear()
-            return
-        for key, write in WriteLog.merged(prefix).items():
-            if not write.visible and write.batch and self._log.newest(key) == write.seq:
-                self._cache.put(key, write.batch[key])
-
-    def _forget_uncertain(self) -> None:
-        """Drop from the cache what a failed, dropped write may have changed."""
-        if self._log.uncertain_all:
-            self._cache.clear()
-        for key in self._log.uncertain:
-            self._cache.discard(key)
-
-    def _log_failure(self, prefix: list[Write], error: Exception) -> None:
-        retained = [w for w in prefix if w.retained]
-        if not retained:
-            return  # every caller is told
-        logger.error(
-            "storing %d key writes of %s failed; they stay pending for the next barrier: %s",
-            sum(len(w.batch or ()) for w in retained),
-            self._session_id,
-            describe_error(error),
-            extra={"session_id": self._session_id, "op": "flush_keys"},
-        )
+        """Log a committed transaction's ``batch`` as one write (``KeyWriter.write``)."""
+        await self._writer.write(batch, barrier=barrier)
 
     # -- life cycle ---------------------------------------------------------------
 
@@ -591,35 +418,8 @@ class AuthKeys:
             LeaseLostError, StoreUnavailableError, StoreOperationError: a
                 write could not be stored; :attr:`pending` counts what is left.
         """
-        self._closing = True
-        try:
-            while self._log.entries and not self._lost:
-                await self._flush_through(self._log.seq)
-            self._check_lease()
-        finally:
-            self._closed = True
-            self._cancel_timer()
+        await self._writer.close()
 
     def _drop(self) -> None:
         """The lease was lost: drop what is pending, empty the cache, cache no more."""
-        dropped = self._log.pending
-        if dropped:
-            logger.error(
-                "dropping %d unsaved key writes of %s: its lease was replaced",
-                dropped,
-                self._session_id,
-                extra={"session_id": self._session_id, "op": "lease"},
-            )
-        self._lost = True
-        self._cancel_timer()
-        self._log.drop_all()
-        self._cache.clear()
-
-
-class _Round:
-    """The outcome of one flush round: None, or the error it ended with."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception | None) -> None:
-        self.error = error
+        self._writer.drop()

@@ -33,14 +33,9 @@ from ..metrics import open_auth_states
 from ..store.base import AuthStateStore, BaseStore
 from ..store.maintenance import DECODE_SLICE
 from ..store.rows import collector_paused
-from .state import (
-    AuthState,
-    AuthStateOptions,
-    SessionOptions,
-    _release_restored_leases,
-    _started,
-    load_auth_state,
-)
+from .auth_state import AuthState, _release_restored_leases
+from .options import AuthStateOptions, SessionOptions
+from .state import _started, load_auth_state
 
 __all__ = ["RestoreResult", "close_all", "install_shutdown_handler", "restore_all"]
 

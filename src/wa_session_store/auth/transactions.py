@@ -4,8 +4,9 @@ A transaction holds the writes of its block (and of the tasks it starts),
 serves them to its reads, and hands them to its key store in one batch when
 the outermost block ends; a keyed block takes that key's lock first, so two
 units of work on one record run one after the other. The key store
-(:class:`~wa_session_store.AuthKeys`, ``auth/keys.py``) owns the write log
-the batch goes into; this module knows it only as a :class:`KeyOwner`.
+(:class:`~wa_session_store.AuthKeys`, ``auth/keys.py``, whose writer in
+``auth/key_writer.py`` owns the write log) takes the batch; this module knows
+it only as a :class:`KeyOwner`.
 """
 
 from __future__ import annotations
