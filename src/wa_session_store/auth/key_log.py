@@ -119,9 +119,6 @@ class WriteLog:
         # The starts (``durable`` then) of the reads in flight, with their counts.
         self._reads: dict[int, int] = {}
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
     @property
     def pending(self) -> int:
         """Keys with an unresolved write, plus unresolved clears."""
@@ -235,24 +232,20 @@ class WriteLog:
                 # Every write before it is moot; so is every doubt about a key.
                 self.uncertain.clear()
                 self.uncertain_all = False
-        if prefix and prefix[-1].batch is None:
-            last = prefix[-1].seq
-            if self.visible_clear <= last:
-                self.visible_clear = 0
-            for key in [k for k, w in self.index.items() if w.seq < last]:
-                del self.index[key]
+        if prefix and prefix[-1].batch is None and self.visible_clear <= prefix[-1].seq:
+            self.visible_clear = 0
         self._prune()
 
-    def failed(self, prefix: list[Write], error: BaseException) -> list[Write]:
+    def failed(self, prefix: list[Write], error: BaseException) -> None:
         """Storing ``prefix`` failed: keep its retained writes in place, drop
-        the others (their callers are told ``error``); returns the dropped ones.
+        the others (their callers are told ``error``).
 
         A dropped write may have committed before the connection failed: its
         keys become uncertain (not cached from reads until written again).
         """
         dropped = [w for w in prefix if not w.retained]
         if not dropped:
-            return dropped
+            return
         gone = {id(w) for w in dropped}
         self.entries = deque(w for w in self.entries if id(w) not in gone)
         for write in dropped:
@@ -268,7 +261,6 @@ class WriteLog:
                         del self.index[key]
                     else:
                         self.index[key] = older
-        return dropped
 
     def _newest_logged(self, key: Key) -> Write | None:
         for write in reversed(self.entries):
@@ -276,15 +268,13 @@ class WriteLog:
                 return write
         return None
 
-    def drop_all(self) -> list[Write]:
-        """Empty the log (the lease was lost); returns what it held."""
-        dropped = list(self.entries)
+    def drop_all(self) -> None:
+        """Empty the log (the lease was lost)."""
+        for write in self.entries:
+            write.done = True
         self.entries.clear()
         self.index.clear()
         self.visible_clear = 0
-        for write in dropped:
-            write.done = True
-        return dropped
 
     def _prune(self) -> None:
         """Forget per-key numbers no read in flight, nor the cache, can be older than."""

@@ -96,7 +96,7 @@ class KeyWriter:
         self._cache = cache
         self.mode: KeyWrites = mode
         self.log = WriteLog()
-        self._flush_task: asyncio.Task[_Round] | None = None
+        self._flush_task: asyncio.Task[Exception | None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._closed = False
@@ -166,9 +166,9 @@ class KeyWriter:
         """
         while not write.done:
             self.check_lease()
-            result = await asyncio.shield(self._start_flush())
-            if result.error is not None and not write.done and not self.lost:
-                self.log.failed([write], result.error)
+            error = await asyncio.shield(self._start_flush())
+            if error is not None and not write.done and not self.lost:
+                self.log.failed([write], error)
                 self._forget_uncertain()
         self.check_lease()
         if write.error is not None:
@@ -184,9 +184,9 @@ class KeyWriter:
             self.check_lease()
             if self.log.durable >= seq:
                 return
-            result = await asyncio.shield(self._start_flush())
-            if result.error is not None:
-                raise result.error
+            error = await asyncio.shield(self._start_flush())
+            if error is not None:
+                raise error
 
     def _arm(self, delay: float) -> None:
         if self._timer is not None or self._flush_task is not None:
@@ -203,7 +203,7 @@ class KeyWriter:
         if self.log.entries and self._flush_task is None:
             self._start_flush()
 
-    def _start_flush(self) -> asyncio.Task[_Round]:
+    def _start_flush(self) -> asyncio.Task[Exception | None]:
         task = self._flush_task
         if task is None:
             self._cancel_timer()
@@ -211,25 +211,27 @@ class KeyWriter:
             self._flush_task = task
         return task
 
-    async def _flush_round(self) -> _Round:
+    async def _flush_round(self) -> Exception | None:
         """Store the log's next prefix in one round trip; the error, or None."""
-        result = _Round(None)
+        error: Exception | None = None
         try:
             prefix = self.log.take()
             if prefix:
-                result = await self._store_round(prefix)
-            return result
+                error = await self._store_round(prefix)
+            return error
         finally:
             self._flush_task = None
             # What was written meanwhile, or what failed, goes at the next
             # timer if no barrier comes first.
             if self.log.entries and not self.lost and not self._closed:
                 timing = self._timing
-                self._arm(timing.FLUSH_DELAY if result.error is None else timing.RETRY_DELAY)
+                self._arm(timing.FLUSH_DELAY if error is None else timing.RETRY_DELAY)
 
-    async def _store_round(self, prefix: list[Write]) -> _Round:
+    async def _store_round(self, prefix: list[Write]) -> Exception | None:
+        # The newest write of each key, once: what set_keys stores and what is cached after.
+        newest = None if prefix[-1].batch is None else WriteLog.merged(prefix)
         try:
-            await self._store_prefix(prefix)
+            await self._store_prefix(newest)
         except BaseException as exc:
             if not self.lost:
                 self.log.failed(prefix, exc)
@@ -238,28 +240,28 @@ class KeyWriter:
                 raise
             if not isinstance(exc, LeaseLostError):
                 self._log_failure(prefix, exc)
-            return _Round(exc)
+            return exc
         if not self.lost:
-            self._cache_stored(prefix)
+            self._cache_stored(newest)
             self.log.stored(prefix)
-        return _Round(None)
+        return None
 
-    async def _store_prefix(self, prefix: list[Write]) -> None:
-        """One fenced ``clear_keys`` (a prefix ending in a clear) or ``set_keys``."""
-        if prefix[-1].batch is None:
+    async def _store_prefix(self, newest: dict[Key, Write] | None) -> None:
+        """One fenced ``clear_keys`` (None: a prefix ending in a clear) or
+        ``set_keys`` of ``newest``, the newest write of each key in the prefix."""
+        if newest is None:
             await fenced(self._lease, partial(self._store.clear_keys, self._session_id))
             return
-        newest = WriteLog.merged(prefix)
         data = grouped({key: write.batch[key] for key, write in newest.items() if write.batch})
         await fenced(self._lease, partial(self._store.set_keys, self._session_id, data))
 
-    def _cache_stored(self, prefix: list[Write]) -> None:
-        """The cache after ``prefix`` landed: emptied by a clear; awaited writes
-        (not cached while in flight) cached unless a newer write exists."""
-        if prefix[-1].batch is None:
+    def _cache_stored(self, newest: dict[Key, Write] | None) -> None:
+        """The cache after a prefix landed: emptied by a clear (None); awaited
+        writes (not cached while in flight) cached unless a newer write exists."""
+        if newest is None:
             self._cache.clear()
             return
-        for key, write in WriteLog.merged(prefix).items():
+        for key, write in newest.items():
             if not write.visible and write.batch and self.log.newest(key) == write.seq:
                 self._cache.put(key, write.batch[key])
 
@@ -315,12 +317,3 @@ class KeyWriter:
         self._cancel_timer()
         self.log.drop_all()
         self._cache.clear()
-
-
-class _Round:
-    """The outcome of one flush round: None, or the error it ended with."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: Exception | None) -> None:
-        self.error = error
